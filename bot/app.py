@@ -1,0 +1,349 @@
+"""The bot: log in, sync, route events to commands and reactions, never act twice.
+
+Sync tokens and the ids of handled events live in the database, so a restart resumes
+where it stopped and an event is acted on at most once, even if the bot was killed
+between acting and saving the token. Events from before the bot joined a room are
+never acted on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from nio import (
+    AsyncClient,
+    AsyncClientConfig,
+    ErrorResponse,
+    InviteMemberEvent,
+    LoginResponse,
+    ReactionEvent,
+    RoomMemberEvent,
+    RoomMessageText,
+    SyncResponse,
+)
+
+from bot.bridge_api import BridgeControl
+from bot.commands import registry as default_registry
+from bot.commands.context import Ctx, Services
+from bot.commands.registry import Registry, UsageError, parse, split_args
+from bot.core import rules
+from bot.core.model import Role, State
+from bot.db.store import Store
+from bot.matrix.client import DmRooms, MatrixError, MatrixIO
+from bot.matrix.messages import command_text, pills_in, server_of
+from bot.spaces import SpaceService, SpaceSettings
+
+log = logging.getLogger(__name__)
+
+TOKEN_KEY = "sync.next_batch"
+
+
+@dataclass
+class BotOptions:
+    homeserver: str
+    user_id: str
+    password: str = ""
+    access_token: str = ""
+    device_id: str = ""
+    device_name: str = "Chorus bot"
+    store_path: str = "var/nio-store"
+    prefix: str = "!"
+    sync_timeout_ms: int = 30000
+    allowed_homeservers: tuple[str, ...] = ()
+    encryption: bool = False
+
+
+class Chorus:
+    def __init__(self, options: BotOptions, store: Store, bridge: BridgeControl,
+                 space_settings: SpaceSettings, registry: Registry = default_registry) -> None:
+        self.options = options
+        self.store = store
+        self.bridge = bridge
+        config = AsyncClientConfig(store_sync_tokens=False, encryption_enabled=options.encryption,
+                                   max_timeouts=None)
+        self.client = AsyncClient(options.homeserver, options.user_id, device_id=options.device_id or None,
+                                  store_path=options.store_path if options.encryption else "", config=config)
+        self.matrix = MatrixIO(self.client, DmRooms(store.dm_room, self._remember_dm))
+        self.spaces = SpaceService(store, self.matrix, bridge, space_settings)
+        self.services = Services(store, self.matrix, self.spaces, registry, options.prefix,
+                                 server_of(options.user_id))
+        self._stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+
+    def _remember_dm(self, user_id: str, room_id: str) -> None:
+        self.store.record_join(room_id, 0, dm_user_id=user_id)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def login(self) -> None:
+        o = self.options
+        token = o.access_token or self.store.get_state(f"auth.{o.user_id}.token")
+        if token:
+            self.client.access_token = token
+            self.client.user_id = o.user_id
+            resp = await self.client.whoami()
+            if not isinstance(resp, ErrorResponse):
+                self.client.device_id = resp.device_id or o.device_id or self.client.device_id
+                if o.encryption and self.client.device_id:
+                    self.client.restore_login(o.user_id, self.client.device_id, token)
+                log.info("logged in to %s as %s with an access token", o.homeserver, o.user_id)
+                return
+            if o.access_token:
+                raise MatrixError(f"the access token for {o.user_id} was refused: {resp.message}")
+        if not o.password:
+            raise MatrixError(f"no password or access token to log in as {o.user_id}")
+        resp = await self.client.login(o.password, device_name=o.device_name)
+        if not isinstance(resp, LoginResponse):
+            raise MatrixError(f"login as {o.user_id} on {o.homeserver} failed: {resp.message}")
+        self.store.set_state(f"auth.{o.user_id}.token", resp.access_token)
+        log.info("logged in to %s as %s (device %s)", o.homeserver, o.user_id, resp.device_id)
+
+    async def run(self) -> None:
+        """Sync until :meth:`stop`; each batch is handled, then its token is saved."""
+        await self.login()
+        await self.bridge.start()
+        self.bridge.on_event(self.on_bridge_event)
+        await self.spaces.restore()
+        token = self.store.get_state(TOKEN_KEY)
+        if token is None:
+            await self._first_sync()
+        else:
+            self.client.next_batch = token
+        self.ready.set()
+        backoff = 1.0
+        while not self._stopping.is_set():
+            sync_task = asyncio.ensure_future(self.client.sync(
+                timeout=self.options.sync_timeout_ms, since=self.client.next_batch))
+            stop_task = asyncio.ensure_future(self._stopping.wait())
+            done, _ = await asyncio.wait({sync_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            if sync_task not in done:
+                sync_task.cancel()
+                break
+            stop_task.cancel()
+            resp = sync_task.result()
+            if not isinstance(resp, SyncResponse):
+                log.warning("sync failed: %s; retrying in %.0f s", getattr(resp, "message", resp), backoff)
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                except TimeoutError:
+                    pass
+                backoff = min(backoff * 2, 60)
+                continue
+            backoff = 1.0
+            await self.handle_sync(resp)
+            self.store.set_state(TOKEN_KEY, resp.next_batch)
+            await self._crypto_housekeeping()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def close(self) -> None:
+        await self.bridge.close()
+        await self.client.close()
+
+    async def _first_sync(self) -> None:
+        """The first sync ever: learn the rooms, accept invites, act on no old message."""
+        resp = await self.client.sync(timeout=0, full_state=True)
+        if not isinstance(resp, SyncResponse):
+            raise MatrixError(f"first sync failed: {resp.message}")
+        now_ms = int(time.time() * 1000)
+        for room_id in resp.rooms.join:
+            if self.store.join_ts(room_id) is None:
+                self.store.record_join(room_id, now_ms)
+        for room_id, info in resp.rooms.invite.items():
+            await self.on_invite(room_id, info.invite_state)
+        self.store.set_state(TOKEN_KEY, resp.next_batch)
+        log.info("first sync done: %d rooms joined, %d invites", len(resp.rooms.join), len(resp.rooms.invite))
+
+    async def _crypto_housekeeping(self) -> None:
+        if not self.client.olm:
+            return
+        try:
+            if self.client.should_upload_keys:
+                await self.client.keys_upload()
+            if self.client.should_query_keys:
+                await self.client.keys_query()
+            if self.client.should_claim_keys:
+                await self.client.keys_claim(self.client.get_users_for_key_claiming())
+            await self.client.send_to_device_messages()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("encryption key upkeep failed: %s", exc)
+
+    # ------------------------------------------------------------------ routing
+
+    async def handle_sync(self, resp: SyncResponse) -> None:
+        for room_id, info in resp.rooms.invite.items():
+            await self.on_invite(room_id, info.invite_state)
+        for room_id, info in resp.rooms.join.items():
+            join_ts = self.store.join_ts(room_id)
+            events = info.timeline.events
+            if join_ts is None:
+                own = [i for i, e in enumerate(events) if isinstance(e, RoomMemberEvent)
+                       and e.state_key == self.client.user_id and e.membership == "join"]
+                if own:
+                    join_ts = events[own[-1]].server_timestamp
+                    self.store.record_join(room_id, join_ts)
+                    events = events[own[-1] + 1:]
+                else:
+                    join_ts = 0
+                    self.store.record_join(room_id, 0)
+            for event in events:
+                if event.sender == self.client.user_id or event.server_timestamp < join_ts:
+                    continue
+                try:
+                    await self.route(room_id, event)
+                except Exception:  # noqa: BLE001 - one bad event must not stop the bot
+                    log.exception("room %s: failed to handle event %s from %s", room_id,
+                                  event.event_id, event.sender)
+
+    async def route(self, room_id: str, event) -> None:
+        if isinstance(event, RoomMessageText):
+            text = command_text(event.source.get("content", {}))
+            if text.startswith(self.options.prefix) and self.store.claim_event(event.event_id):
+                await self.on_command(room_id, event, text[len(self.options.prefix):])
+        elif isinstance(event, ReactionEvent):
+            if self.store.claim_event(event.event_id):
+                await self.on_reaction(room_id, event)
+        elif isinstance(event, RoomMemberEvent):
+            if self.store.space_by_room(room_id) and self.store.claim_event(event.event_id):
+                await self.on_member(room_id, event)
+
+    async def on_invite(self, room_id: str, invite_state) -> None:
+        inviter = None
+        for ev in invite_state:
+            if isinstance(ev, InviteMemberEvent) and ev.state_key == self.client.user_id:
+                inviter = ev.sender
+        allowed = self.options.allowed_homeservers
+        if allowed and (inviter is None or server_of(inviter) not in allowed):
+            log.info("room %s: ignoring invite from %s (server not in allowed_homeservers)", room_id, inviter)
+            await self.client.room_leave(room_id)
+            return
+        resp = await self.client.join(room_id)
+        if isinstance(resp, ErrorResponse):
+            log.warning("room %s: could not accept invite from %s: %s", room_id, inviter, resp.message)
+        else:
+            log.info("room %s: joined on invite from %s", room_id, inviter)
+
+    # ------------------------------------------------------------------ commands
+
+    async def on_command(self, room_id: str, event: RoomMessageText, text: str) -> None:
+        content = event.source.get("content", {})
+        for user_id, label in pills_in(content.get("formatted_body")):
+            if label and label in text:
+                text = text.replace(label, user_id, 1)
+        tokens = split_args(text)
+        if not tokens:
+            return
+        ctx = Ctx(self.services, event.sender, room_id, event.event_id, content)
+        registry = self.services.registry
+        try:
+            spec, rest = registry.find(tokens)
+            values = parse(spec, rest, self.options.prefix)
+            log.info("room %s: %s runs %s", room_id, event.sender, spec.name)
+            await spec.handler(ctx, **values)
+        except (UsageError, rules.Refused) as exc:
+            await self._safe_reply(ctx, str(exc))
+        except MatrixError as exc:
+            log.error("room %s: command from %s failed on Matrix: %s", room_id, event.sender, exc)
+            await self._safe_reply(ctx, f"Something went wrong talking to the homeserver: {exc}")
+
+    async def _safe_reply(self, ctx: Ctx, text: str) -> None:
+        try:
+            await ctx.reply(text)
+        except MatrixError as exc:
+            log.error("room %s: could not reply to %s: %s", ctx.room_id, ctx.sender, exc)
+
+    # ------------------------------------------------------------------ reactions
+
+    async def on_reaction(self, room_id: str, event: ReactionEvent) -> None:
+        ref = self.store.ref(event.reacts_to)
+        if ref is None:
+            return
+        key = event.key.replace("\ufe0f", "")
+        user = event.sender
+        ctx = Ctx(self.services, user, room_id, event.reacts_to, event.source.get("content", {}))
+        try:
+            if ref.kind == "speak_request" and ref.subject_user_id:
+                if key in ("✅", "✔"):
+                    await self.spaces.act(ref.space_id, user, rules.Approve(ref.subject_user_id))
+                elif key in ("❌", "✖"):
+                    await self.spaces.act(ref.space_id, user, rules.Deny(ref.subject_user_id))
+            elif ref.kind == "card":
+                if key == "🎧":
+                    await self.spaces.act(ref.space_id, user, rules.Join())
+                    await self.spaces.welcome(ref.space_id, user)
+                elif key == "✋":
+                    rec = self.store.load_space(ref.space_id)
+                    if rec and user not in rec.space.people:
+                        await self.spaces.act(ref.space_id, user, rules.Join())
+                        await self.spaces.welcome(ref.space_id, user)
+                    await self.spaces.act(ref.space_id, user, rules.RaiseHand())
+                elif key == "🔔":
+                    await self.spaces.remind(ref.space_id, user, True)
+        except rules.Refused as exc:
+            await self._safe_reply(ctx, f"{user}: {exc}")
+
+    # ------------------------------------------------------------------ membership
+
+    async def on_member(self, room_id: str, event: RoomMemberEvent) -> None:
+        space_id = self.store.space_by_room(room_id)
+        rec = self.store.load_space(space_id)
+        if rec is None or rec.space.state is not State.LIVE:
+            return
+        user = event.state_key
+        if user == self.client.user_id:
+            return
+        space = rec.space
+        try:
+            if event.membership == "join" and user not in space.people and event.prev_membership != "join":
+                await self.spaces.act(space_id, user, rules.Join())
+            elif event.membership == "leave" and event.sender == user and user in space.people:
+                if user != space.host:
+                    await self.spaces.act(space_id, user, rules.Leave())
+            elif event.membership == "invite" and event.sender in (
+                    u for u, r in space.people.items() if r in (Role.HOST, Role.COHOST)):
+                if user not in space.invited:
+                    await self.spaces.act(space_id, event.sender, rules.Invite(user))
+            elif event.membership == "knock":
+                await self._answer_knock(space_id, room_id, user)
+        except rules.Refused as exc:
+            if event.membership == "join":
+                log.info("space %s: %s joined room %s but may not be in the space: %s",
+                         space_id, user, room_id, exc)
+                await self.matrix.kick(room_id, user, str(exc))
+
+    async def _answer_knock(self, space_id: str, room_id: str, user: str) -> None:
+        rec = self.store.load_space(space_id)
+        space = rec.space
+        actor = self.spaces.actor(user, host=space.host)
+        if user in space.removed or actor.banned:
+            await self.matrix.kick(room_id, user, "You may not join this space.")
+        elif actor.followed_by_host or user in space.invited or actor.is_moderator:
+            log.info("space %s: letting in %s's knock", space_id, user)
+            await self.matrix.invite(room_id, user)
+        else:
+            log.info("space %s: refusing %s's knock (not followed by host %s)", space_id, user, space.host)
+            await self.matrix.kick(room_id, user,
+                                   f"This space is open to people {space.host} follows. "
+                                   "Ask the host to follow or invite you.")
+
+    # ------------------------------------------------------------------ bridge
+
+    async def on_bridge_event(self, event: dict) -> None:
+        kind, space_id, user = event.get("type"), event.get("space_id"), event.get("user_id")
+        try:
+            if kind == "hand_raised" and space_id and user:
+                await self.spaces.act(space_id, user, rules.RaiseHand())
+            elif kind == "reaction" and space_id and user and event.get("key"):
+                await self.spaces.act(space_id, user, rules.React(event["key"]))
+            elif kind in ("listener_joined", "listener_left") and space_id:
+                n = int(event.get("listeners") or 0)
+                rec = self.store.load_space(space_id)
+                if rec and n > rec.row.peak_listeners:
+                    self.store.update_space_row(space_id, peak_listeners=n)
+        except rules.Refused as exc:
+            log.info("space %s: bridge event %s from %s refused: %s", space_id, kind, user, exc)
+

@@ -1,0 +1,147 @@
+"""What the bot needs from the audio bridge, and an in-memory stand-in.
+
+The bot decides who may speak; the bridge only enforces it. Everything the bot asks
+of the bridge goes through :class:`BridgeControl`. The real implementation talks to the
+bridge's authenticated control API over HTTP (see ``docs/protocol.md``); the in-memory
+one below keeps the same state in a dict, for unit tests and for running without audio.
+
+Roles are pushed as a whole map per space (user id -> role), so a push is idempotent
+and the bot can simply re-push every live space after a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+#: roles the bridge knows; "host", "cohost" and "speaker" may send audio.
+AUDIO_ROLES = frozenset({"host", "cohost", "speaker"})
+ROLES = AUDIO_ROLES | {"listener"}
+
+BridgeEventHandler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class StageStats:
+    space_id: str
+    open: bool
+    listeners: int = 0
+    peak_listeners: int = 0
+    speakers_connected: int = 0
+    recording: bool = False
+    captions: bool = False
+
+
+class BridgeError(Exception):
+    """The bridge refused a request or could not be reached."""
+
+
+class BridgeControl(Protocol):
+    async def open_stage(
+        self, space_id: str, title: str, *, public: bool, record: bool = False,
+        captions: bool = False,
+    ) -> None: ...
+
+    async def set_roles(self, space_id: str, roles: dict[str, str]) -> None: ...
+
+    async def set_options(
+        self, space_id: str, *, record: bool | None = None, captions: bool | None = None
+    ) -> None: ...
+
+    async def close_stage(self, space_id: str) -> StageStats: ...
+
+    async def stats(self, space_id: str) -> StageStats: ...
+
+    def page_url(self, space_id: str, token: str | None = None) -> str: ...
+
+    def mint_token(self, space_id: str, user_id: str, role: str) -> str: ...
+
+    def on_event(self, handler: BridgeEventHandler) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class _Stage:
+    title: str
+    public: bool
+    record: bool
+    captions: bool
+    roles: dict[str, str] = field(default_factory=dict)
+    listeners: int = 0
+    peak: int = 0
+
+
+class InMemoryBridge:
+    """Keeps stage state in memory; used where no audio is needed."""
+
+    def __init__(self, public_url: str = "http://127.0.0.1:8089") -> None:
+        self.public_url = public_url.rstrip("/")
+        self.stages: dict[str, _Stage] = {}
+        self.closed: set[str] = set()
+        self._handlers: list[BridgeEventHandler] = []
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def open_stage(self, space_id, title, *, public, record=False, captions=False):
+        self.stages[space_id] = _Stage(title, public, record, captions)
+        self.closed.discard(space_id)
+
+    def _stage(self, space_id: str) -> _Stage:
+        try:
+            return self.stages[space_id]
+        except KeyError:
+            raise BridgeError(f"space {space_id} has no open stage") from None
+
+    async def set_roles(self, space_id, roles):
+        unknown = set(roles.values()) - ROLES
+        if unknown:
+            raise BridgeError(f"unknown role(s) {sorted(unknown)} for space {space_id}")
+        self._stage(space_id).roles = dict(roles)
+
+    async def set_options(self, space_id, *, record=None, captions=None):
+        stage = self._stage(space_id)
+        if record is not None:
+            stage.record = record
+        if captions is not None:
+            stage.captions = captions
+
+    async def close_stage(self, space_id):
+        stats = await self.stats(space_id)
+        self.stages.pop(space_id, None)
+        self.closed.add(space_id)
+        return StageStats(space_id, False, 0, stats.peak_listeners, 0, False, False)
+
+    async def stats(self, space_id):
+        stage = self.stages.get(space_id)
+        if stage is None:
+            return StageStats(space_id, False)
+        speakers = sum(1 for r in stage.roles.values() if r in AUDIO_ROLES)
+        return StageStats(space_id, True, stage.listeners, stage.peak, speakers,
+                          stage.record, stage.captions)
+
+    def page_url(self, space_id, token=None):
+        url = f"{self.public_url}/spaces/{space_id}"
+        return f"{url}?token={token}" if token else url
+
+    def mint_token(self, space_id, user_id, role):
+        return f"memory.{space_id}.{user_id}.{role}"
+
+    def on_event(self, handler):
+        self._handlers.append(handler)
+
+    async def emit(self, event: dict[str, Any]) -> None:
+        """Deliver an event as if the bridge had sent it (tests)."""
+        for handler in self._handlers:
+            await handler(event)
+
+    def may_send_audio(self, space_id: str, user_id: str) -> bool:
+        stage = self.stages.get(space_id)
+        return bool(stage and stage.roles.get(user_id) in AUDIO_ROLES)

@@ -1,0 +1,151 @@
+"""Moderators: who may host, the threshold, ending spaces, removing and banning people."""
+
+from __future__ import annotations
+
+import html
+import logging
+
+from bot.core import rules
+from bot.core.followers_csv import ImportError_, parse_counts
+from bot.spaces import THRESHOLD_KEY
+
+from .context import Ctx
+from .registry import UsageError, integer, registry, space_id, text, user
+
+log = logging.getLogger(__name__)
+MOD = "Moderators"
+
+
+def _need_mod(ctx: Ctx) -> None:
+    if not ctx.spaces.is_moderator(ctx.sender):
+        raise UsageError("Only moderators can use !mod commands. The moderators are named in the bot's config.")
+
+
+def _cmd(name: str, *params, help: str, examples: tuple[str, ...] = ()):
+    return registry.command(name, *params, group=MOD, help=help, moderator_only=True, examples=examples)
+
+
+@_cmd("mod allow-host", user(), help="Let someone host whatever their follower count.")
+async def allow_host(ctx: Ctx, user: str) -> None:
+    _need_mod(ctx)
+    target = await ctx.resolve_user(user)
+    ctx.store.update_user(target, host_override="allow")
+    ctx.store.audit(ctx.sender, "mod.allow-host", None, target)
+    await ctx.reply(f"{target} may host spaces now, whatever their follower count.")
+
+
+@_cmd("mod deny-host", user(), help="Stop someone from hosting whatever their follower count.")
+async def deny_host(ctx: Ctx, user: str) -> None:
+    _need_mod(ctx)
+    target = await ctx.resolve_user(user)
+    ctx.store.update_user(target, host_override="deny")
+    ctx.store.audit(ctx.sender, "mod.deny-host", None, target)
+    await ctx.reply(f"{target} may no longer host spaces.")
+
+
+@_cmd("mod default-host", user(), help="Let the follower threshold decide for someone again.")
+async def default_host(ctx: Ctx, user: str) -> None:
+    _need_mod(ctx)
+    target = await ctx.resolve_user(user)
+    ctx.store.update_user(target, host_override=None)
+    ctx.store.audit(ctx.sender, "mod.default-host", None, target)
+    await ctx.reply(f"The follower threshold decides again whether {target} may host.")
+
+
+@_cmd("mod threshold", integer("followers"), help="Set how many followers hosting needs.",
+      examples=("mod threshold 100",))
+async def threshold(ctx: Ctx, followers: int) -> None:
+    _need_mod(ctx)
+    if not 0 <= followers <= 10_000_000:
+        raise UsageError("The threshold must be between 0 and 10000000 followers.")
+    old = ctx.spaces.limits().min_followers
+    ctx.store.set_state(THRESHOLD_KEY, str(followers))
+    ctx.store.audit(ctx.sender, "mod.threshold", None, None, f"{old} -> {followers}")
+    await ctx.reply(f"Hosting now needs {followers} followers (was {old}).")
+
+
+@_cmd("mod end", space_id(optional=False), help="End any live space.")
+async def mod_end(ctx: Ctx, id: str) -> None:
+    _need_mod(ctx)
+    outcome = await ctx.spaces.act(id, ctx.sender, rules.End())
+    await ctx.reply(outcome.reply)
+
+
+@_cmd("mod remove", space_id(optional=False), user(), help="Remove someone from a space; they cannot rejoin it.")
+async def mod_remove(ctx: Ctx, id: str, user: str) -> None:
+    _need_mod(ctx)
+    target = await ctx.resolve_user(user)
+    outcome = await ctx.spaces.act(id, ctx.sender, rules.Remove(target))
+    await ctx.reply(outcome.reply)
+
+
+@_cmd("mod ban", user(), help="Ban someone from hosting and joining any space; removes them from live ones.")
+async def ban(ctx: Ctx, user: str) -> None:
+    _need_mod(ctx)
+    target = await ctx.resolve_user(user)
+    if ctx.spaces.is_moderator(target):
+        raise UsageError(f"{target} is a moderator; remove them from the config first.")
+    if ctx.store.user(target).banned:
+        raise UsageError(f"{target} is already banned.")
+    ctx.store.update_user(target, banned=True)
+    ctx.store.audit(ctx.sender, "mod.ban", None, target)
+    done = []
+    hosted = ctx.store.live_space_of_host(target)
+    if hosted:
+        await ctx.spaces.act(hosted, ctx.sender, rules.End())
+        done.append(f"ended their space {hosted}")
+    for sid in ctx.store.spaces_of_participant(target):
+        try:
+            await ctx.spaces.act(sid, ctx.sender, rules.Remove(target, "banned by a moderator"))
+            done.append(f"removed them from {sid}")
+        except rules.Refused as exc:
+            log.warning("space %s: could not remove banned user %s: %s", sid, target, exc)
+    tail = f" ({'; '.join(done)})" if done else ""
+    await ctx.reply(f"{target} is banned from Chorus spaces{tail}.")
+
+
+@_cmd("mod unban", user(), help="Lift a ban.")
+async def unban(ctx: Ctx, user: str) -> None:
+    _need_mod(ctx)
+    target = await ctx.resolve_user(user)
+    if not ctx.store.user(target).banned:
+        raise UsageError(f"{target} is not banned.")
+    ctx.store.update_user(target, banned=False)
+    ctx.store.audit(ctx.sender, "mod.unban", None, target)
+    await ctx.reply(f"{target} is no longer banned.")
+
+
+@_cmd("mod audit", integer("n", optional=True), help="The latest moderation and space actions.")
+async def audit(ctx: Ctx, n: int | None) -> None:
+    _need_mod(ctx)
+    n = 20 if n is None else n
+    if not 1 <= n <= 200:
+        raise UsageError("Ask for between 1 and 200 entries.")
+    rows = ctx.store.audit_log(n)
+    if not rows:
+        await ctx.reply("The audit log is empty.")
+        return
+    lines = [f"{r.at:%Y-%m-%d %H:%M} {r.actor_id} {r.action}"
+             + (f" space={r.space_id}" if r.space_id else "") + (f" target={r.target_id}" if r.target_id else "")
+             + (f" ({r.detail})" if r.detail else "") for r in rows]
+    await ctx.reply("\n".join(lines), "<pre>" + html.escape("\n".join(lines)) + "</pre>")
+
+
+@_cmd("mod import-followers", text("csv", optional=True),
+      help="Load follower counts from another network: one “@user:server, count” per line after the command.",
+      examples=("mod import-followers @alice:example.org,1200 @bob:example.org,35",))
+async def import_followers(ctx: Ctx, csv: str | None) -> None:
+    _need_mod(ctx)
+    body = ctx.content.get("body", "")
+    _, _, rest = body.partition("\n")
+    source = rest if rest.strip() else (csv or "")
+    try:
+        counts = parse_counts(source.replace(" @", "\n@") if "\n" not in source else source)
+    except ImportError_ as exc:
+        raise UsageError(str(exc)) from None
+    ctx.store.import_follower_counts(counts)
+    ctx.store.audit(ctx.sender, "mod.import-followers", None, None, f"{len(counts)} users")
+    await ctx.reply(f"Imported follower counts for {len(counts)} users; hosting uses the larger of "
+                    "the imported count and their followers here.")
+
+

@@ -1,0 +1,56 @@
+"""The follow graph: following people is how hosts earn the right to host."""
+
+from __future__ import annotations
+
+from bot.matrix.messages import pill
+
+from .context import Ctx
+from .registry import UsageError, registry, user
+
+SOCIAL = "Following"
+
+
+@registry.command("follow", user(), group=SOCIAL, help="Follow someone.", examples=("follow @alice:example.org",))
+async def follow(ctx: Ctx, user: str) -> None:
+    target = await ctx.resolve_user(user)
+    if target == ctx.sender:
+        raise UsageError("You can't follow yourself.")
+    if not ctx.store.follow(ctx.sender, target):
+        await ctx.reply(f"You already follow {target}.")
+        return
+    n = ctx.store.follower_count(target)
+    await ctx.reply(f"You now follow {target} ({n} followers).",
+                    f"You now follow {pill(target)} ({n} followers).")
+
+
+@registry.command("unfollow", user(), group=SOCIAL, help="Stop following someone.")
+async def unfollow(ctx: Ctx, user: str) -> None:
+    target = await ctx.resolve_user(user)
+    if not ctx.store.unfollow(ctx.sender, target):
+        raise UsageError(f"You don't follow {target}.")
+    await ctx.reply(f"You no longer follow {target}.")
+
+
+@registry.command("followers", user(optional=True), group=SOCIAL,
+                  help="How many followers you (or someone) have, and the latest few.")
+async def followers(ctx: Ctx, user: str | None) -> None:
+    target = await ctx.resolve_user(user) if user else ctx.sender
+    graph = ctx.store.follower_count(target)
+    imported = ctx.store.user(target).imported_followers
+    latest = ctx.store.followers(target, 10)
+    who = "You have" if target == ctx.sender else f"{target} has"
+    extra = f" (imported count: {imported})" if imported else ""
+    threshold = ctx.spaces.limits().min_followers
+    listing = f" Latest: {', '.join(latest)}." if latest else ""
+    await ctx.reply(f"{who} {graph} followers{extra}; hosting needs {threshold}.{listing}")
+
+
+@registry.command("following", user(optional=True), group=SOCIAL,
+                  help="How many people you (or someone) follow, and the latest few.")
+async def following(ctx: Ctx, user: str | None) -> None:
+    target = await ctx.resolve_user(user) if user else ctx.sender
+    n = ctx.store.following_count(target)
+    latest = ctx.store.following(target, 10)
+    who = "You follow" if target == ctx.sender else f"{target} follows"
+    listing = f": {', '.join(latest)}" if latest else ""
+    await ctx.reply(f"{who} {n} people{listing}.")

@@ -1,0 +1,356 @@
+"""Reading and writing the bot's tables. Each function is one short transaction."""
+
+from __future__ import annotations
+
+import secrets
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, delete, select
+
+from bot.core.model import Actor, Role, Space, State, Visibility, _frozen
+
+from . import models as m
+from .engine import session_scope
+
+SPACE_ID_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
+
+
+def new_space_id() -> str:
+    return "".join(secrets.choice(SPACE_ID_ALPHABET) for _ in range(6))
+
+
+@dataclass
+class SpaceRecord:
+    """A space as the rules see it, plus what only the adapters need."""
+
+    space: Space
+    row: m.Space
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # ------------------------------------------------------------ key/value + events
+
+    def get_state(self, key: str) -> str | None:
+        with session_scope(self.engine) as s:
+            row = s.get(m.SyncState, key)
+            return row.value if row else None
+
+    def set_state(self, key: str, value: str) -> None:
+        with session_scope(self.engine) as s:
+            row = s.get(m.SyncState, key)
+            if row is None:
+                s.add(m.SyncState(key=key, value=value))
+            else:
+                row.value = value
+
+    def claim_event(self, event_id: str) -> bool:
+        """Record that we act on ``event_id``; False if it was acted on before."""
+        try:
+            with session_scope(self.engine) as s:
+                s.add(m.HandledEvent(event_id=event_id))
+            return True
+        except IntegrityError:
+            return False
+
+    def record_join(self, room_id: str, ts: int, dm_user_id: str | None = None) -> None:
+        with session_scope(self.engine) as s:
+            row = s.get(m.RoomJoin, room_id)
+            if row is None:
+                s.add(m.RoomJoin(room_id=room_id, joined_ts=ts, dm_user_id=dm_user_id))
+            else:
+                if ts and (not row.joined_ts or ts > row.joined_ts):
+                    row.joined_ts = ts
+                if dm_user_id:
+                    row.dm_user_id = dm_user_id
+
+    def join_ts(self, room_id: str) -> int | None:
+        with session_scope(self.engine) as s:
+            row = s.get(m.RoomJoin, room_id)
+            return row.joined_ts if row else None
+
+    def dm_room(self, user_id: str) -> str | None:
+        with session_scope(self.engine) as s:
+            row = s.exec(select(m.RoomJoin).where(m.RoomJoin.dm_user_id == user_id)).first()
+            return row.room_id if row else None
+
+    # ------------------------------------------------------------ users and follows
+
+    def user(self, user_id: str) -> m.User:
+        with session_scope(self.engine) as s:
+            row = s.get(m.User, user_id)
+            if row is None:
+                row = m.User(user_id=user_id)
+                s.add(row)
+            return row
+
+    def update_user(self, user_id: str, **fields) -> m.User:
+        with session_scope(self.engine) as s:
+            row = s.get(m.User, user_id)
+            if row is None:
+                row = m.User(user_id=user_id)
+                s.add(row)
+            for k, v in fields.items():
+                setattr(row, k, v)
+            return row
+
+    def follow(self, follower: str, followee: str) -> bool:
+        try:
+            with session_scope(self.engine) as s:
+                s.add(m.Follow(follower_id=follower, followee_id=followee))
+            return True
+        except IntegrityError:
+            return False
+
+    def unfollow(self, follower: str, followee: str) -> bool:
+        with session_scope(self.engine) as s:
+            res = s.exec(delete(m.Follow).where(
+                m.Follow.follower_id == follower, m.Follow.followee_id == followee))
+            return res.rowcount > 0
+
+    def follows(self, follower: str, followee: str) -> bool:
+        with session_scope(self.engine) as s:
+            return s.get(m.Follow, (follower, followee)) is not None
+
+    def follower_count(self, user_id: str) -> int:
+        with session_scope(self.engine) as s:
+            return s.exec(select(func.count()).select_from(m.Follow)
+                          .where(m.Follow.followee_id == user_id)).one()
+
+    def following_count(self, user_id: str) -> int:
+        with session_scope(self.engine) as s:
+            return s.exec(select(func.count()).select_from(m.Follow)
+                          .where(m.Follow.follower_id == user_id)).one()
+
+    def followers(self, user_id: str, limit: int = 10) -> list[str]:
+        with session_scope(self.engine) as s:
+            return list(s.exec(select(m.Follow.follower_id).where(m.Follow.followee_id == user_id)
+                               .order_by(col(m.Follow.created_at).desc()).limit(limit)))
+
+    def following(self, user_id: str, limit: int = 10) -> list[str]:
+        with session_scope(self.engine) as s:
+            return list(s.exec(select(m.Follow.followee_id).where(m.Follow.follower_id == user_id)
+                               .order_by(col(m.Follow.created_at).desc()).limit(limit)))
+
+    def import_follower_counts(self, counts: dict[str, int]) -> int:
+        with session_scope(self.engine) as s:
+            for user_id, n in counts.items():
+                row = s.get(m.User, user_id)
+                if row is None:
+                    s.add(m.User(user_id=user_id, imported_followers=n))
+                else:
+                    row.imported_followers = n
+        return len(counts)
+
+    def actor(self, user_id: str, *, is_moderator: bool, host: str | None = None) -> Actor:
+        """The facts about ``user_id`` that the rules need."""
+        row = self.user(user_id)
+        followers = max(self.follower_count(user_id), row.imported_followers)
+        return Actor(
+            user_id=user_id, is_moderator=is_moderator, banned=row.banned, followers=followers,
+            host_override=row.host_override,
+            followed_by_host=bool(host) and self.follows(host, user_id),
+        )
+
+    # ------------------------------------------------------------ spaces
+
+    def load_space(self, space_id: str) -> SpaceRecord | None:
+        with session_scope(self.engine) as s:
+            row = s.get(m.Space, space_id)
+            if row is None:
+                return None
+            parts = s.exec(select(m.Participant).where(m.Participant.space_id == space_id)).all()
+            reqs = s.exec(select(m.SpeakRequest).where(m.SpeakRequest.space_id == space_id)
+                          .order_by(m.SpeakRequest.requested_at)).all()
+            invs = s.exec(select(m.Invitation).where(m.Invitation.space_id == space_id)).all()
+        space = Space(
+            id=row.id, host=row.host_id, title=row.title, visibility=Visibility(row.visibility),
+            state=State(row.state),
+            people=_frozen({p.user_id: Role(p.role) for p in parts if p.status == "present"}),
+            requests=tuple(r.user_id for r in reqs),
+            invited=_frozen({i.user_id: Role(i.role) for i in invs}),
+            removed=frozenset(p.user_id for p in parts if p.status == "removed"),
+            scheduled_for=row.scheduled_for, captions=row.captions, recording=row.recording,
+        )
+        return SpaceRecord(space, row)
+
+    def space_by_room(self, room_id: str) -> str | None:
+        with session_scope(self.engine) as s:
+            row = s.exec(select(m.Space).where(m.Space.room_id == room_id)).first()
+            return row.id if row else None
+
+    def save_space(self, space: Space, **row_fields) -> m.Space:
+        """Write ``space`` (and any extra row fields) in one transaction."""
+        with session_scope(self.engine) as s:
+            row = s.get(m.Space, space.id)
+            if row is None:
+                row = m.Space(id=space.id, host_id=space.host, title=space.title,
+                              visibility=space.visibility.value, state=space.state.value)
+                s.add(row)
+            row.title = space.title
+            row.visibility = space.visibility.value
+            row.state = space.state.value
+            row.scheduled_for = space.scheduled_for
+            row.captions = space.captions
+            row.recording = space.recording
+            for k, v in row_fields.items():
+                setattr(row, k, v)
+            speakers = [u for u, r in space.people.items() if r is not Role.LISTENER]
+            seen = [u for u in row.speakers_seen.split() if u]
+            row.speakers_seen = " ".join(seen + [u for u in speakers if u not in seen])
+            s.flush()
+            existing = {p.user_id: p for p in s.exec(
+                select(m.Participant).where(m.Participant.space_id == space.id)).all()}
+            for user, role in space.people.items():
+                p = existing.get(user)
+                if p is None:
+                    s.add(m.Participant(space_id=space.id, user_id=user, role=role.value))
+                else:
+                    p.role, p.status = role.value, "present"
+            for user, p in existing.items():
+                if user in space.removed:
+                    p.status = "removed"
+                elif user not in space.people:
+                    p.status = "left"
+            for user in space.removed - existing.keys():
+                s.add(m.Participant(space_id=space.id, user_id=user, role="listener", status="removed"))
+            s.exec(delete(m.SpeakRequest).where(m.SpeakRequest.space_id == space.id,
+                                                col(m.SpeakRequest.user_id).not_in(space.requests)))
+            have = set(s.exec(select(m.SpeakRequest.user_id)
+                              .where(m.SpeakRequest.space_id == space.id)).all())
+            for user in space.requests:
+                if user not in have:
+                    s.add(m.SpeakRequest(space_id=space.id, user_id=user))
+            s.exec(delete(m.Invitation).where(m.Invitation.space_id == space.id))
+            s.flush()
+            for user, role in space.invited.items():
+                s.add(m.Invitation(space_id=space.id, user_id=user, role=role.value,
+                                   invited_by=space.host))
+            return row
+
+    def update_space_row(self, space_id: str, **fields) -> None:
+        with session_scope(self.engine) as s:
+            row = s.get(m.Space, space_id)
+            if row is not None:
+                for k, v in fields.items():
+                    setattr(row, k, v)
+
+    def spaces_in_state(self, *states: State) -> list[m.Space]:
+        with session_scope(self.engine) as s:
+            return list(s.exec(select(m.Space).where(
+                col(m.Space.state).in_([st.value for st in states]))
+                .order_by(m.Space.created_at)).all())
+
+    def live_space_of_host(self, host: str) -> str | None:
+        with session_scope(self.engine) as s:
+            row = s.exec(select(m.Space).where(m.Space.host_id == host,
+                                               m.Space.state == State.LIVE.value)).first()
+            return row.id if row else None
+
+    def spaces_of_participant(self, user_id: str) -> list[str]:
+        with session_scope(self.engine) as s:
+            return list(s.exec(
+                select(m.Participant.space_id).join(m.Space)
+                .where(m.Participant.user_id == user_id, m.Participant.status == "present",
+                       m.Space.state == State.LIVE.value)).all())
+
+    # ------------------------------------------------------------ reactions, refs, tips
+
+    def add_reaction(self, space_id: str, user_id: str, key: str) -> None:
+        with session_scope(self.engine) as s:
+            s.add(m.Reaction(space_id=space_id, user_id=user_id, key=key))
+
+    def top_reactions(self, space_id: str, n: int = 5) -> list[tuple[str, int]]:
+        with session_scope(self.engine) as s:
+            keys = s.exec(select(m.Reaction.key).where(m.Reaction.space_id == space_id)).all()
+        return Counter(keys).most_common(n)
+
+    def add_ref(self, event_id: str, room_id: str, space_id: str, kind: str,
+                subject: str | None = None) -> None:
+        with session_scope(self.engine) as s:
+            s.merge(m.MessageRef(event_id=event_id, room_id=room_id, space_id=space_id,
+                                 kind=kind, subject_user_id=subject))
+
+    def ref(self, event_id: str) -> m.MessageRef | None:
+        with session_scope(self.engine) as s:
+            return s.get(m.MessageRef, event_id)
+
+    def refs(self, space_id: str, kind: str, subject: str | None = None) -> list[m.MessageRef]:
+        with session_scope(self.engine) as s:
+            q = select(m.MessageRef).where(m.MessageRef.space_id == space_id, m.MessageRef.kind == kind)
+            if subject is not None:
+                q = q.where(m.MessageRef.subject_user_id == subject)
+            return list(s.exec(q).all())
+
+    def drop_refs(self, space_id: str, kind: str, subject: str | None = None) -> None:
+        with session_scope(self.engine) as s:
+            q = delete(m.MessageRef).where(m.MessageRef.space_id == space_id, m.MessageRef.kind == kind)
+            if subject is not None:
+                q = q.where(m.MessageRef.subject_user_id == subject)
+            s.exec(q)
+
+    def tip_jar(self, user_id: str) -> dict[str, str]:
+        with session_scope(self.engine) as s:
+            rows = s.exec(select(m.TipJar).where(m.TipJar.user_id == user_id)
+                          .order_by(m.TipJar.provider)).all()
+            return {r.provider: r.handle for r in rows}
+
+    def set_tip(self, user_id: str, provider: str, handle: str) -> None:
+        with session_scope(self.engine) as s:
+            s.merge(m.TipJar(user_id=user_id, provider=provider, handle=handle))
+
+    def remove_tip(self, user_id: str, provider: str) -> bool:
+        with session_scope(self.engine) as s:
+            res = s.exec(delete(m.TipJar).where(m.TipJar.user_id == user_id,
+                                                 m.TipJar.provider == provider))
+            return res.rowcount > 0
+
+    # ------------------------------------------------------------ reminders
+
+    def set_reminder(self, space_id: str, user_id: str, on: bool) -> bool:
+        """Subscribe or unsubscribe; False if nothing changed."""
+        try:
+            with session_scope(self.engine) as s:
+                row = s.get(m.ReminderSubscription, (space_id, user_id))
+                if on and row is None:
+                    s.add(m.ReminderSubscription(space_id=space_id, user_id=user_id))
+                    return True
+                if not on and row is not None:
+                    s.delete(row)
+                    return True
+                return False
+        except IntegrityError:
+            return False
+
+    def reminder_users(self, space_id: str) -> list[str]:
+        with session_scope(self.engine) as s:
+            return list(s.exec(select(m.ReminderSubscription.user_id)
+                               .where(m.ReminderSubscription.space_id == space_id)).all())
+
+    # ------------------------------------------------------------ audit
+
+    def audit(self, actor: str, action: str, space_id: str | None = None,
+              target: str | None = None, detail: str = "") -> None:
+        with session_scope(self.engine) as s:
+            s.add(m.AuditEntry(actor_id=actor, action=action, space_id=space_id,
+                               target_id=target, detail=detail))
+
+    def audit_log(self, n: int = 20) -> list[m.AuditEntry]:
+        with session_scope(self.engine) as s:
+            return list(s.exec(select(m.AuditEntry).order_by(col(m.AuditEntry.id).desc())
+                               .limit(n)).all())
+
+
+def as_utc(dt: datetime | None) -> datetime | None:
+    """SQLite gives back naive datetimes; they were written as UTC."""
+    from datetime import UTC
+
+    if dt is None or dt.tzinfo is not None:
+        return dt
+    return dt.replace(tzinfo=UTC)

@@ -1,0 +1,139 @@
+"""The bot's hands on Matrix: thin async wrappers over matrix-nio that raise on errors.
+
+matrix-nio returns error responses instead of raising; every call here checks and raises
+:class:`MatrixError` with the room and the server's message, so callers can log it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from nio import AsyncClient, ErrorResponse
+
+from . import messages
+
+log = logging.getLogger(__name__)
+
+
+class MatrixError(Exception):
+    pass
+
+
+def _check(resp: Any, what: str) -> Any:
+    if isinstance(resp, ErrorResponse):
+        code = getattr(resp, "status_code", None) or ""
+        raise MatrixError(f"{what}: {code} {resp.message}".replace("  ", " "))
+    return resp
+
+
+class MatrixIO:
+    def __init__(self, client: AsyncClient, dm_rooms: DmRooms) -> None:
+        self.client = client
+        self.dm_rooms = dm_rooms
+
+    @property
+    def user_id(self) -> str:
+        return self.client.user_id
+
+    async def send(self, room_id: str, content: dict, event_type: str = "m.room.message") -> str:
+        resp = await self.client.room_send(room_id, event_type, content,
+                                           ignore_unverified_devices=True)
+        return _check(resp, f"send {event_type} to {room_id}").event_id
+
+    async def reply(self, room_id: str, event_id: str, plain: str, html: str | None = None) -> str:
+        return await self.send(room_id, messages.notice(plain, html, reply_to=event_id))
+
+    async def notice(self, room_id: str, plain: str, html: str | None = None) -> str:
+        return await self.send(room_id, messages.notice(plain, html))
+
+    async def react(self, room_id: str, event_id: str, key: str) -> str:
+        return await self.send(room_id, messages.reaction(event_id, key), "m.reaction")
+
+    async def edit(self, room_id: str, event_id: str, new_content: dict) -> str:
+        return await self.send(room_id, messages.edit(event_id, new_content))
+
+    async def redact(self, room_id: str, event_id: str, reason: str | None = None) -> None:
+        _check(await self.client.room_redact(room_id, event_id, reason), f"redact in {room_id}")
+
+    async def dm(self, user_id: str, plain: str, html: str | None = None) -> str:
+        room_id = await self.dm_room(user_id)
+        return await self.notice(room_id, plain, html)
+
+    async def dm_room(self, user_id: str) -> str:
+        room_id = self.dm_rooms.get(user_id)
+        if room_id and room_id in self.client.rooms:
+            return room_id
+        resp = await self.client.room_create(
+            is_direct=True, invite=[user_id], preset=_preset("trusted_private_chat"),
+            name=None,
+        )
+        room_id = _check(resp, f"create a direct room with {user_id}").room_id
+        self.dm_rooms.set(user_id, room_id)
+        return room_id
+
+    async def create_room(self, *, name: str, topic: str, join_rule: str, invite: list[str],
+                          power_levels: dict, initial_state: list[dict]) -> str:
+        state = [{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": join_rule}},
+                 {"type": "m.room.history_visibility", "state_key": "",
+                  "content": {"history_visibility": "shared"}}, *initial_state]
+        resp = await self.client.room_create(
+            name=name, topic=topic, invite=invite, initial_state=state,
+            power_level_override=power_levels,
+        )
+        return _check(resp, f"create room “{name}”").room_id
+
+    async def put_state(self, room_id: str, event_type: str, content: dict, state_key: str = "") -> None:
+        resp = await self.client.room_put_state(room_id, event_type, content, state_key)
+        _check(resp, f"set {event_type} in {room_id}")
+
+    async def get_state(self, room_id: str, event_type: str, state_key: str = "") -> dict | None:
+        resp = await self.client.room_get_state_event(room_id, event_type, state_key)
+        if isinstance(resp, ErrorResponse):
+            return None
+        return resp.content
+
+    async def invite(self, room_id: str, user_id: str) -> None:
+        resp = await self.client.room_invite(room_id, user_id)
+        if isinstance(resp, ErrorResponse) and "already in the room" in (resp.message or ""):
+            return
+        _check(resp, f"invite {user_id} to {room_id}")
+
+    async def kick(self, room_id: str, user_id: str, reason: str) -> None:
+        _check(await self.client.room_kick(room_id, user_id, reason), f"kick {user_id} from {room_id}")
+
+    async def join(self, room_id: str) -> None:
+        _check(await self.client.join(room_id), f"join {room_id}")
+
+    async def display_name(self, user_id: str) -> str | None:
+        """The user's display name; raises MatrixError if the user does not exist."""
+        resp = await self.client.get_profile(user_id)
+        if isinstance(resp, ErrorResponse):
+            raise MatrixError(f"no such user {user_id} ({resp.message})")
+        return resp.displayname
+
+    def members(self, room_id: str) -> dict[str, str | None]:
+        """user id -> display name of the joined members the client knows in a room."""
+        room = self.client.rooms.get(room_id)
+        if room is None:
+            return {}
+        return {uid: u.display_name for uid, u in room.users.items()}
+
+
+class DmRooms:
+    """Where direct-message rooms are remembered (the store, in the app)."""
+
+    def __init__(self, get, set_) -> None:
+        self._get, self._set = get, set_
+
+    def get(self, user_id: str) -> str | None:
+        return self._get(user_id)
+
+    def set(self, user_id: str, room_id: str) -> None:
+        self._set(user_id, room_id)
+
+
+def _preset(name: str):
+    from nio.api import RoomPreset
+
+    return RoomPreset(name)

@@ -1,0 +1,160 @@
+"""Putting Chorus together from settings: database, homeserver, bridge, bot. Used by
+``python -m bot run`` (and so ``make run``) and by the integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import signal
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.app import BotOptions, Chorus
+from bot.bridge_api import BridgeControl
+from bot.config import ConfigError, Settings
+from bot.core.model import Limits
+from bot.db.engine import make_engine, upgrade
+from bot.db.store import Store
+from bot.spaces import SpaceSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LocalAccounts:
+    homeserver: str
+    bot_user_id: str
+    bot_password: str
+    demo: list[tuple[str, str]]
+
+
+def space_settings(settings: Settings) -> SpaceSettings:
+    return SpaceSettings(
+        limits=Limits(settings.hosting.min_followers, settings.spaces.max_speakers,
+                      settings.spaces.max_cohosts, settings.scheduling.max_days_ahead),
+        moderators=frozenset(settings.moderation.moderators),
+        announcement_rooms=tuple(settings.announcements.rooms),
+        prefix=settings.bot.command_prefix,
+        captions_by_default=settings.spaces.captions_by_default,
+        record_by_default=settings.spaces.record_by_default,
+    )
+
+
+def bot_options(settings: Settings, homeserver: str | None = None, user_id: str | None = None,
+                password: str | None = None) -> BotOptions:
+    m = settings.matrix
+    return BotOptions(
+        homeserver=homeserver or m.homeserver, user_id=user_id or m.user_id,
+        password=password if password is not None else m.password, access_token=m.access_token,
+        device_id=m.device_id, device_name=m.device_name, store_path=m.store_path,
+        prefix=settings.bot.command_prefix, sync_timeout_ms=m.sync_timeout_ms,
+        allowed_homeservers=tuple(m.allowed_homeservers), encryption=_encryption_available(),
+    )
+
+
+def _encryption_available() -> bool:
+    try:
+        from nio.crypto import ENCRYPTION_ENABLED
+    except ImportError:  # pragma: no cover
+        return False
+    return bool(ENCRYPTION_ENABLED)
+
+
+def start_local_homeserver(settings: Settings):
+    """Start (or restart) the local Synapse and register the bot and the demo accounts."""
+    from bot.local_homeserver import LocalHomeserver
+
+    loc = settings.local
+    data_dir = Path(loc.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    hs = LocalHomeserver(data_dir, port=loc.port, server_name=loc.server_name)
+    hs.start()
+    cred_file = data_dir / "chorus-bot.json"
+    if cred_file.exists():
+        creds = json.loads(cred_file.read_text())
+    else:
+        creds = {"password": secrets.token_urlsafe(18)}
+        cred_file.write_text(json.dumps(creds))
+        cred_file.chmod(0o600)
+    bot_local = settings.matrix.user_id[1:].split(":", 1)[0]
+    bot_user = hs.register(bot_local, creds["password"], admin=True, displayname=settings.bot.display_name)
+    demo = []
+    for name in settings.local.demo_users:
+        u = hs.register(name, settings.local.demo_password, displayname=name.capitalize())
+        demo.append((u.user_id, settings.local.demo_password))
+    return hs, LocalAccounts(hs.base_url, bot_user.user_id, creds["password"], demo)
+
+
+async def make_bridge(settings: Settings, stack: AsyncExitStack) -> BridgeControl:
+    """The bridge client: an embedded bridge in this process, or a remote one."""
+    from bot.bridge_http import HttpBridge
+
+    b = settings.bridge
+    secret = b.shared_secret or secrets.token_urlsafe(32)
+    if b.mode == "remote":
+        return HttpBridge(b.control_url, b.public_url or b.control_url, secret, b.token_ttl_seconds)
+    from bridge.app import start_embedded
+    from bridge.settings import BridgeSettings
+
+    bs = BridgeSettings(listen_host=b.listen_host, listen_port=b.listen_port,
+                        public_url=b.public_url, shared_secret=secret,
+                        token_ttl_seconds=b.token_ttl_seconds, recordings_dir=b.recordings_dir)
+    runner, port = await start_embedded(bs)
+    stack.push_async_callback(runner.cleanup)
+    control = f"http://{b.listen_host}:{port}"
+    public = b.public_url or control
+    log.info("bridge embedded at %s", control)
+    return HttpBridge(control, public, secret, b.token_ttl_seconds)
+
+
+async def serve(settings: Settings, *, print_=print, bridge: BridgeControl | None = None) -> None:
+    """Run Chorus until SIGINT/SIGTERM."""
+    engine = make_engine(settings.database.url)
+    upgrade(engine)
+    store = Store(engine)
+    async with AsyncExitStack() as stack:
+        hs_url, user_id, password = None, None, None
+        if not settings.matrix.homeserver:
+            print_("Starting a local Synapse homeserver (first start takes a few seconds)…")
+            hs, accounts = await asyncio.to_thread(start_local_homeserver, settings)
+            stack.callback(hs.stop)
+            hs_url, user_id, password = accounts.homeserver, accounts.bot_user_id, accounts.bot_password
+        else:
+            settings.check_for_remote_homeserver()
+        if bridge is None:
+            bridge = await make_bridge(settings, stack)
+        bot = Chorus(bot_options(settings, hs_url, user_id, password), store, bridge, space_settings(settings))
+        stack.push_async_callback(bot.close)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, bot.stop)
+        task = asyncio.create_task(bot.run())
+        ready = asyncio.create_task(bot.ready.wait())
+        await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()
+        _print_banner(print_, settings, bot, bridge, hs_url, password if hs_url else None)
+        await task
+        print_("Chorus stopped.")
+
+
+def _print_banner(print_, settings: Settings, bot: Chorus, bridge: BridgeControl, hs_url, bot_password) -> None:
+    p = settings.bot.command_prefix
+    lines = ["", "Chorus is running.",
+             f"  Homeserver:   {bot.options.homeserver}",
+             f"  Bot account:  {bot.options.user_id}",
+             f"  Bridge (web): {bridge.page_url('').rsplit('/spaces/', 1)[0]}/"]
+    if hs_url:
+        server = settings.local.server_name
+        lines.append("  Demo logins (any Matrix client, e.g. Element, homeserver above):")
+        for name in settings.local.demo_users:
+            lines.append(f"    @{name}:{server}  password: {settings.local.demo_password}")
+    lines += [f"  Talk to the bot: invite {bot.options.user_id} to a room (or DM it) and type {p}help or {p}ping.",
+              "  Ctrl-C stops everything.", ""]
+    print_("\n".join(lines))
+
+
+__all__ = ["ConfigError", "serve", "start_local_homeserver", "make_bridge"]

@@ -1,0 +1,302 @@
+"""Running the rules of a space against the world: load, decide, save, carry out effects.
+
+The decision (``bot.core.rules``) is pure; this module does the I/O around it. State is
+saved before any effect runs, so the database stays the truth even when Matrix or the
+bridge fails halfway: a failed effect is logged with the space, user and room, and the
+next start re-pushes roles to the bridge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from bot import cards
+from bot.bridge_api import BridgeControl
+from bot.core import effects as fx
+from bot.core import rules
+from bot.core.model import Limits, Role, Space, State, Visibility
+from bot.db.store import Store, as_utc, new_space_id
+from bot.matrix.client import MatrixError, MatrixIO
+
+log = logging.getLogger(__name__)
+
+THRESHOLD_KEY = "hosting.min_followers"
+
+
+@dataclass
+class SpaceSettings:
+    limits: Limits
+    moderators: frozenset[str]
+    announcement_rooms: tuple[str, ...] = ()
+    prefix: str = "!"
+    captions_by_default: bool = False
+    record_by_default: bool = False
+
+
+@dataclass
+class SpaceService:
+    store: Store
+    matrix: MatrixIO
+    bridge: BridgeControl
+    settings: SpaceSettings
+    #: called with (space_id) when reminders must be (re)planned or dropped; set by the scheduler
+    on_schedule: Callable[[str, bool], Awaitable[None]] | None = None
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    # ------------------------------------------------------------ facts
+
+    def limits(self) -> Limits:
+        override = self.store.get_state(THRESHOLD_KEY)
+        base = self.settings.limits
+        if override is None:
+            return base
+        return Limits(int(override), base.max_speakers, base.max_cohosts, base.max_days_ahead)
+
+    def is_moderator(self, user_id: str) -> bool:
+        return user_id in self.settings.moderators
+
+    def actor(self, user_id: str, host: str | None = None):
+        return self.store.actor(user_id, is_moderator=self.is_moderator(user_id), host=host)
+
+    def lock(self, space_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(space_id, asyncio.Lock())
+
+    # ------------------------------------------------------------ commands
+
+    async def start(self, user_id: str, title: str, visibility: Visibility, origin_room: str | None,
+                    scheduled_for: datetime | None = None, autostart: bool = False) -> rules.Outcome:
+        live = self.store.live_space_of_host(user_id)
+        if live and scheduled_for is None:
+            raise rules.Refused(f"You already host a live space ({live}); end it with !space end {live} first.")
+        space_id = new_space_id()
+        outcome = rules.start_space(
+            space_id, self.actor(user_id), title, visibility, self.limits(),
+            scheduled_for=scheduled_for, captions=self.settings.captions_by_default,
+            recording=self.settings.record_by_default)
+        now = datetime.now(UTC)
+        self.store.save_space(outcome.space, origin_room_id=origin_room, autostart=autostart,
+                              started_at=None if scheduled_for else now)
+        await self.run_effects(outcome.space, outcome.effects)
+        return outcome
+
+    async def act(self, space_id: str, user_id: str, command: rules.Command) -> rules.Outcome:
+        async with self.lock(space_id):
+            record = self.store.load_space(space_id)
+            if record is None:
+                raise rules.Refused(f"There is no space with id “{space_id}”. Type !spaces to see them.")
+            actor = self.actor(user_id, host=record.space.host)
+            outcome = rules.apply(record.space, command, actor, self.limits())
+            extra = {}
+            if isinstance(command, rules.End):
+                extra["ended_at"] = datetime.now(UTC)
+            if isinstance(command, rules.GoLive):
+                extra["started_at"] = datetime.now(UTC)
+            self.store.save_space(outcome.space, **extra)
+            await self.run_effects(outcome.space, outcome.effects)
+            return outcome
+
+    async def welcome(self, space_id: str, user_id: str) -> str | None:
+        """After a join: invite to the room, DM the personal listening link. The room id."""
+        rec = self.store.load_space(space_id)
+        room = rec.row.room_id
+        if room and user_id not in self.matrix.members(room):
+            await self.matrix.invite(room, user_id)
+        role = rec.space.people.get(user_id, Role.LISTENER)
+        token = self.bridge.mint_token(space_id, user_id, role.value)
+        await self.matrix.dm(user_id, f"Your personal link to “{rec.space.title}” ({space_id}): "
+                             f"{self.bridge.page_url(space_id, token)}")
+        return room
+
+    async def remind(self, space_id: str, user_id: str, on: bool) -> str:
+        rec = self.store.load_space(space_id)
+        if rec is None:
+            raise rules.Refused(f"There is no space with id “{space_id}”.")
+        if rec.space.state is not State.SCHEDULED:
+            raise rules.Refused(f"Space {space_id} is {rec.space.state.value}, not scheduled; "
+                                "reminders are for upcoming spaces.")
+        changed = self.store.set_reminder(space_id, user_id, on)
+        if on:
+            return ("I'll remind you when “%s” starts." if changed else
+                    "You had already asked to be reminded of “%s”.") % rec.space.title
+        return ("You won't be reminded of “%s”." if changed else
+                "You had not asked to be reminded of “%s”.") % rec.space.title
+
+    # ------------------------------------------------------------ effects
+
+    async def run_effects(self, space: Space, effects: tuple[fx.Effect, ...]) -> None:
+        for effect in effects:
+            handler = getattr(self, "_do_" + type(effect).__name__, None)
+            if handler is None:  # pragma: no cover - programming error
+                raise TypeError(f"no handler for effect {type(effect).__name__}")
+            try:
+                await handler(space, effect)
+            except (MatrixError, Exception) as exc:  # noqa: BLE001 - one failed effect must not stop the rest
+                row = self.store.load_space(space.id)
+                log.error("space %s: %s failed (room %s, user %s): %s", space.id, type(effect).__name__,
+                          row.row.room_id if row else None, getattr(effect, "user_id", "-"), exc)
+
+    def _room(self, space_id: str) -> str | None:
+        rec = self.store.load_space(space_id)
+        return rec.row.room_id if rec else None
+
+    def page_url(self, space_id: str) -> str:
+        return self.bridge.page_url(space_id)
+
+    async def _do_CreateRoom(self, space: Space, e: fx.CreateRoom) -> None:
+        vis = space.visibility.value
+        room_id = await self.matrix.create_room(
+            name=f"🎙 {space.title}",
+            topic=f"Live audio space hosted by {space.host} · id {space.id} · {self.page_url(space.id)}",
+            join_rule=cards.join_rule_for(vis),
+            invite=[space.host],
+            power_levels=cards.power_levels(self.matrix.user_id, space),
+            initial_state=[
+                {"type": cards.ROLES_STATE_EVENT, "state_key": "", "content": cards.roles_state(space)},
+                {"type": cards.WIDGET_STATE_EVENT, "state_key": f"chorus-{space.id}",
+                 "content": cards.widget_state(space, self.page_url(space.id))},
+            ],
+        )
+        self.store.update_space_row(space.id, room_id=room_id)
+        self.store.record_join(room_id, 0)
+        log.info("space %s: room %s created for host %s", space.id, room_id, space.host)
+        for user, _role in space.invited.items():
+            await self.matrix.invite(room_id, user)
+
+    async def _do_OpenStage(self, space: Space, e: fx.OpenStage) -> None:
+        await self.bridge.open_stage(space.id, space.title, public=space.visibility is Visibility.EVERYONE,
+                                     record=space.recording, captions=space.captions)
+
+    async def _do_RolesChanged(self, space: Space, e: fx.RolesChanged) -> None:
+        await self.bridge.set_roles(space.id, {u: r.value for u, r in space.people.items()})
+        room_id = self._room(space.id)
+        if room_id:
+            await self.matrix.put_state(room_id, "m.room.power_levels",
+                                        cards.power_levels(self.matrix.user_id, space))
+            await self.matrix.put_state(room_id, cards.ROLES_STATE_EVENT, cards.roles_state(space))
+
+    async def _do_UpdateCard(self, space: Space, e: fx.UpdateCard) -> None:
+        rec = self.store.load_space(space.id)
+        if rec is None:
+            return
+        listeners = len(space.listeners)
+        if listeners > rec.row.peak_listeners:
+            self.store.update_space_row(space.id, peak_listeners=listeners)
+        facts = cards.CardFacts(space, rec.row.room_id, self.page_url(space.id),
+                                self.store.tip_jar(space.host), listeners, self.settings.prefix)
+        plain, rich = cards.card(facts)
+        from bot.matrix.messages import notice
+
+        content = notice(plain, rich)
+        existing = self.store.refs(space.id, "card")
+        if not existing:
+            rooms = [r for r in (rec.row.origin_room_id, *self.settings.announcement_rooms) if r]
+            for room in dict.fromkeys(rooms):
+                try:
+                    event_id = await self.matrix.send(room, content)
+                except MatrixError as exc:
+                    log.error("space %s: could not post its card in room %s: %s", space.id, room, exc)
+                    continue
+                self.store.add_ref(event_id, room, space.id, "card")
+                keys = ("🎧", "✋") if space.state is State.LIVE else ("🔔",)
+                for key in keys:
+                    await self.matrix.react(room, event_id, key)
+            return
+        for ref in existing:
+            await self.matrix.edit(ref.room_id, ref.event_id, content)
+
+    async def _do_InviteToRoom(self, space: Space, e: fx.InviteToRoom) -> None:
+        room_id = self._room(space.id)
+        if room_id:
+            await self.matrix.invite(room_id, e.user_id)
+        link = f"\nRoom: https://matrix.to/#/{room_id}" if room_id else ""
+        await self.matrix.dm(e.user_id, (
+            f"{space.host} invites you to the space “{space.title}” as {e.role}.{link}\n"
+            f"Join with {self.settings.prefix}space join {space.id} or open {self.page_url(space.id)}"))
+
+    async def _do_AskToSpeak(self, space: Space, e: fx.AskToSpeak) -> None:
+        room_id = self._room(space.id)
+        if not room_id:
+            return
+        managers = [u for u, r in space.people.items() if r in (Role.HOST, Role.COHOST)]
+        from bot.matrix.messages import pill
+
+        plain = (f"✋ {e.user_id} asks to speak. {', '.join(managers)}: react ✅ to approve or ❌ to deny "
+                 f"(or {self.settings.prefix}space approve {e.user_id}).")
+        rich = (f"✋ {pill(e.user_id)} asks to speak. {', '.join(pill(u) for u in managers)}: react ✅ "
+                f"to approve or ❌ to deny (or <code>{self.settings.prefix}space approve {e.user_id}</code>).")
+        event_id = await self.matrix.notice(room_id, plain, rich)
+        self.store.add_ref(event_id, room_id, space.id, "speak_request", e.user_id)
+        await self.matrix.react(room_id, event_id, "✅")
+        await self.matrix.react(room_id, event_id, "❌")
+
+    async def _do_HandClosed(self, space: Space, e: fx.HandClosed) -> None:
+        self.store.drop_refs(space.id, "speak_request", e.user_id)
+
+    async def _do_Announce(self, space: Space, e: fx.Announce) -> None:
+        room_id = self._room(space.id)
+        if room_id:
+            await self.matrix.notice(room_id, e.text)
+
+    async def _do_DirectMessage(self, space: Space, e: fx.DirectMessage) -> None:
+        await self.matrix.dm(e.user_id, e.text)
+
+    async def _do_Kick(self, space: Space, e: fx.Kick) -> None:
+        room_id = self._room(space.id)
+        if room_id and e.user_id in self.matrix.members(room_id):
+            await self.matrix.kick(room_id, e.user_id, e.reason)
+
+    async def _do_ReactionAdded(self, space: Space, e: fx.ReactionAdded) -> None:
+        self.store.add_reaction(space.id, e.user_id, e.key)
+        room_id = self._room(space.id)
+        if room_id:
+            await self.matrix.notice(room_id, f"{e.key} from {e.user_id}")
+
+    async def _do_StageOptions(self, space: Space, e: fx.StageOptions) -> None:
+        await self.bridge.set_options(space.id, record=e.recording, captions=e.captions)
+
+    async def _do_CloseSpace(self, space: Space, e: fx.CloseSpace) -> None:
+        rec = self.store.load_space(space.id)
+        stats = await self.bridge.close_stage(space.id)
+        peak = max(rec.row.peak_listeners, stats.peak_listeners)
+        self.store.update_space_row(space.id, peak_listeners=peak)
+        room_id = rec.row.room_id
+        self.store.drop_refs(space.id, "speak_request")
+        if not room_id:
+            return
+        speakers = [u for u in rec.row.speakers_seen.split() if u]
+        plain, rich = cards.summary(space, as_utc(rec.row.started_at),
+                                    as_utc(rec.row.ended_at) or datetime.now(UTC), peak, speakers,
+                                    self.store.top_reactions(space.id))
+        await self.matrix.notice(room_id, plain + f" ({e.reason})", rich)
+        await self.matrix.put_state(room_id, "m.room.join_rules", {"join_rule": "invite"})
+        await self.matrix.put_state(room_id, cards.WIDGET_STATE_EVENT, {}, f"chorus-{space.id}")
+        await self.matrix.put_state(room_id, cards.ROLES_STATE_EVENT, cards.roles_state(space))
+        log.info("space %s: ended (%s), room %s closed", space.id, e.reason, room_id)
+
+    async def _do_ScheduleReminders(self, space: Space, e: fx.ScheduleReminders) -> None:
+        if self.on_schedule:
+            await self.on_schedule(space.id, True)
+
+    async def _do_CancelReminders(self, space: Space, e: fx.CancelReminders) -> None:
+        if self.on_schedule:
+            await self.on_schedule(space.id, False)
+
+    async def _do_Audit(self, space: Space, e: fx.Audit) -> None:
+        self.store.audit(e.actor, e.action, space.id, e.target, e.detail)
+
+    # ------------------------------------------------------------ restart
+
+    async def restore(self) -> None:
+        """After a restart: reopen every live stage on the bridge and push its roles."""
+        for row in self.store.spaces_in_state(State.LIVE):
+            rec = self.store.load_space(row.id)
+            try:
+                await self.bridge.open_stage(row.id, row.title, public=row.visibility == "everyone",
+                                             record=row.recording, captions=row.captions)
+                await self.bridge.set_roles(row.id, {u: r.value for u, r in rec.space.people.items()})
+            except Exception as exc:  # noqa: BLE001
+                log.error("space %s: could not restore its stage on the bridge: %s", row.id, exc)

@@ -1,0 +1,65 @@
+"""The bot on a real homeserver: it answers, and never answers twice across restarts."""
+
+from __future__ import annotations
+
+from tests.support.bot import BotHarness
+
+
+def _body(event) -> str:
+    return event.source["content"]["body"]
+
+
+async def test_help_and_ping_are_answered_as_notice_replies(chorus: BotHarness, make_user) -> None:
+    alice = await make_user("alice")
+    room = await alice.create_room(name="chat", invite=[chorus.user_id])
+    await alice.wait_for_event(lambda r, e: r == room and getattr(e, "membership", None) == "join"
+                               and e.state_key == chorus.user_id)
+    ping = await alice.send_text(room, "!ping")
+    reply = await alice.wait_for_reply(room, ping)
+    assert reply.source["content"]["msgtype"] == "m.notice"
+    assert _body(reply) == "pong"
+    helped = await alice.send_text(room, "!help")
+    reply = await alice.wait_for_reply(room, helped)
+    assert "!space start" in _body(reply)
+    assert "<code>" in reply.source["content"]["formatted_body"]
+
+
+async def test_unknown_command_suggests_the_nearest(chorus: BotHarness, make_user) -> None:
+    alice = await make_user("alice")
+    room = await alice.create_room(name="chat", invite=[chorus.user_id])
+    await alice.wait_for_event(lambda r, e: r == room and getattr(e, "membership", None) == "join"
+                               and e.state_key == chorus.user_id)
+    sent = await alice.send_text(room, "!pign")
+    reply = await alice.wait_for_reply(room, sent)
+    assert "Did you mean “ping”" in _body(reply)
+
+
+async def test_no_second_answer_after_restart(chorus: BotHarness, make_user) -> None:
+    alice = await make_user("alice")
+    room = await alice.create_room(name="chat", invite=[chorus.user_id])
+    await alice.wait_for_event(lambda r, e: r == room and getattr(e, "membership", None) == "join"
+                               and e.state_key == chorus.user_id)
+    sent = await alice.send_text(room, "!ping")
+    await alice.wait_for_reply(room, sent)
+    await chorus.restart()
+    # after the restart a new command is answered …
+    again = await alice.send_text(room, "!ping")
+    await alice.wait_for_reply(room, again)
+    # … but the old one is not answered a second time
+    await alice.expect_no_event(
+        lambda r, e: r == room and (e.source.get("content", {}).get("m.relates_to", {})
+                                    .get("m.in_reply_to", {}).get("event_id") == sent), within=3)
+
+
+async def test_events_from_before_the_join_are_ignored(chorus: BotHarness, make_user) -> None:
+    alice = await make_user("alice")
+    room = await alice.create_room(name="chat")
+    old = await alice.send_text(room, "!ping")
+    await alice.invite(room, chorus.user_id)
+    await alice.wait_for_event(lambda r, e: r == room and getattr(e, "membership", None) == "join"
+                               and e.state_key == chorus.user_id)
+    new = await alice.send_text(room, "!ping")
+    await alice.wait_for_reply(room, new)
+    await alice.expect_no_event(
+        lambda r, e: r == room and (e.source.get("content", {}).get("m.relates_to", {})
+                                    .get("m.in_reply_to", {}).get("event_id") == old), within=2)
