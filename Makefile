@@ -1,0 +1,47 @@
+# Chorus: `make run` runs it, `make test` runs the whole suite. Both set everything up
+# on a fresh machine first (Debian packages, a virtualenv in .venv, the package and its
+# extras); the set-up step is skipped once done, until pyproject.toml changes.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXTRAS ?= dev,local,postgres
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+comma := ,
+PYTEST_ARGS ?=
+
+.PHONY: run test bench lint install migrate docs clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install-system-deps.sh
+	bash scripts/install-system-deps.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]' 2>&1 | grep -v "is ignored: it is neither" || true
+	$(BIN)/python -c "import bot, bridge, nio, sqlmodel, alembic, apscheduler, aiohttp, numpy, pydub"
+	touch $(STAMP)
+
+config.toml:
+	cp config.example.toml config.toml
+	@echo "created config.toml from config.example.toml (edit it to use your own homeserver)"
+
+run: $(STAMP) config.toml
+	$(BIN)/python -m bot --config config.toml run
+
+migrate: $(STAMP) config.toml
+	$(BIN)/python -m bot --config config.toml migrate
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/bridge_bench.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check bot bridge tests bench migrations
+
+docs: $(STAMP)
+	$(BIN)/python -m bot docs
+
+clean:
+	rm -rf $(VENV) var .pytest_cache
