@@ -19,6 +19,7 @@ from nio import (
     ErrorResponse,
     InviteMemberEvent,
     LoginResponse,
+    MessageDirection,
     ReactionEvent,
     RoomMemberEvent,
     RoomMessageText,
@@ -39,6 +40,10 @@ from bot.spaces import SpaceService, SpaceSettings
 log = logging.getLogger(__name__)
 
 TOKEN_KEY = "sync.next_batch"
+#: events per room per sync; a busier room's gap is filled from /messages
+SYNC_FILTER = {"room": {"timeline": {"limit": 100}}}
+#: at most this many pages of 100 events are fetched to fill one gap
+MAX_GAP_PAGES = 50
 
 
 @dataclass
@@ -115,8 +120,9 @@ class Chorus:
         self.ready.set()
         backoff = 1.0
         while not self._stopping.is_set():
+            since = self.client.next_batch
             sync_task = asyncio.ensure_future(self.client.sync(
-                timeout=self.options.sync_timeout_ms, since=self.client.next_batch))
+                timeout=self.options.sync_timeout_ms, since=since, sync_filter=SYNC_FILTER))
             stop_task = asyncio.ensure_future(self._stopping.wait())
             done, _ = await asyncio.wait({sync_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
             if sync_task not in done:
@@ -133,7 +139,7 @@ class Chorus:
                 backoff = min(backoff * 2, 60)
                 continue
             backoff = 1.0
-            await self.handle_sync(resp)
+            await self.handle_sync(resp, since)
             self.store.set_state(TOKEN_KEY, resp.next_batch)
             await self._crypto_housekeeping()
 
@@ -174,12 +180,14 @@ class Chorus:
 
     # ------------------------------------------------------------------ routing
 
-    async def handle_sync(self, resp: SyncResponse) -> None:
+    async def handle_sync(self, resp: SyncResponse, since: str | None = None) -> None:
         for room_id, info in resp.rooms.invite.items():
             await self.on_invite(room_id, info.invite_state)
         for room_id, info in resp.rooms.join.items():
             join_ts = self.store.join_ts(room_id)
             events = info.timeline.events
+            if info.timeline.limited and since:
+                events = await self._fill_gap(room_id, info.timeline.prev_batch, since) + events
             if join_ts is None:
                 own = [i for i, e in enumerate(events) if isinstance(e, RoomMemberEvent)
                        and e.state_key == self.client.user_id and e.membership == "join"]
@@ -198,6 +206,28 @@ class Chorus:
                 except Exception:  # noqa: BLE001 - one bad event must not stop the bot
                     log.exception("room %s: failed to handle event %s from %s", room_id,
                                   event.event_id, event.sender)
+
+    async def _fill_gap(self, room_id: str, prev_batch: str, since: str) -> list:
+        """The events a limited sync left out, oldest first (from /messages, back to ``since``)."""
+        gathered: list = []
+        token = prev_batch
+        for _ in range(MAX_GAP_PAGES):
+            resp = await self.client.room_messages(room_id, start=token, end=since,
+                                                   direction=MessageDirection.back, limit=100)
+            if isinstance(resp, ErrorResponse):
+                log.error("room %s: could not fetch the events a sync left out: %s", room_id, resp.message)
+                break
+            gathered.extend(resp.chunk)
+            if not resp.chunk or not resp.end or resp.end == token:
+                break
+            token = resp.end
+        else:
+            log.warning("room %s: more than %d events arrived between two syncs; older ones were skipped",
+                        room_id, MAX_GAP_PAGES * 100)
+        if gathered:
+            log.info("room %s: fetched %d events a sync left out", room_id, len(gathered))
+        gathered.reverse()
+        return gathered
 
     async def route(self, room_id: str, event) -> None:
         if isinstance(event, RoomMessageText):

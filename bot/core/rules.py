@@ -241,22 +241,50 @@ def _full_message(space: Space, limits: Limits) -> str:
     )
 
 
+_ZWJ = "\u200d"
+_KEYCAP_BASES = set("0123456789#*")
+
+
+def _is_modifier(ch: str) -> bool:
+    """Skin tones, variation selectors, the keycap mark and tag characters."""
+    return ("\U0001f3fb" <= ch <= "\U0001f3ff" or ch in "\ufe0f\ufe0e\u20e3"
+            or "\U000e0020" <= ch <= "\U000e007f")
+
+
+def _is_regional(ch: str) -> bool:
+    return "\U0001f1e6" <= ch <= "\U0001f1ff"
+
+
 def is_reaction_key(key: str) -> bool:
-    """One emoji (possibly with skin tone, variation selector or ZWJ sequence)."""
-    if not key or len(key) > 16 or key.isspace():
+    """Exactly one emoji: a symbol with its modifiers (skin tone, variation selector,
+    tags), a keycap, a flag (two regional indicators), or a ZWJ sequence of those."""
+    if not key or len(key) > 32:
         return False
-    saw_symbol = False
-    for ch in key:
-        cat = unicodedata.category(ch)
-        if cat == "So":
-            saw_symbol = True
-        elif ch in "\u200d\ufe0f\ufe0e\u20e3" or cat in ("Sk", "Mn", "Me"):
-            continue
-        elif "\U0001f1e6" <= ch <= "\U0001f1ff":  # regional indicators (flags)
-            saw_symbol = True
+    i, n = 0, len(key)
+    while True:
+        if i >= n:
+            return False
+        ch = key[i]
+        if _is_regional(ch):
+            if i + 1 >= n or not _is_regional(key[i + 1]):
+                return False
+            i += 2
+        elif ch in _KEYCAP_BASES:
+            rest = key[i + 1:i + 3]
+            if rest not in ("\ufe0f\u20e3", "\u20e3"):
+                return False
+            i += 1 + len(rest)
+        elif unicodedata.category(ch) == "So":
+            i += 1
         else:
             return False
-    return saw_symbol
+        while i < n and _is_modifier(key[i]):
+            i += 1
+        if i == n:
+            return True
+        if key[i] != _ZWJ:
+            return False
+        i += 1
 
 
 # ---------------------------------------------------------------- the rules

@@ -16,6 +16,11 @@ from . import messages
 log = logging.getLogger(__name__)
 
 
+#: Space rooms use room version 10: knocking works, and the bot (the creator) is an ordinary
+#: user in the power levels (from version 12 on, creators must not be listed there).
+SPACE_ROOM_VERSION = "10"
+
+
 class MatrixError(Exception):
     pass
 
@@ -79,7 +84,7 @@ class MatrixIO:
                   "content": {"history_visibility": "shared"}}, *initial_state]
         resp = await self.client.room_create(
             name=name, topic=topic, invite=invite, initial_state=state,
-            power_level_override=power_levels,
+            power_level_override=power_levels, room_version=SPACE_ROOM_VERSION,
         )
         return _check(resp, f"create room “{name}”").room_id
 

@@ -63,3 +63,22 @@ async def test_events_from_before_the_join_are_ignored(chorus: BotHarness, make_
     await alice.expect_no_event(
         lambda r, e: r == room and (e.source.get("content", {}).get("m.relates_to", {})
                                     .get("m.in_reply_to", {}).get("event_id") == old), within=2)
+
+
+async def test_a_burst_while_the_bot_is_down_is_answered_once_each(chorus: BotHarness, make_user) -> None:
+    """More events than one sync returns arrive while the bot is stopped: the gap is
+    fetched, every command is answered exactly once, and nothing older is."""
+    alice = await make_user("alice")
+    room = await alice.create_room(name="chat", invite=[chorus.user_id])
+    await alice.wait_for_event(lambda r, e: r == room and getattr(e, "membership", None) == "join"
+                               and e.state_key == chorus.user_id)
+    await chorus.stop()
+    sent = [await alice.send_text(room, f"!ping {i}") for i in range(130)]
+    await chorus.start()
+    replies: dict[str, int] = {}
+    for event_id in sent:
+        await alice.wait_for_reply(room, event_id, timeout=120)
+        replies[event_id] = replies.get(event_id, 0) + 1
+    await alice.expect_no_event(
+        lambda r, e: r == room and e.source.get("content", {}).get("msgtype") == "m.notice", within=2)
+    assert len(replies) == 130

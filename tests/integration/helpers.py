@@ -1,0 +1,37 @@
+"""Small steps the integration tests share: a room with the bot, a command and its reply."""
+
+from __future__ import annotations
+
+import re
+
+from tests.support.matrix_user import MatrixTestUser
+
+
+def body(event) -> str:
+    return event.source["content"]["body"]
+
+
+async def room_with_bot(owner: MatrixTestUser, bot_user_id: str, *others: MatrixTestUser) -> str:
+    """A public room where ``owner``, the bot and ``others`` are joined."""
+    room = await owner.create_room(name="community", invite=[bot_user_id], preset="public_chat")
+    await owner.wait_for_event(lambda r, e: r == room and getattr(e, "membership", None) == "join"
+                               and e.state_key == bot_user_id, description="the bot joining")
+    for other in others:
+        await other.join(room)
+    return room
+
+
+async def ask(user: MatrixTestUser, room: str, text: str, timeout: float = 30.0) -> str:
+    """Send a command and return the body of the bot's reply to it."""
+    sent = await user.send_text(room, text)
+    return body(await user.wait_for_reply(room, sent, timeout=timeout))
+
+
+def space_id_in(text: str) -> str:
+    m = re.search(r"[Ii]ts id is ([a-z2-9]{6})", text)
+    assert m, f"no space id in {text!r}"
+    return m.group(1)
+
+
+def state_event(user: MatrixTestUser, room: str, event_type: str, state_key: str = ""):
+    return user.client.room_get_state_event(room, event_type, state_key)
