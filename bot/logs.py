@@ -30,5 +30,6 @@ def configure_logging(level: str = "INFO", fmt: str = "text", file: str = "") ->
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("nio", "aiohttp.access", "apscheduler.executors", "alembic.runtime.migration"):
+    for noisy in ("nio", "aiohttp.access", "apscheduler.executors", "alembic.runtime.migration",
+                  "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -100,13 +100,16 @@ async def make_bridge(settings: Settings, stack: AsyncExitStack) -> BridgeContro
     from bridge.settings import BridgeSettings
 
     bs = BridgeSettings(listen_host=b.listen_host, listen_port=b.listen_port,
-                        public_url=b.public_url, shared_secret=secret,
-                        token_ttl_seconds=b.token_ttl_seconds, recordings_dir=b.recordings_dir)
+                        public_url=settings.bridge_public_url, shared_secret=secret,
+                        token_ttl_seconds=b.token_ttl_seconds, recordings_dir=b.recordings_dir,
+                        redis_url=b.redis_url, listener_queue_frames=b.listener_queue_frames,
+                        jitter_frames=b.jitter_frames, max_msg_size=b.max_msg_size,
+                        opus_bitrate=b.opus_bitrate, clip_seconds=b.clip_seconds)
     runner, port = await start_embedded(bs)
     stack.push_async_callback(runner.cleanup)
     control = f"http://{b.listen_host}:{port}"
-    public = b.public_url or control
-    log.info("bridge embedded at %s", control)
+    public = b.public_url or b.resolved_public_url(port)
+    log.info("bridge embedded at %s (public %s)", control, public)
     return HttpBridge(control, public, secret, b.token_ttl_seconds)
 
 
