@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 from nio import (
     AsyncClient,
@@ -35,6 +36,8 @@ from bot.core.model import Role, State
 from bot.db.store import Store
 from bot.matrix.client import DmRooms, MatrixError, MatrixIO
 from bot.matrix.messages import command_text, pills_in, server_of
+from bot.scheduler import Scheduler
+from bot.scheduling import ScheduleService, ScheduleSettings
 from bot.spaces import SpaceService, SpaceSettings
 
 log = logging.getLogger(__name__)
@@ -59,11 +62,13 @@ class BotOptions:
     sync_timeout_ms: int = 30000
     allowed_homeservers: tuple[str, ...] = ()
     encryption: bool = False
+    misfire_grace_minutes: int = 30
 
 
 class Chorus:
     def __init__(self, options: BotOptions, store: Store, bridge: BridgeControl,
-                 space_settings: SpaceSettings, registry: Registry = default_registry) -> None:
+                 space_settings: SpaceSettings, schedule_settings: ScheduleSettings | None = None,
+                 registry: Registry = default_registry) -> None:
         self.options = options
         self.store = store
         self.bridge = bridge
@@ -73,8 +78,12 @@ class Chorus:
                                   store_path=options.store_path if options.encryption else "", config=config)
         self.matrix = MatrixIO(self.client, DmRooms(store.dm_room, self._remember_dm))
         self.spaces = SpaceService(store, self.matrix, bridge, space_settings)
+        self.scheduler = Scheduler(store.engine, misfire_grace=timedelta(minutes=options.misfire_grace_minutes),
+                                   key=f"{store.engine.url.render_as_string(hide_password=True)}#{options.user_id}")
+        self.schedule = ScheduleService(self.scheduler, store, self.matrix, self.spaces,
+                                        schedule_settings or ScheduleSettings(), options.prefix)
         self.services = Services(store, self.matrix, self.spaces, registry, options.prefix,
-                                 server_of(options.user_id))
+                                 server_of(options.user_id), scheduler=self.schedule)
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
 
@@ -112,6 +121,7 @@ class Chorus:
         await self.bridge.start()
         self.bridge.on_event(self.on_bridge_event)
         await self.spaces.restore()
+        self.scheduler.start()
         token = self.store.get_state(TOKEN_KEY)
         if token is None:
             await self._first_sync()
@@ -147,6 +157,8 @@ class Chorus:
         self._stopping.set()
 
     async def close(self) -> None:
+        self.scheduler.shutdown()
+        await self.spaces.close()
         await self.bridge.close()
         await self.client.close()
 
@@ -312,7 +324,7 @@ class Chorus:
                         await self.spaces.welcome(ref.space_id, user)
                     await self.spaces.act(ref.space_id, user, rules.RaiseHand())
                 elif key == "🔔":
-                    await self.spaces.remind(ref.space_id, user, True)
+                    await self.matrix.dm(user, await self.spaces.remind(ref.space_id, user, True))
         except rules.Refused as exc:
             await self._safe_reply(ctx, f"{user}: {exc}")
 

@@ -18,6 +18,7 @@ from bot.config import ConfigError, Settings
 from bot.core.model import Limits
 from bot.db.engine import make_engine, upgrade
 from bot.db.store import Store
+from bot.scheduling import ScheduleSettings
 from bot.spaces import SpaceSettings
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ def space_settings(settings: Settings) -> SpaceSettings:
         prefix=settings.bot.command_prefix,
         captions_by_default=settings.spaces.captions_by_default,
         record_by_default=settings.spaces.record_by_default,
+        notify_batch_size=settings.scheduling.notify_batch_size,
+        notify_interval_seconds=settings.scheduling.notify_interval_seconds,
     )
 
 
@@ -52,7 +55,14 @@ def bot_options(settings: Settings, homeserver: str | None = None, user_id: str 
         device_id=m.device_id, device_name=m.device_name, store_path=m.store_path,
         prefix=settings.bot.command_prefix, sync_timeout_ms=m.sync_timeout_ms,
         allowed_homeservers=tuple(m.allowed_homeservers), encryption=_encryption_available(),
+        misfire_grace_minutes=settings.scheduling.misfire_grace_minutes,
     )
+
+
+def schedule_settings(settings: Settings) -> ScheduleSettings:
+    s = settings.scheduling
+    return ScheduleSettings(early_reminder_minutes=s.early_reminder_minutes, max_days_ahead=s.max_days_ahead,
+                            default_timezone=s.default_timezone)
 
 
 def _encryption_available() -> bool:
@@ -129,7 +139,8 @@ async def serve(settings: Settings, *, print_=print, bridge: BridgeControl | Non
             settings.check_for_remote_homeserver()
         if bridge is None:
             bridge = await make_bridge(settings, stack)
-        bot = Chorus(bot_options(settings, hs_url, user_id, password), store, bridge, space_settings(settings))
+        bot = Chorus(bot_options(settings, hs_url, user_id, password), store, bridge, space_settings(settings),
+                     schedule_settings(settings))
         stack.push_async_callback(bot.close)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -35,6 +35,8 @@ class SpaceSettings:
     prefix: str = "!"
     captions_by_default: bool = False
     record_by_default: bool = False
+    notify_batch_size: int = 20
+    notify_interval_seconds: float = 1.0
 
 
 @dataclass
@@ -46,6 +48,7 @@ class SpaceService:
     #: called with (space_id) when reminders must be (re)planned or dropped; set by the scheduler
     on_schedule: Callable[[str, bool], Awaitable[None]] | None = None
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _background: set[asyncio.Task] = field(default_factory=set)
 
     # ------------------------------------------------------------ facts
 
@@ -284,6 +287,42 @@ class SpaceService:
     async def _do_CancelReminders(self, space: Space, e: fx.CancelReminders) -> None:
         if self.on_schedule:
             await self.on_schedule(space.id, False)
+
+    async def _do_NotifyFollowers(self, space: Space, e: fx.NotifyFollowers) -> None:
+        task = asyncio.create_task(self._notify_followers(space))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _notify_followers(self, space: Space) -> None:
+        """Tell opted-in followers the host is live, a batch at a time, so that a host with
+        10,000 followers does not flood the homeserver."""
+        followers = self.store.followers_to_notify(space.host)
+        if space.visibility is Visibility.FOLLOWING:
+            followers = [u for u in followers if self.store.follows(space.host, u)]
+        elif space.visibility is Visibility.INVITED:
+            followers = [u for u in followers if u in space.invited]
+        batch = max(1, self.settings.notify_batch_size)
+        text = (f"{space.host} is live now: “{space.title}”. Join with "
+                f"{self.settings.prefix}space join {space.id} or listen at {self.page_url(space.id)}")
+        sent = 0
+        for i in range(0, len(followers), batch):
+            for user in followers[i:i + batch]:
+                try:
+                    await self.matrix.dm(user, text)
+                    sent += 1
+                except MatrixError as exc:
+                    log.warning("space %s: could not tell follower %s it is live: %s", space.id, user, exc)
+            if i + batch < len(followers):
+                await asyncio.sleep(self.settings.notify_interval_seconds)
+        if followers:
+            log.info("space %s: told %d of %d opted-in followers of %s that it is live",
+                     space.id, sent, len(followers), space.host)
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     async def _do_Audit(self, space: Space, e: fx.Audit) -> None:
         self.store.audit(e.actor, e.action, space.id, e.target, e.detail)

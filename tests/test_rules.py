@@ -159,7 +159,8 @@ def test_start_live_space():
     assert s.state is State.LIVE
     assert dict(s.people) == {HOST: Role.HOST}
     assert s.requests == () and dict(s.invited) == {} and s.removed == frozenset()
-    assert kinds(out) == [fx.CreateRoom, fx.OpenStage, fx.RolesChanged, fx.UpdateCard, fx.Audit]
+    assert kinds(out) == [fx.CreateRoom, fx.OpenStage, fx.RolesChanged, fx.UpdateCard, fx.NotifyFollowers,
+                          fx.Audit]
     assert all(e.space_id == SID for e in out.effects)
     audit = one(out, fx.Audit)
     assert (audit.actor, audit.action, audit.detail) == (HOST, "space.start", "Friday music chat")
@@ -859,7 +860,7 @@ def test_go_live():
     assert out.space.state is State.LIVE
     assert dict(out.space.people) == {HOST: Role.HOST}
     assert kinds(out) == [fx.CancelReminders, fx.CreateRoom, fx.OpenStage, fx.RolesChanged,
-                          fx.UpdateCard, fx.Audit]
+                          fx.UpdateCard, fx.NotifyFollowers, fx.Audit]
     assert "live" in out.reply
 
 

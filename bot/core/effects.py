@@ -99,6 +99,11 @@ class CancelReminders(Effect):
 
 
 @dataclass(frozen=True)
+class NotifyFollowers(Effect):
+    """The host went live: direct-message followers who opted in (batched, in the background)."""
+
+
+@dataclass(frozen=True)
 class Audit(Effect):
     actor: str
     action: str

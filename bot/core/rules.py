@@ -190,6 +190,7 @@ def start_space(
             fx.OpenStage(space_id),
             fx.RolesChanged(space_id),
             fx.UpdateCard(space_id),
+            fx.NotifyFollowers(space_id),
             fx.Audit(space_id, actor.user_id, "space.start", None, title),
         ), f"Your space “{title}” is live ({visibility.value}). Its id is {space_id}.")
     space = Space(
@@ -590,6 +591,7 @@ def _go_live(space: Space, cmd: GoLive, actor: Actor, limits: Limits) -> Outcome
         fx.OpenStage(space.id),
         fx.RolesChanged(space.id),
         fx.UpdateCard(space.id),
+        fx.NotifyFollowers(space.id),
         fx.Audit(space.id, actor.user_id, "space.start", None, space.title),
     ), f"Your space “{space.title}” is live. Its id is {space.id}.")
 

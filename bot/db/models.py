@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Text
+from sqlalchemy import BigInteger, Column, DateTime, Float, Index, LargeBinary, Table, Text, Unicode
 from sqlmodel import Field, SQLModel
 
 
@@ -146,9 +146,12 @@ class Announcement(SQLModel, table=True):
     room_id: str = Field(max_length=255)
     owner_id: str = Field(max_length=255)
     text: str = Field(sa_column=Column(Text, nullable=False))
+    #: what was typed after "at"/"every", and the zone it was read in
     schedule: str = Field(max_length=200)
+    timezone: str = Field(default="UTC", max_length=64)
     recurring: bool = Field(default=False)
     active: bool = Field(default=True, index=True)
+    fired: int = Field(default=0)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
@@ -188,3 +191,13 @@ class RoomJoin(SQLModel, table=True):
     joined_ts: int = Field(default=0, sa_type=BigInteger)
     #: a direct-message room with this user (None for other rooms)
     dm_user_id: str | None = Field(default=None, max_length=255, index=True)
+
+
+#: APScheduler's job store table (the same columns its SQLAlchemyJobStore defines), kept
+#: here so that Alembic creates it like every other table and the schema check covers it.
+apscheduler_jobs = Table(
+    "apscheduler_jobs", SQLModel.metadata,
+    Column("id", Unicode(191), primary_key=True),
+    Column("next_run_time", Float(25), index=True),
+    Column("job_state", LargeBinary, nullable=False),
+)

@@ -138,6 +138,14 @@ class Store:
             return list(s.exec(select(m.Follow.followee_id).where(m.Follow.follower_id == user_id)
                                .order_by(col(m.Follow.created_at).desc()).limit(limit)))
 
+    def followers_to_notify(self, user_id: str) -> list[str]:
+        """Followers of ``user_id`` who asked (!notify on) to hear when they go live."""
+        with session_scope(self.engine) as s:
+            return list(s.exec(
+                select(m.Follow.follower_id).join(m.User, m.User.user_id == m.Follow.follower_id)
+                .where(m.Follow.followee_id == user_id, m.User.notify_golive == True)  # noqa: E712
+                .order_by(m.Follow.created_at)).all())
+
     def import_follower_counts(self, counts: dict[str, int]) -> int:
         with session_scope(self.engine) as s:
             for user_id, n in counts.items():
@@ -332,6 +340,33 @@ class Store:
         with session_scope(self.engine) as s:
             return list(s.exec(select(m.ReminderSubscription.user_id)
                                .where(m.ReminderSubscription.space_id == space_id)).all())
+
+    # ------------------------------------------------------------ announcements
+
+    def add_announcement(self, **fields) -> m.Announcement:
+        with session_scope(self.engine) as s:
+            row = m.Announcement(**fields)
+            s.add(row)
+            s.flush()
+            return row
+
+    def announcement(self, ann_id: int) -> m.Announcement | None:
+        with session_scope(self.engine) as s:
+            return s.get(m.Announcement, ann_id)
+
+    def announcements(self, owner: str | None = None) -> list[m.Announcement]:
+        with session_scope(self.engine) as s:
+            q = select(m.Announcement).where(m.Announcement.active == True)  # noqa: E712
+            if owner:
+                q = q.where(m.Announcement.owner_id == owner)
+            return list(s.exec(q.order_by(m.Announcement.id)).all())
+
+    def update_announcement(self, ann_id: int, **fields) -> None:
+        with session_scope(self.engine) as s:
+            row = s.get(m.Announcement, ann_id)
+            if row is not None:
+                for k, v in fields.items():
+                    setattr(row, k, v)
 
     # ------------------------------------------------------------ audit
 

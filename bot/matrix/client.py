@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 SPACE_ROOM_VERSION = "10"
 
 
+#: room versions in which a room's creator is an ordinary entry in the power levels
+PRE_CREATOR_POWER_VERSIONS = frozenset(str(v) for v in range(1, 12))
+
+
 class MatrixError(Exception):
     pass
 
@@ -116,6 +120,32 @@ class MatrixIO:
         if isinstance(resp, ErrorResponse):
             raise MatrixError(f"no such user {user_id} ({resp.message})")
         return resp.displayname
+
+    async def power_level(self, room_id: str, user_id: str) -> int | None:
+        """The user's power level in a room the bot is in; None if the bot is not in it.
+
+        From room version 12 on, the room's creators are not listed in the power levels and
+        outrank everyone; they count as 100 here."""
+        room = self.client.rooms.get(room_id)
+        if room is None:
+            return None
+        if room.room_version not in PRE_CREATOR_POWER_VERSIONS and user_id not in room.power_levels.users:
+            resp = await self.client.room_get_state(room_id)
+            events = [] if isinstance(resp, ErrorResponse) else resp.events
+            create = next((e for e in events if e.get("type") == "m.room.create"), {})
+            creators = [create.get("sender"), *(create.get("content", {}).get("additional_creators") or [])]
+            if user_id in creators:
+                return 100
+        return room.power_levels.get_user_level(user_id)
+
+    async def resolve_room(self, text: str) -> str:
+        """A room id from a room id or an alias; MatrixError if there is no such room."""
+        if text.startswith("!"):
+            return text
+        resp = await self.client.room_resolve_alias(text)
+        if isinstance(resp, ErrorResponse):
+            raise MatrixError(f"no room {text} ({resp.message})")
+        return resp.room_id
 
     def members(self, room_id: str) -> dict[str, str | None]:
         """user id -> display name of the joined members the client knows in a room."""

@@ -20,7 +20,7 @@ from bot.config import settings_from_dict
 from bot.db.engine import make_engine, upgrade
 from bot.db.store import Store
 from bot.local_homeserver import LocalHomeserver
-from bot.runner import bot_options, space_settings
+from bot.runner import bot_options, schedule_settings, space_settings
 from tests.support.matrix_user import unique_localpart
 
 
@@ -47,7 +47,8 @@ class BotHarness:
     async def start(self) -> None:
         opts = bot_options(self.settings, self.homeserver.base_url, self.user_id, self.password)
         opts.store_path = str(self.data_dir / "nio-store")
-        self.bot = Chorus(opts, self.store, self.bridge, space_settings(self.settings))
+        self.bot = Chorus(opts, self.store, self.bridge, space_settings(self.settings),
+                          schedule_settings(self.settings))
         self._task = asyncio.create_task(self.bot.run())
         ready = asyncio.create_task(self.bot.ready.wait())
         done, _ = await asyncio.wait({self._task, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
@@ -63,7 +64,7 @@ class BotHarness:
         try:
             await asyncio.wait_for(self._task, 30)
         finally:
-            await self.bot.client.close()
+            await self.bot.close()
             self.bot = None
 
     async def restart(self) -> None:

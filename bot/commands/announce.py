@@ -1,0 +1,117 @@
+"""Announcements: one-off or recurring messages that moderators (and room moderators)
+schedule into rooms — event reminders, rules of the week, "space tonight at 8"."""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import UTC, datetime
+
+from bot.core.when import (
+    WhenError,
+    check_window,
+    describe_instant,
+    next_fire_times,
+    parse_recurrence,
+    parse_when,
+    zone_name,
+)
+from bot.matrix.client import MatrixError
+
+from .context import Ctx
+from .registry import UsageError, integer, registry, text
+
+ANN = "Announcements"
+USAGE = ("!announce <room> at <when> | <text>  or  !announce <room> every <schedule> | <text> "
+         "(e.g. every day 09:00, every monday 18:00, every 2 hours, or a cron line)")
+_SPEC = re.compile(r"^(?P<room>\S+)\s+(?P<mode>at|every|cron)\s+(?P<when>[^|]+?)\s*\|\s*(?P<text>.+)$", re.S | re.I)
+
+
+def _svc(ctx: Ctx):
+    if ctx.services.scheduler is None:
+        raise UsageError("Scheduling is not running on this bot.")
+    return ctx.services.scheduler
+
+
+async def _may_announce(ctx: Ctx, room_id: str) -> None:
+    level = await ctx.matrix.power_level(room_id, ctx.sender)
+    if level is None:
+        raise UsageError(f"I'm not in {room_id}; invite me there first.")
+    if not ctx.spaces.is_moderator(ctx.sender) and level < 50:
+        raise UsageError(f"Only moderators, or people with power level 50 or more in {room_id} "
+                         f"(you have {level}), can schedule announcements there.")
+
+
+@registry.command("announce", text("room at|every when | text"), group=ANN,
+                  help="Schedule a message into a room, once or again and again (moderators and room mods).",
+                  examples=("announce #general:example.org at friday 17:00 | Space tonight at 8!",
+                            "announce #general:example.org every monday 09:00 Europe/Berlin | **Weekly** sync"))
+async def announce(ctx: Ctx, **kw) -> None:
+    raw = ctx.content.get("body", "").strip()
+    spec = raw.split(None, 1)[1] if len(raw.split(None, 1)) > 1 else ""
+    m = _SPEC.match(spec)
+    if not m:
+        raise UsageError(f"Usage: {USAGE}")
+    svc = _svc(ctx)
+    try:
+        room_id = await ctx.matrix.resolve_room(m["room"])
+    except MatrixError as exc:
+        raise UsageError(f"I can't find the room {m['room']}: {exc}") from None
+    await _may_announce(ctx, room_id)
+    tz = svc.user_tz(ctx.sender)
+    message = m["text"].strip()
+    if len(message) > 4000:
+        raise UsageError("Keep an announcement under 4000 characters.")
+    now = datetime.now(UTC)
+    try:
+        if m["mode"].lower() == "at":
+            parsed = parse_when(m["when"], now, tz)
+            check_window(parsed, now, 365)
+            ann = ctx.store.add_announcement(room_id=room_id, owner_id=ctx.sender, text=message,
+                                             schedule=m["when"].strip(), timezone=zone_name(parsed.tz),
+                                             recurring=False)
+            svc.plan_announcement(ann, parsed.instant)
+            when = parsed.describe()
+        else:
+            rec = parse_recurrence(f"{m['mode'].lower()} {m['when'].strip()}", tz)
+            ann = ctx.store.add_announcement(room_id=room_id, owner_id=ctx.sender, text=message,
+                                             schedule=rec.text, timezone=zone_name(rec.tz), recurring=True)
+            svc.plan_announcement(ann)
+            upcoming = ", ".join(describe_instant(t, rec.tz) for t in next_fire_times(rec, now, 2))
+            when = f"{rec.describe()} (next: {upcoming})"
+    except WhenError as exc:
+        raise UsageError(str(exc)) from None
+    ctx.store.audit(ctx.sender, "announce.add", None, room_id, f"#{ann.id} {when}")
+    await ctx.reply(f"Announcement #{ann.id} for {m['room']}: {when}. "
+                    f"Cancel with {ctx.prefix}announce cancel {ann.id}.")
+
+
+@registry.command("announce list", group=ANN, help="Scheduled announcements (yours; all for moderators).")
+async def announce_list(ctx: Ctx) -> None:
+    svc = _svc(ctx)
+    rows = ctx.store.announcements(None if ctx.spaces.is_moderator(ctx.sender) else ctx.sender)
+    if not rows:
+        await ctx.reply("No announcements are scheduled.")
+        return
+    tz = svc.user_tz(ctx.sender)
+    lines = []
+    for a in rows:
+        nxt = svc.next_announcement(a.id)
+        when = describe_instant(nxt, tz) if nxt else "not planned"
+        kind = "every " + a.schedule.removeprefix("every ") if a.recurring else "once"
+        preview = a.text if len(a.text) <= 60 else a.text[:57] + "…"
+        lines.append(f"#{a.id} {a.room_id} · {kind} · next {when} · by {a.owner_id} · {preview}")
+    await ctx.reply("\n".join(lines), "<br>".join(html.escape(x) for x in lines))
+
+
+@registry.command("announce cancel", integer("number"), group=ANN, help="Stop a scheduled announcement.")
+async def announce_cancel(ctx: Ctx, number: int) -> None:
+    svc = _svc(ctx)
+    ann = ctx.store.announcement(number)
+    if ann is None or not ann.active:
+        raise UsageError(f"There is no scheduled announcement #{number}. See {ctx.prefix}announce list.")
+    if ann.owner_id != ctx.sender and not ctx.spaces.is_moderator(ctx.sender):
+        raise UsageError(f"Announcement #{number} is {ann.owner_id}'s; only they or a moderator can cancel it.")
+    svc.cancel_announcement(number)
+    ctx.store.audit(ctx.sender, "announce.cancel", None, ann.room_id, f"#{number}")
+    await ctx.reply(f"Announcement #{number} is cancelled.")

@@ -1,0 +1,150 @@
+"""APScheduler (3.x) with its jobs in the bot's own database.
+
+Jobs are stored as a reference to :func:`run_job` plus plain arguments (which instance,
+what kind, which record), so they survive restarts and never pickle live objects. What a
+job *does* is up to the handler the bot registers (``bot/scheduling.py``).
+
+- A job that fell due while the bot was down runs once at start-up if it is less than
+  ``misfire_grace`` late; the handler is told how late it is. Past that it is dropped and
+  the ``on_missed`` handler is told, so the owner can be informed.
+- APScheduler moves a job on (or removes a one-off job) in the store *before* running
+  it, so a bot killed while a job runs does not run it again; handlers also claim each
+  (job, run time) in the database before acting, so nothing fires twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, EVENT_JOB_SUBMITTED, JobEvent
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.date import DateTrigger
+from sqlalchemy import Engine
+
+log = logging.getLogger(__name__)
+
+#: live schedulers by key, so that stored jobs find theirs after a restart
+_INSTANCES: dict[str, Scheduler] = {}
+
+
+@dataclass(frozen=True)
+class Firing:
+    """What a handler learns when its job runs."""
+
+    kind: str
+    ref: str
+    job_id: str
+    due: datetime
+    late: timedelta
+
+    @property
+    def is_late(self) -> bool:
+        return self.late > timedelta(seconds=60)
+
+
+Handler = Callable[[Firing], Awaitable[None]]
+
+
+async def run_job(instance: str, kind: str, ref: str) -> None:
+    """The one function every stored job calls."""
+    sched = _INSTANCES.get(instance)
+    if sched is None:
+        log.error("job %s:%s fired but scheduler %s is not running", kind, ref, instance)
+        return
+    await sched._fire(kind, ref)
+
+
+class Scheduler:
+    def __init__(self, engine: Engine, *, misfire_grace: timedelta, key: str | None = None) -> None:
+        self.key = key or engine.url.render_as_string(hide_password=True)
+        grace = max(1, int(misfire_grace.total_seconds()))
+        self._aps = AsyncIOScheduler(
+            jobstores={"default": SQLAlchemyJobStore(engine=engine)},
+            job_defaults={"misfire_grace_time": grace, "coalesce": True, "max_instances": 1},
+            timezone=UTC,
+        )
+        self._aps.add_listener(self._on_event, EVENT_JOB_SUBMITTED | EVENT_JOB_MISSED | EVENT_JOB_ERROR)
+        self._handlers: dict[str, Handler] = {}
+        self._missed: Handler | None = None
+        self._due: dict[str, datetime] = {}
+
+    # ------------------------------------------------------------------ set-up
+
+    def on(self, kind: str, handler: Handler) -> None:
+        self._handlers[kind] = handler
+
+    def on_missed(self, handler: Handler) -> None:
+        self._missed = handler
+
+    def start(self) -> None:
+        _INSTANCES[self.key] = self
+        self._aps.start()
+        log.info("scheduler started with %d stored jobs", len(self._aps.get_jobs()))
+
+    def shutdown(self) -> None:
+        if self._aps.running:
+            self._aps.shutdown(wait=False)
+        if _INSTANCES.get(self.key) is self:
+            del _INSTANCES[self.key]
+
+    # ------------------------------------------------------------------ jobs
+
+    @staticmethod
+    def job_id(kind: str, ref: str) -> str:
+        return f"{kind}:{ref}"
+
+    def plan(self, kind: str, ref: str, trigger: BaseTrigger | datetime) -> datetime | None:
+        """Add or replace the job (kind, ref); returns its next run time."""
+        job_id = self.job_id(kind, ref)
+        if isinstance(trigger, datetime):
+            trigger = DateTrigger(run_date=trigger, timezone=UTC)
+        job = self._aps.add_job(run_job, trigger, args=[self.key, kind, ref], id=job_id,
+                                replace_existing=True, name=f"{kind}:{ref}")
+        return getattr(job, "next_run_time", None)
+
+    def drop(self, kind: str, ref: str) -> bool:
+        job_id = self.job_id(kind, ref)
+        job = self._aps.get_job(job_id)
+        if job is None:
+            return False
+        self._aps.remove_job(job_id)
+        return True
+
+    def next_run(self, kind: str, ref: str) -> datetime | None:
+        job = self._aps.get_job(self.job_id(kind, ref))
+        return job.next_run_time if job else None
+
+    def job_ids(self, prefix: str = "") -> list[str]:
+        return sorted(j.id for j in self._aps.get_jobs() if j.id.startswith(prefix))
+
+    # ------------------------------------------------------------------ firing
+
+    def _on_event(self, event: JobEvent) -> None:
+        if event.code == EVENT_JOB_SUBMITTED:
+            times = getattr(event, "scheduled_run_times", None) or []
+            if times:
+                self._due[event.job_id] = times[-1]
+        elif event.code == EVENT_JOB_ERROR:
+            log.error("scheduled job %s failed: %s", event.job_id, getattr(event, "exception", None))
+        elif event.code == EVENT_JOB_MISSED:
+            due = getattr(event, "scheduled_run_time", None) or datetime.now(UTC)
+            kind, _, ref = event.job_id.partition(":")
+            log.warning("job %s was due at %s, past the misfire grace; dropped", event.job_id, due)
+            if self._missed is not None:
+                firing = Firing(kind, ref, event.job_id, due, datetime.now(UTC) - due)
+                self._aps._eventloop.create_task(self._missed(firing))
+
+    async def _fire(self, kind: str, ref: str) -> None:
+        job_id = self.job_id(kind, ref)
+        handler = self._handlers.get(kind)
+        now = datetime.now(UTC)
+        due = self._due.pop(job_id, now)
+        if handler is None:
+            log.error("no handler for scheduled job kind %s (%s)", kind, ref)
+            return
+        await handler(Firing(kind, ref, job_id, due, max(timedelta(0), now - due)))

@@ -1,0 +1,181 @@
+"""What scheduled jobs do: remind hosts and listeners of scheduled spaces, start spaces
+that asked to start by themselves, post announcements. And planning those jobs."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from bot.core import rules
+from bot.core.model import State
+from bot.core.when import Recurrence, WhenError, describe_instant, parse_recurrence, parse_timezone
+from bot.db.store import Store, as_utc
+from bot.matrix.client import MatrixError, MatrixIO
+from bot.matrix.messages import markdown_to_html
+from bot.scheduler import Firing, Scheduler
+from bot.spaces import SpaceService
+
+log = logging.getLogger(__name__)
+
+SPACE_START = "space-start"
+SPACE_EARLY = "space-early"
+ANNOUNCE = "announce"
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    early_reminder_minutes: int = 15
+    max_days_ahead: int = 14
+    default_timezone: str = "UTC"
+
+
+class ScheduleService:
+    def __init__(self, scheduler: Scheduler, store: Store, matrix: MatrixIO, spaces: SpaceService,
+                 settings: ScheduleSettings, prefix: str = "!") -> None:
+        self.scheduler = scheduler
+        self.store = store
+        self.matrix = matrix
+        self.spaces = spaces
+        self.settings = settings
+        self.prefix = prefix
+        scheduler.on(SPACE_START, self._space_start)
+        scheduler.on(SPACE_EARLY, self._space_early)
+        scheduler.on(ANNOUNCE, self._announce)
+        scheduler.on_missed(self._missed)
+        spaces.on_schedule = self.plan_space
+
+    def user_tz(self, user_id: str):
+        name = self.store.user(user_id).timezone or self.settings.default_timezone
+        try:
+            return parse_timezone(name)
+        except WhenError:
+            return ZoneInfo("UTC")
+
+    # ------------------------------------------------------------------ spaces
+
+    async def plan_space(self, space_id: str, on: bool) -> None:
+        if not on:
+            self.scheduler.drop(SPACE_START, space_id)
+            self.scheduler.drop(SPACE_EARLY, space_id)
+            return
+        rec = self.store.load_space(space_id)
+        when = as_utc(rec.space.scheduled_for)
+        self.scheduler.plan(SPACE_START, space_id, when)
+        early = when - timedelta(minutes=self.settings.early_reminder_minutes)
+        if self.settings.early_reminder_minutes and early > datetime.now(UTC):
+            self.scheduler.plan(SPACE_EARLY, space_id, early)
+        else:
+            self.scheduler.drop(SPACE_EARLY, space_id)
+        log.info("space %s: reminders planned for %s", space_id, when.isoformat())
+
+    def _claim(self, f: Firing) -> bool:
+        """True the first time this (job, due time) fires; never twice."""
+        if self.store.claim_event(f"job:{f.job_id}:{f.due.isoformat()}"):
+            return True
+        log.warning("job %s due %s already ran; not running it again", f.job_id, f.due.isoformat())
+        return False
+
+    def _late_note(self, f: Firing) -> str:
+        if not f.is_late:
+            return ""
+        minutes = int(f.late.total_seconds() // 60)
+        return f" (This comes {minutes} min late: Chorus was not running at the planned time.)"
+
+    async def _safe_dm(self, user: str, text: str, space_id: str | None = None) -> None:
+        try:
+            await self.matrix.dm(user, text)
+        except MatrixError as exc:
+            log.error("space %s: could not send a reminder to %s: %s", space_id, user, exc)
+
+    async def _space_start(self, f: Firing) -> None:
+        rec = self.store.load_space(f.ref)
+        if rec is None or rec.space.state is not State.SCHEDULED or not self._claim(f):
+            return
+        space, row = rec.space, rec.row
+        late = self._late_note(f)
+        if row.autostart:
+            try:
+                await self.spaces.act(space.id, space.host, rules.GoLive())
+                await self._safe_dm(space.host, f"Your scheduled space “{space.title}” ({space.id}) has "
+                                    f"started by itself.{late}", space.id)
+            except rules.Refused as exc:
+                await self._safe_dm(space.host, f"Your scheduled space “{space.title}” ({space.id}) could "
+                                    f"not start by itself: {exc}{late}", space.id)
+        else:
+            await self._safe_dm(space.host, f"It's time for your space “{space.title}” ({space.id}). "
+                                f"Start it with: {self.prefix}space golive {space.id}{late}", space.id)
+        live = self.store.load_space(space.id).space.state is State.LIVE
+        how = (f"Join with {self.prefix}space join {space.id}" if live
+               else f"The host will open it shortly; then join with {self.prefix}space join {space.id}")
+        for user in self.store.reminder_users(space.id):
+            if user != space.host:
+                await self._safe_dm(user, f"🔔 “{space.title}” by {space.host} is starting now. {how}.{late}",
+                                    space.id)
+        log.info("space %s: start-time reminders sent%s", space.id, " (late)" if late else "")
+
+    async def _space_early(self, f: Firing) -> None:
+        rec = self.store.load_space(f.ref)
+        if rec is None or rec.space.state is not State.SCHEDULED or not self._claim(f):
+            return
+        space = rec.space
+        minutes = self.settings.early_reminder_minutes
+        for user in [space.host, *self.store.reminder_users(space.id)]:
+            when = describe_instant(as_utc(space.scheduled_for), self.user_tz(user))
+            await self._safe_dm(user, f"🔔 “{space.title}” by {space.host} starts in about {minutes} minutes "
+                                f"({when}).", space.id)
+
+    async def _missed(self, f: Firing) -> None:
+        if f.kind == SPACE_START:
+            rec = self.store.load_space(f.ref)
+            if rec and rec.space.state is State.SCHEDULED and self._claim(f):
+                await self._safe_dm(rec.space.host, (
+                    f"Your scheduled space “{rec.space.title}” ({rec.space.id}) was due at "
+                    f"{describe_instant(f.due, self.user_tz(rec.space.host))} while Chorus was not running, "
+                    "too long ago to start it now. Start it with "
+                    f"{self.prefix}space golive {rec.space.id}, or cancel it."), rec.space.id)
+        elif f.kind == ANNOUNCE:
+            ann = self.store.announcement(int(f.ref))
+            if ann and ann.active and self._claim(f):
+                await self._safe_dm(ann.owner_id, (
+                    f"Announcement #{ann.id} for {ann.room_id} was due at {f.due:%Y-%m-%d %H:%M} UTC while "
+                    "Chorus was not running, too long ago to post it now; it was skipped."
+                    + (" It stays scheduled for its next time." if ann.recurring else "")))
+                if not ann.recurring:
+                    self.store.update_announcement(ann.id, active=False)
+
+    # ------------------------------------------------------------------ announcements
+
+    def recurrence_of(self, ann) -> Recurrence:
+        return parse_recurrence(ann.schedule, parse_timezone(ann.timezone))
+
+    def plan_announcement(self, ann, when: datetime | None = None) -> datetime | None:
+        trigger = when if when is not None else self.recurrence_of(ann).to_trigger()
+        return self.scheduler.plan(ANNOUNCE, str(ann.id), trigger)
+
+    def cancel_announcement(self, ann_id: int) -> None:
+        self.scheduler.drop(ANNOUNCE, str(ann_id))
+        self.store.update_announcement(ann_id, active=False)
+
+    def next_announcement(self, ann_id: int) -> datetime | None:
+        return self.scheduler.next_run(ANNOUNCE, str(ann_id))
+
+    async def _announce(self, f: Firing) -> None:
+        ann = self.store.announcement(int(f.ref))
+        if ann is None or not ann.active or not self._claim(f):
+            return
+        text = ann.text
+        late = self._late_note(f)
+        try:
+            await self.matrix.send(ann.room_id, {
+                "msgtype": "m.notice", "body": text + late,
+                "format": "org.matrix.custom.html", "formatted_body": markdown_to_html(text + late)})
+        except MatrixError as exc:
+            log.error("announcement %s: could not post in room %s (owner %s): %s", ann.id, ann.room_id,
+                      ann.owner_id, exc)
+            await self._safe_dm(ann.owner_id, f"Announcement #{ann.id} could not be posted in {ann.room_id}: {exc}")
+            return
+        self.store.update_announcement(ann.id, fired=ann.fired + 1,
+                                       active=ann.recurring)
+        log.info("announcement %s posted in %s%s", ann.id, ann.room_id, " (late)" if late else "")

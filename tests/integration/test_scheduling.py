@@ -1,0 +1,154 @@
+"""Scheduled spaces, reminders and announcements on a real homeserver, with jobs that
+survive a restart and never fire twice."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.triggers.interval import IntervalTrigger
+
+from bot.core import rules
+from bot.core.model import State
+from tests.integration.helpers import ask, body, room_with_bot, space_id_in
+
+
+async def _wait_until(instant: datetime) -> None:
+    """Let the wall clock pass ``instant`` (the scheduled time itself is what is tested)."""
+    while datetime.now(UTC) < instant:
+        await asyncio.sleep(0.05)
+
+
+async def _dm_text(user, bot_id: str, predicate, timeout: float = 30):
+    """Wait for a direct message from the bot (accepting the DM invite when it comes)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await user.wait_for_event(
+                lambda r, e: e.sender == bot_id and e.source.get("type") == "m.room.message"
+                and predicate(e.source["content"].get("body", "")), timeout=1)
+        except AssertionError:
+            await user.accept_invites()
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+
+
+async def test_schedule_replies_with_the_time_and_refuses_bad_times(chorus_factory, make_user) -> None:
+    chorus = await chorus_factory(hosting={"min_followers": 0})
+    host = await make_user("host")
+    room = await room_with_bot(host, chorus.user_id)
+    assert "Europe/Berlin" in await ask(host, room, "!timezone Europe/Berlin")
+    reply = await ask(host, room, "!space schedule 2 dec 2026 18:00 | Advent jam")
+    sid = space_id_in(reply)
+    assert "18:00 CET (Europe/Berlin) = 17:00 UTC" in reply
+    rec = chorus.store.load_space(sid)
+    assert rec.space.state is State.SCHEDULED
+    assert rec.space.scheduled_for.replace(tzinfo=UTC) == datetime(2026, 12, 2, 17, 0, tzinfo=UTC)
+    assert chorus.bot.scheduler.next_run("space-start", sid) == datetime(2026, 12, 2, 17, 0, tzinfo=UTC)
+
+    past = await ask(host, room, "!space schedule 2026-01-01 10:00 | Too late")
+    assert "in the past" in past
+    far = await ask(host, room, "!space schedule 2027-03-01 10:00 | Too far")
+    assert "at most 14 days ahead" in far
+    bad = await ask(host, room, "!space schedule next blursday | Nonsense")
+    assert "tomorrow 18:00" in bad or "e.g." in bad
+    missing = await ask(host, room, "!space schedule tomorrow 18:00 Friday jam")
+    assert "Separate the time and the title with |" in missing
+    assert len(chorus.store.spaces_in_state(State.SCHEDULED)) == 1
+
+    assert "cancelled" in (await ask(host, room, f"!space cancel {sid}")).lower()
+    assert chorus.bot.scheduler.next_run("space-start", sid) is None
+
+
+async def test_start_time_reminders_reach_host_and_subscriber(chorus_factory, make_user) -> None:
+    chorus = await chorus_factory(hosting={"min_followers": 0}, scheduling={"early_reminder_minutes": 0})
+    host, fan = await make_user("host"), await make_user("fan")
+    room = await room_with_bot(host, chorus.user_id, fan)
+    sid = space_id_in(await ask(host, room, "!space schedule tomorrow 18:00 | Soon"))
+    card = await fan.wait_for_message(room, lambda b: "Scheduled: Soon" in b, sender=chorus.user_id)
+    await fan.react(room, card.event_id, "🔔")
+    await _dm_text(fan, chorus.user_id, lambda b: "remind you" in b)
+    due = datetime.now(UTC) + timedelta(seconds=3)
+    await chorus.bot.spaces.act(sid, host.user_id, rules.Reschedule(due))
+    host_dm = await _dm_text(host, chorus.user_id, lambda b: f"space golive {sid}" in b)
+    assert "It's time" in body(host_dm)
+    fan_dm = await _dm_text(fan, chorus.user_id, lambda b: "is starting now" in b)
+    assert f"!space join {sid}" in body(fan_dm)
+    assert "late" not in body(fan_dm)
+    assert "is live" in await ask(host, room, f"!space golive {sid}")
+    assert chorus.store.load_space(sid).space.state is State.LIVE
+
+
+async def test_reminder_due_while_the_bot_was_down_arrives_once(chorus_factory, make_user) -> None:
+    chorus = await chorus_factory(hosting={"min_followers": 0}, scheduling={"early_reminder_minutes": 0})
+    host = await make_user("host")
+    room = await room_with_bot(host, chorus.user_id)
+    sid = space_id_in(await ask(host, room, "!space schedule tomorrow 18:00 | While away"))
+    due = datetime.now(UTC) + timedelta(seconds=2)
+    await chorus.bot.spaces.act(sid, host.user_id, rules.Reschedule(due))
+    await chorus.stop()
+    await _wait_until(due + timedelta(seconds=1))
+    await chorus.start()
+    dm = await _dm_text(host, chorus.user_id, lambda b: f"space golive {sid}" in b)
+    assert "late" in body(dm) or "It's time" in body(dm)
+    await chorus.restart()
+    await host.expect_no_event(lambda r, e: e.sender == chorus.user_id and "golive" in
+                               e.source.get("content", {}).get("body", ""), within=3)
+
+
+async def test_reminder_past_the_grace_is_dropped_with_a_note(chorus_factory, make_user) -> None:
+    chorus = await chorus_factory(hosting={"min_followers": 0},
+                                  scheduling={"early_reminder_minutes": 0, "misfire_grace_minutes": 0})
+    host = await make_user("host")
+    room = await room_with_bot(host, chorus.user_id)
+    sid = space_id_in(await ask(host, room, "!space schedule tomorrow 18:00 | Missed"))
+    due = datetime.now(UTC) + timedelta(seconds=1)
+    await chorus.bot.spaces.act(sid, host.user_id, rules.Reschedule(due))
+    await chorus.stop()
+    await _wait_until(due + timedelta(seconds=3))
+    await chorus.start()
+    dm = await _dm_text(host, chorus.user_id, lambda b: "while Chorus was not running" in b)
+    assert f"space golive {sid}" in body(dm)
+    assert chorus.store.load_space(sid).space.state is State.SCHEDULED
+
+
+async def test_autostart_goes_live_and_notifies_opted_in_followers(chorus_factory, make_user) -> None:
+    chorus = await chorus_factory(hosting={"min_followers": 0}, scheduling={"early_reminder_minutes": 0})
+    host, fan, quiet = await make_user("host"), await make_user("fan"), await make_user("quiet")
+    room = await room_with_bot(host, chorus.user_id, fan, quiet)
+    await ask(fan, room, f"!follow {host.user_id}")
+    await ask(quiet, room, f"!follow {host.user_id}")
+    assert "message you" in await ask(fan, room, "!notify on")
+    sid = space_id_in(await ask(host, room, "!space schedule tomorrow 18:00 | Auto autostart=yes"))
+    await chorus.bot.spaces.act(sid, host.user_id, rules.Reschedule(datetime.now(UTC) + timedelta(seconds=2)))
+    await _dm_text(host, chorus.user_id, lambda b: "started by itself" in b)
+    assert chorus.store.load_space(sid).space.state is State.LIVE
+    dm = await _dm_text(fan, chorus.user_id, lambda b: "is live now" in b)
+    assert f"!space join {sid}" in body(dm)
+    await quiet.expect_no_event(lambda r, e: "is live now" in e.source.get("content", {}).get("body", ""),
+                                within=2)
+
+
+async def test_recurring_announcement_fires_twice_then_stops_after_cancel(chorus_factory, make_user) -> None:
+    chorus = await chorus_factory(moderation={"moderators": []})
+    mod = await make_user("roommod")
+    room = await room_with_bot(mod, chorus.user_id)  # the room's creator has power level 100
+    other = await make_user("member")
+    await other.join(room)
+    refused = await ask(other, room, f"!announce {room} every day 09:00 | hello")
+    assert "power level 50" in refused
+    reply = await ask(mod, room, f"!announce {room} every monday 18:00 Europe/Berlin | **Weekly** sync")
+    assert "every Monday at 18:00" in reply
+    number = int(reply.split("#", 1)[1].split(" ", 1)[0])
+    ann = chorus.store.announcement(number)
+    assert ann.recurring and ann.active
+    # the same job, re-planned every 2 seconds so the test need not wait a week
+    chorus.bot.scheduler.plan("announce", str(number), IntervalTrigger(seconds=2, timezone=UTC))
+    first = await mod.wait_for_message(room, "**Weekly** sync", sender=chorus.user_id, timeout=20)
+    assert "<strong>Weekly</strong>" in first.source["content"]["formatted_body"]
+    await mod.wait_for_message(room, "**Weekly** sync", sender=chorus.user_id, timeout=20)
+    assert "cancelled" in await ask(mod, room, f"!announce cancel {number}")
+    assert chorus.bot.scheduler.next_run("announce", str(number)) is None
+    await mod.expect_no_event(lambda r, e: e.source.get("content", {}).get("body") == "**Weekly** sync",
+                              within=4.5)
+    assert chorus.store.announcement(number).fired >= 2

@@ -1,0 +1,111 @@
+"""The scheduler's jobs live in the bot's database (SQLite and PostgreSQL): they survive a
+restart, run once if a little late, and are dropped (with a note) when far too late."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.triggers.interval import IntervalTrigger
+
+from bot.db.engine import make_engine, upgrade
+from bot.scheduler import Firing, Scheduler
+
+
+async def _wait_until(instant: datetime) -> None:
+    while datetime.now(UTC) < instant:
+        await asyncio.sleep(0.05)
+
+
+async def _wait_for(cond, timeout: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+def _scheduler(engine, grace_s: float, fired: list, missed: list) -> Scheduler:
+    s = Scheduler(engine, misfire_grace=timedelta(seconds=grace_s), key="test")
+
+    async def on_fire(f: Firing) -> None:
+        fired.append(f)
+
+    async def on_missed(f: Firing) -> None:
+        missed.append(f)
+
+    s.on("remind", on_fire)
+    s.on_missed(on_missed)
+    return s
+
+
+async def test_a_job_due_while_stopped_runs_once_after_restart_and_says_late(db_url: str) -> None:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    fired: list[Firing] = []
+    missed: list[Firing] = []
+    first = _scheduler(engine, 60, fired, missed)
+    first.start()
+    due = datetime.now(UTC) + timedelta(seconds=1)
+    first.plan("remind", "space1", due)
+    first.shutdown()
+    await _wait_until(due + timedelta(seconds=1))
+    assert fired == []
+
+    second = _scheduler(engine, 60, fired, missed)
+    second.start()
+    await _wait_for(lambda: len(fired) == 1)
+    f = fired[0]
+    assert (f.kind, f.ref, f.job_id) == ("remind", "space1", "remind:space1")
+    assert abs((f.due - due).total_seconds()) < 0.01
+    assert f.late >= timedelta(seconds=1)
+    assert second.next_run("remind", "space1") is None  # a one-off job is gone once run
+    second.shutdown()
+
+    third = _scheduler(engine, 60, fired, missed)
+    third.start()
+    assert third.job_ids() == []
+    third.shutdown()
+    assert len(fired) == 1 and missed == []
+    engine.dispose()
+
+
+async def test_a_job_past_the_grace_is_dropped_and_reported(db_url: str) -> None:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    fired: list[Firing] = []
+    missed: list[Firing] = []
+    first = _scheduler(engine, 1, fired, missed)
+    first.start()
+    due = datetime.now(UTC) + timedelta(seconds=0.5)
+    first.plan("remind", "space2", due)
+    first.shutdown()
+    await _wait_until(due + timedelta(seconds=2.5))
+    second = _scheduler(engine, 1, fired, missed)
+    second.start()
+    await _wait_for(lambda: len(missed) == 1)
+    assert missed[0].ref == "space2" and missed[0].late > timedelta(seconds=1)
+    assert fired == []
+    second.shutdown()
+    engine.dispose()
+
+
+async def test_a_recurring_job_keeps_firing_across_a_restart(db_url: str) -> None:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    fired: list[Firing] = []
+    missed: list[Firing] = []
+    first = _scheduler(engine, 60, fired, missed)
+    first.start()
+    first.plan("remind", "weekly", IntervalTrigger(seconds=1, timezone=UTC))
+    await _wait_for(lambda: len(fired) >= 1)
+    first.shutdown()
+    count = len(fired)
+    second = _scheduler(engine, 60, fired, missed)
+    second.start()
+    await _wait_for(lambda: len(fired) >= count + 2)
+    assert second.drop("remind", "weekly")
+    settled = len(fired)
+    assert second.job_ids() == []
+    second.shutdown()
+    assert len(fired) == settled
+    engine.dispose()
