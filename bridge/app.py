@@ -1,0 +1,479 @@
+"""The bridge's aiohttp application: routes, handlers, lifecycle.
+
+Routes (all registered in :func:`create_app`):
+
+- ``/control/v1/...``: the bot's authenticated control API (docs/protocol.md)
+- ``GET /spaces/{space_id}/ws``: WebSocket for listeners and speakers
+- ``GET /spaces/{space_id}/live.ogg``: Ogg/Opus stream for any player
+- ``GET /``, ``GET /spaces/{space_id}``, ``GET /api/spaces``: the web page
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import random
+import socket
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from . import tokens
+from .events import EventBus
+from .ogg import OggOpusWriter
+from .settings import BridgeSettings
+from .stage import (
+    CLOSE_BAD_TOKEN,
+    CLOSE_FORBIDDEN,
+    CLOSE_NO_SPACE,
+    CLOSE_SHUTDOWN,
+    ROLES,
+    Client,
+    OggListener,
+    Sink,
+    Stage,
+)
+
+log = logging.getLogger(__name__)
+
+API = "/control/v1"
+PROTOCOL_VERSION = 1
+MAX_SPACE_ID = 255
+STATIC_DIR = Path(__file__).parent / "static"
+
+SETTINGS: web.AppKey[BridgeSettings] = web.AppKey("settings", BridgeSettings)
+STAGES: web.AppKey[dict[str, Stage]] = web.AppKey("stages", dict)
+EVENTS: web.AppKey[EventBus] = web.AppKey("events", EventBus)
+SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("control_sockets", set)
+BACKGROUND: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("background", set)
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def _json_error(cls: type[web.HTTPException], message: str, **extra: Any) -> web.HTTPException:
+    body = {"error": message, **extra}
+    return cls(text=json.dumps(body), content_type="application/json")
+
+
+def _check_secret(request: web.Request) -> None:
+    settings = request.app[SETTINGS]
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise _json_error(web.HTTPUnauthorized, "missing bearer token")
+    if not hmac.compare_digest(given.strip().encode(), settings.shared_secret.encode()):
+        raise _json_error(web.HTTPUnauthorized, "wrong shared secret")
+
+
+def _space_id(request: web.Request) -> str:
+    space_id = request.match_info["space_id"]
+    if not space_id or len(space_id) > MAX_SPACE_ID:
+        raise _json_error(web.HTTPBadRequest, "bad space id", field="space_id")
+    return space_id
+
+
+def _stage(request: web.Request) -> Stage:
+    space_id = _space_id(request)
+    stage = request.app[STAGES].get(space_id)
+    if stage is None:
+        raise _json_error(web.HTTPNotFound, f"no open stage for space {space_id}")
+    return stage
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise _json_error(web.HTTPBadRequest, "body is not JSON", field="body") from None
+    if not isinstance(body, dict):
+        raise _json_error(web.HTTPBadRequest, "body must be a JSON object", field="body")
+    return body
+
+
+def _field(body: dict[str, Any], name: str, kind: type, *, default: Any = ...) -> Any:
+    if name not in body:
+        if default is ...:
+            raise _json_error(web.HTTPBadRequest, f"missing field {name!r}", field=name)
+        return default
+    value = body[name]
+    if kind is bool and not isinstance(value, bool):
+        raise _json_error(web.HTTPBadRequest, f"field {name!r} must be true or false",
+                          field=name)
+    if kind is str and not isinstance(value, str):
+        raise _json_error(web.HTTPBadRequest, f"field {name!r} must be a string", field=name)
+    return value
+
+
+# -- control API -----------------------------------------------------------------
+
+
+async def open_space(request: web.Request) -> web.Response:
+    _check_secret(request)
+    space_id = _space_id(request)
+    body = await _body(request)
+    title = _field(body, "title", str)
+    if len(title) > 300:
+        raise _json_error(web.HTTPBadRequest, "field 'title' is too long", field="title")
+    public = _field(body, "public", bool)
+    record = _field(body, "record", bool, default=False)
+    captions = _field(body, "captions", bool, default=False)
+    stages = request.app[STAGES]
+    stage = stages.get(space_id)
+    if stage is None:
+        stage = Stage(space_id, title, public=public, record=record, captions=captions,
+                      settings=request.app[SETTINGS], emit=request.app[EVENTS].emit)
+        stages[space_id] = stage
+        stage.start()
+        status = 201
+    else:  # idempotent: same call again updates what it names
+        stage.title, stage.public = title, public
+        stage.set_record(record)
+        if captions != stage.captions:
+            stage.set_captions(captions)
+        status = 200
+    return web.json_response(stage.stats(), status=status)
+
+
+async def put_roles(request: web.Request) -> web.Response:
+    _check_secret(request)
+    stage = _stage(request)
+    body = await _body(request)
+    roles = _field(body, "roles", dict)
+    if not isinstance(roles, dict):
+        raise _json_error(web.HTTPBadRequest, "field 'roles' must be an object", field="roles")
+    for user, role in roles.items():
+        if role not in ROLES:
+            raise _json_error(web.HTTPBadRequest,
+                              f"role {role!r} for {user} is not one of {sorted(ROLES)}",
+                              field=f"roles.{user}")
+    stage.set_roles(roles)
+    return web.json_response(stage.stats())
+
+
+async def patch_space(request: web.Request) -> web.Response:
+    _check_secret(request)
+    stage = _stage(request)
+    body = await _body(request)
+    unknown = set(body) - {"record", "captions"}
+    if unknown:
+        name = sorted(unknown)[0]
+        raise _json_error(web.HTTPBadRequest, f"unknown field {name!r}", field=name)
+    record = _field(body, "record", bool, default=None)
+    captions = _field(body, "captions", bool, default=None)
+    if record is not None:
+        stage.set_record(record)
+    if captions is not None:
+        stage.set_captions(captions)
+    return web.json_response(stage.stats())
+
+
+async def get_space(request: web.Request) -> web.Response:
+    _check_secret(request)
+    return web.json_response(_stage(request).stats())
+
+
+async def delete_space(request: web.Request) -> web.Response:
+    _check_secret(request)
+    stage = _stage(request)
+    request.app[STAGES].pop(stage.space_id, None)
+    await stage.close(wait=False)
+    # converting the recording may take a while: answer now, keep the task owned
+    background = request.app[BACKGROUND]
+    task = asyncio.create_task(stage.drain(), name=f"stage-drain:{stage.space_id}")
+    background.add(task)
+    task.add_done_callback(background.discard)
+    stats = stage.stats()
+    stats.update(open=False, listeners=0, speakers_connected=0, recording=False)
+    return web.json_response(stats)
+
+
+async def clip_space(request: web.Request) -> web.Response:
+    _check_secret(request)
+    stage = _stage(request)
+    body = await _body(request) if request.can_read_body else {}
+    seconds = body.get("seconds")
+    if seconds is not None and (
+        not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0
+    ):
+        raise _json_error(web.HTTPBadRequest, "field 'seconds' must be a positive number",
+                          field="seconds")
+    try:
+        return web.json_response(await stage.clip(seconds))
+    except ValueError as exc:
+        raise _json_error(web.HTTPConflict, str(exc)) from None
+
+
+async def list_control(request: web.Request) -> web.Response:
+    _check_secret(request)
+    return web.json_response({"version": PROTOCOL_VERSION,
+                              "spaces": [s.stats() for s in request.app[STAGES].values()]})
+
+
+async def control_events(request: web.Request) -> web.WebSocketResponse:
+    _check_secret(request)
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096, timeout=2.0)
+    await ws.prepare(request)
+    bus = request.app[EVENTS]
+    queue = bus.subscribe()
+    sockets = request.app[SOCKETS]
+    sockets.add(ws)
+
+    async def pump() -> None:
+        while True:
+            event = await queue.get()
+            await ws.send_str(json.dumps(event))
+            queue.task_done()
+
+    pump_task = asyncio.create_task(pump())
+    try:
+        await ws.send_str(json.dumps({"type": "hello", "version": PROTOCOL_VERSION}))
+        async for _msg in ws:  # the bot sends nothing but pings; just keep reading
+            if pump_task.done():
+                break
+    finally:
+        bus.unsubscribe(queue)
+        sockets.discard(ws)
+        pump_task.cancel()
+        await asyncio.gather(pump_task, return_exceptions=True)
+    return ws
+
+
+# -- clients ---------------------------------------------------------------------
+
+
+def _claims(request: web.Request, stage: Stage) -> tokens.TokenClaims | None:
+    """Token claims, None for an anonymous listener; raises TokenError/PermissionError."""
+    token = request.query.get("token")
+    if not token:
+        auth = request.headers.get("Authorization", "")
+        if auth.lower().startswith("bearer "):
+            token = auth[7:].strip()
+    if not token:
+        if not stage.public:
+            raise PermissionError("this space is not public; a token is needed")
+        return None
+    return tokens.verify(request.app[SETTINGS].shared_secret, token, stage.space_id)
+
+
+def _limit_buffers(request: web.Request, settings: BridgeSettings) -> None:
+    """Keep per-client buffering small so a stalled client shows up as a full queue."""
+    transport = request.transport
+    if transport is None or settings.client_sndbuf_bytes <= 0:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.client_sndbuf_bytes)
+    with contextlib.suppress(AttributeError, NotImplementedError):
+        transport.set_write_buffer_limits(high=settings.client_sndbuf_bytes)
+
+
+async def _refuse_ws(request: web.Request, code: int, reason: str) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(timeout=2.0)
+    await ws.prepare(request)
+    await ws.close(code=code, message=reason.encode()[:120])
+    return ws
+
+
+async def _wait_for_kick(sink: Sink, ws: web.WebSocketResponse, request: web.Request) -> None:
+    await sink.kick_event.wait()
+    assert sink.kicked is not None
+    code, reason = sink.kicked
+    try:
+        await asyncio.wait_for(ws.close(code=code, message=reason.encode()[:120]), 2.0)
+    except (TimeoutError, ConnectionError):
+        # the peer is not reading: a graceful close would wait for the send buffer to
+        # drain forever, so drop the connection outright.
+        if request.transport is not None:
+            request.transport.abort()
+
+
+async def client_ws(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    space_id = _space_id(request)
+    stage = request.app[STAGES].get(space_id)
+    if stage is None:
+        return await _refuse_ws(request, CLOSE_NO_SPACE, f"no live space {space_id}")
+    try:
+        claims = _claims(request, stage)
+    except tokens.TokenError as exc:
+        return await _refuse_ws(request, CLOSE_BAD_TOKEN, f"token refused: {exc.reason}")
+    except PermissionError as exc:
+        return await _refuse_ws(request, CLOSE_FORBIDDEN, str(exc))
+
+    ws = web.WebSocketResponse(max_msg_size=settings.max_msg_size, heartbeat=30.0,
+                               timeout=2.0, compress=False,
+                               writer_limit=max(1024, settings.client_sndbuf_bytes // 4))
+    await ws.prepare(request)
+    _limit_buffers(request, settings)
+    client = Client(claims.user if claims else None, claims.role if claims else "listener",
+                    settings.listener_queue_frames)
+
+    async def write_loop() -> None:
+        try:
+            while True:
+                item = await client.queue.get()
+                if isinstance(item, bytes):
+                    await ws.send_bytes(item)
+                else:
+                    await ws.send_str(item)
+        except (ConnectionError, RuntimeError) as exc:
+            client.kick(1011, f"send failed: {exc}")
+
+    writer = asyncio.create_task(write_loop())
+    kicker = asyncio.create_task(_wait_for_kick(client, ws, request))
+    stage.add_client(client)
+    try:
+        async for msg in ws:
+            if client.kicked is not None or not stage.open:
+                break
+            if msg.type == WSMsgType.BINARY:
+                stage.on_audio(client, msg.data)
+            elif msg.type == WSMsgType.TEXT:
+                stage.on_json(client, msg.data)
+            elif msg.type == WSMsgType.ERROR:
+                log.info("client %s in %s: %s", client.user_id, space_id, ws.exception())
+                break
+    finally:
+        stage.remove_client(client)
+        writer.cancel()
+        if client.kicked is None:
+            kicker.cancel()
+        await asyncio.gather(writer, kicker, return_exceptions=True)
+    return ws
+
+
+async def live_ogg(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    stage = _stage(request)
+    try:
+        _claims(request, stage)
+    except tokens.TokenError as exc:
+        raise _json_error(web.HTTPUnauthorized, f"token refused: {exc.reason}") from None
+    except PermissionError as exc:
+        raise _json_error(web.HTTPForbidden, str(exc)) from None
+    resp = web.StreamResponse(headers={
+        "Content-Type": "audio/ogg; codecs=opus",
+        "Cache-Control": "no-cache, no-store",
+        "X-Content-Type-Options": "nosniff",
+    })
+    await resp.prepare(request)
+    _limit_buffers(request, settings)
+    listener = OggListener(settings.listener_queue_frames)
+    writer = OggOpusWriter(random.getrandbits(32), pre_skip=stage.pre_skip, title=stage.title)
+
+    async def pump() -> None:
+        await resp.write(writer.headers())
+        while True:
+            packet = await listener.queue.get()
+            await resp.write(writer.audio(packet))
+
+    stage.add_ogg(listener)
+    pump_task = asyncio.create_task(pump())
+    kick_task = asyncio.create_task(listener.kick_event.wait())
+    try:
+        await asyncio.wait({pump_task, kick_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stage.remove_ogg(listener)
+        pump_task.cancel()
+        kick_task.cancel()
+        await asyncio.gather(pump_task, kick_task, return_exceptions=True)
+    if listener.kicked is not None and listener.kicked[0] != 4408:
+        try:  # a clean end of stream for a space that ended
+            await asyncio.wait_for(resp.write(writer.audio(b"\xf8\xff\xfe", last=True)), 1.0)
+            await asyncio.wait_for(resp.write_eof(), 1.0)
+        except (TimeoutError, ConnectionError):
+            pass
+    elif request.transport is not None:
+        request.transport.abort()  # too slow, or gone: cut it without draining
+    return resp
+
+
+# -- web page --------------------------------------------------------------------
+
+
+async def public_spaces(request: web.Request) -> web.Response:
+    spaces = [
+        {"space_id": s.space_id, "title": s.title, "listeners": s.listeners,
+         "speakers": s.speakers_connected()}
+        for s in request.app[STAGES].values() if s.public and s.open
+    ]
+    return web.json_response({"spaces": spaces})
+
+
+async def index_page(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC_DIR / "index.html")
+
+
+async def space_page(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC_DIR / "space.html")
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True, "stages": len(request.app[STAGES])})
+
+
+# -- lifecycle -------------------------------------------------------------------
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    stages = app[STAGES]
+    closing = list(stages.values())
+    stages.clear()
+    await asyncio.gather(*(s.close(CLOSE_SHUTDOWN, "bridge shutting down") for s in closing),
+                         return_exceptions=True)
+    background = list(app[BACKGROUND])
+    if background:  # recordings being converted; events still reach a connected bot
+        await asyncio.gather(*background, return_exceptions=True)
+    await app[EVENTS].flush()
+    for ws in list(app[SOCKETS]):
+        await ws.close(code=CLOSE_SHUTDOWN, message=b"bridge shutting down")
+
+
+def create_app(settings: BridgeSettings) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024)
+    app[SETTINGS] = settings
+    app[STAGES] = {}
+    app[EVENTS] = EventBus()
+    app[SOCKETS] = set()
+    app[BACKGROUND] = set()
+    app.router.add_get(f"{API}/events", control_events)
+    app.router.add_get(f"{API}/spaces", list_control)
+    app.router.add_post(f"{API}/spaces/{{space_id}}", open_space)
+    app.router.add_get(f"{API}/spaces/{{space_id}}", get_space)
+    app.router.add_patch(f"{API}/spaces/{{space_id}}", patch_space)
+    app.router.add_delete(f"{API}/spaces/{{space_id}}", delete_space)
+    app.router.add_put(f"{API}/spaces/{{space_id}}/roles", put_roles)
+    app.router.add_post(f"{API}/spaces/{{space_id}}/clip", clip_space)
+    app.router.add_get("/spaces/{space_id}/ws", client_ws)
+    app.router.add_get("/spaces/{space_id}/live.ogg", live_ogg)
+    app.router.add_get("/spaces/{space_id}", space_page)
+    app.router.add_get("/api/spaces", public_spaces)
+    app.router.add_get("/healthz", health)
+    app.router.add_get("/", index_page)
+    if STATIC_DIR.is_dir():
+        app.router.add_static("/static", STATIC_DIR)
+    app.on_shutdown.append(_on_shutdown)
+    return app
+
+
+async def start_embedded(settings: BridgeSettings) -> tuple[web.AppRunner, int]:
+    """Run the bridge inside the caller's event loop; returns (runner, actual port).
+
+    ``settings.listen_port`` 0 picks a free port. Stop with ``await runner.cleanup()``.
+    """
+    runner = web.AppRunner(create_app(settings), handle_signals=False,
+                           shutdown_timeout=5.0)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.listen_host, settings.listen_port)
+    await site.start()
+    port = settings.listen_port
+    server = getattr(site, "_server", None)
+    if server is not None and server.sockets:
+        port = server.sockets[0].getsockname()[1]
+    return runner, port

@@ -1,0 +1,556 @@
+"""One open stage: its connections, its roles, its 20 ms tick, its recording.
+
+Everything here runs on the event loop; nothing blocks it except the numpy/Opus work
+of one tick. A connection never gets more than a bounded queue of outgoing messages:
+the tick only ``put_nowait``s, and a connection whose queue is full is kicked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import wave
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import opus, wire
+from .mixer import FRAME_SAMPLES, FRAME_SECONDS, SILENCE_DBFS, Mixer, TickResult
+from .settings import BridgeSettings
+
+log = logging.getLogger(__name__)
+
+AUDIO_ROLES = frozenset({"host", "cohost", "speaker"})
+ROLES = AUDIO_ROLES | {"listener"}
+
+# WebSocket close codes sent to clients (see docs/protocol.md)
+CLOSE_BAD_TOKEN = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NO_SPACE = 4404
+CLOSE_TOO_SLOW = 4408
+CLOSE_SPACE_ENDED = 4410
+CLOSE_SHUTDOWN = 1001
+
+LEVELS_EVERY_TICKS = 5
+PARTICIPANTS_EVERY_TICKS = 10
+Emit = Callable[[dict[str, Any]], None]
+
+
+def safe_name(space_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", space_id)[:80] or "space"
+
+
+class Sink:
+    """Something that receives what the tick sends: a WebSocket client or an Ogg stream."""
+
+    def __init__(self, queue_size: int) -> None:
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(queue_size)
+        self.kicked: tuple[int, str] | None = None
+        self.kick_event = asyncio.Event()
+
+    def send(self, item: Any) -> bool:
+        if self.kicked is not None:
+            return False
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            log.info("disconnecting %r: its send queue is full", self)
+            self.kick(CLOSE_TOO_SLOW, "too slow: fell behind the live audio")
+            return False
+        return True
+
+    def kick(self, code: int, reason: str) -> None:
+        if self.kicked is None:
+            self.kicked = (code, reason)
+            self.kick_event.set()
+
+
+class Client(Sink):
+    """A WebSocket connection to a stage."""
+
+    _next_id = 0
+
+    def __init__(self, user_id: str | None, token_role: str, queue_size: int) -> None:
+        super().__init__(queue_size)
+        Client._next_id += 1
+        self.id = Client._next_id
+        self.user_id = user_id
+        self.token_role = token_role
+        self.decoder: opus.Decoder | None = None
+        self.encoder: opus.Encoder | None = None
+        self.hand_raised = False
+        self.errors = 0
+        self.frames_in = 0
+        self.frames_refused = 0
+        self._reaction_times: deque[float] = deque(maxlen=10)
+
+    def __repr__(self) -> str:
+        return f"<Client {self.id} {self.user_id or 'anonymous'}>"
+
+    def send_json(self, obj: dict[str, Any]) -> bool:
+        return self.send(json.dumps(obj, separators=(",", ":")))
+
+    def error(self, code: str, reason: str) -> None:
+        """Tell the client something was refused (1st, 2nd, 4th, 8th... time only)."""
+        self.errors += 1
+        if self.errors & (self.errors - 1) == 0:
+            self.send_json({"type": "error", "code": code, "reason": reason,
+                            "count": self.errors})
+
+    def reaction_allowed(self, now: float) -> bool:
+        if len(self._reaction_times) == self._reaction_times.maxlen and (
+            now - self._reaction_times[0] < 10.0
+        ):
+            return False
+        self._reaction_times.append(now)
+        return True
+
+
+class OggListener(Sink):
+    """An HTTP Ogg/Opus stream; its queue holds Opus packets (None = end)."""
+
+
+class Recorder:
+    """Appends the mix to a WAV file tick by tick; converts to Ogg/Opus at the end."""
+
+    def __init__(self, directory: Path, space_id: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        self.wav_path = directory / f"{safe_name(space_id)}-{stamp}-{time.monotonic_ns()}.wav"
+        self._wav = wave.open(str(self.wav_path), "wb")
+        self._wav.setnchannels(1)
+        self._wav.setsampwidth(2)
+        self._wav.setframerate(48000)
+        self.samples = 0
+
+    def write(self, pcm: np.ndarray) -> None:
+        self._wav.writeframesraw(pcm.astype("<i2", copy=False).tobytes())
+        self.samples += pcm.size
+
+    def close(self) -> None:
+        self._wav.close()
+
+    @property
+    def duration(self) -> float:
+        return self.samples / 48000
+
+
+def export_ogg(wav_path: Path, ogg_path: Path, remove_wav: bool = True) -> float:
+    """Convert a WAV file to Ogg/Opus with pydub; return its duration in seconds."""
+    from pydub import AudioSegment
+
+    segment = AudioSegment.from_wav(str(wav_path))
+    segment.export(str(ogg_path), format="ogg", codec="libopus", bitrate="48k")
+    if remove_wav:
+        wav_path.unlink(missing_ok=True)
+    return len(segment) / 1000.0
+
+
+def write_clip(pcm: np.ndarray, ogg_path: Path) -> float:
+    from pydub import AudioSegment
+
+    segment = AudioSegment(pcm.astype("<i2").tobytes(), sample_width=2, frame_rate=48000,
+                           channels=1)
+    segment.export(str(ogg_path), format="ogg", codec="libopus", bitrate="48k")
+    return len(segment) / 1000.0
+
+
+@dataclass
+class TickTiming:
+    samples: deque
+
+    def percentile(self, q: float) -> float:
+        if not self.samples:
+            return 0.0
+        return float(np.percentile(np.fromiter(self.samples, float), q))
+
+
+class Stage:
+    def __init__(
+        self,
+        space_id: str,
+        title: str,
+        *,
+        public: bool,
+        record: bool,
+        captions: bool,
+        settings: BridgeSettings,
+        emit: Emit,
+    ) -> None:
+        self.space_id = space_id
+        self.title = title
+        self.public = public
+        self.captions = captions
+        self.settings = settings
+        self._emit = emit
+        self.roles: dict[str, str] = {}
+        self.mixer = Mixer(settings.jitter_frames, 1)
+        self.clients: dict[int, Client] = {}
+        self.ogg_listeners: set[OggListener] = set()
+        self.encoder = opus.Encoder(settings.opus_bitrate)
+        self.pre_skip = self.encoder.lookahead
+        self.peak_listeners = 0
+        self.tick_count = 0
+        self.clock_resyncs = 0
+        self.tick_seconds: deque[float] = deque(maxlen=3000)
+        self.clip_ring: deque[np.ndarray] = deque(
+            maxlen=max(1, int(settings.clip_seconds / FRAME_SECONDS))
+        )
+        self.recorder: Recorder | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[Any]] = set()
+        self.open = True
+        self._participants_dirty = False
+        #: called after each tick (tests, bench); must not block
+        self.tick_hooks: list[Callable[[TickResult], None]] = []
+        if record:
+            self.set_record(True)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"stage-tick:{self.space_id}")
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def close(self, code: int = CLOSE_SPACE_ENDED, reason: str = "space ended",
+                    *, wait: bool = True) -> None:
+        """Stop the tick, disconnect everyone with ``reason``, finish the recording.
+
+        With ``wait=False`` the recording's conversion is left running; await
+        :meth:`drain` for it.
+        """
+        if not self.open:
+            return
+        self.open = False
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for client in list(self.clients.values()):
+            client.send_json({"type": "closing", "reason": reason})
+            client.kick(code, reason)
+        for listener in list(self.ogg_listeners):
+            listener.kick(code, reason)
+        self.set_record(False)
+        self.encoder.close()
+        if wait:
+            await self.drain()
+
+    async def drain(self) -> None:
+        """Wait for background work (recording conversion, clips) to finish."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    # -- state -------------------------------------------------------------------
+
+    @property
+    def listeners(self) -> int:
+        return len(self.clients) + len(self.ogg_listeners)
+
+    def speakers_connected(self) -> int:
+        users = {c.user_id for c in self.clients.values() if self.may_speak(c.user_id)}
+        return len(users)
+
+    def may_speak(self, user_id: str | None) -> bool:
+        return user_id is not None and self.roles.get(user_id) in AUDIO_ROLES
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "space_id": self.space_id,
+            "open": self.open,
+            "listeners": self.listeners,
+            "peak_listeners": self.peak_listeners,
+            "speakers_connected": self.speakers_connected(),
+            "recording": self.recorder is not None,
+            "captions": self.captions,
+            "title": self.title,
+            "public": self.public,
+            "ticks": self.tick_count,
+            "clock_resyncs": self.clock_resyncs,
+            "tick_ms_p50": round(TickTiming(self.tick_seconds).percentile(50) * 1000, 3),
+            "tick_ms_p99": round(TickTiming(self.tick_seconds).percentile(99) * 1000, 3),
+        }
+
+    def set_roles(self, roles: dict[str, str]) -> None:
+        """Replace the role map; anyone who may no longer speak is cut from the next tick."""
+        self.roles = dict(roles)
+        for client in self.clients.values():
+            if not self.may_speak(client.user_id):
+                self.mixer.remove_speaker(client.id)
+                client.decoder = None
+                client.encoder = None
+            if client.hand_raised and self.may_speak(client.user_id):
+                client.hand_raised = False
+        self._broadcast_json({"type": "roles", "roles": self.roles})
+        for client in self.clients.values():
+            client.send_json({"type": "you", "role": self.role_of(client),
+                              "may_speak": self.may_speak(client.user_id)})
+        self._broadcast_participants()
+
+    def role_of(self, client: Client) -> str:
+        if client.user_id is None:
+            return "listener"
+        return self.roles.get(client.user_id, "listener")
+
+    def set_captions(self, on: bool) -> None:
+        self.captions = on
+        self._broadcast_json({"type": "captions", "enabled": on})
+
+    def set_record(self, on: bool) -> None:
+        if on and self.recorder is None:
+            self.recorder = Recorder(Path(self.settings.recordings_dir), self.space_id)
+        elif not on and self.recorder is not None:
+            recorder, self.recorder = self.recorder, None
+            recorder.close()
+            self._spawn(self._finish_recording(recorder))
+
+    async def _finish_recording(self, recorder: Recorder) -> None:
+        ogg_path = recorder.wav_path.with_suffix(".ogg")
+        try:
+            duration = await asyncio.to_thread(export_ogg, recorder.wav_path, ogg_path)
+        except Exception as exc:  # ffmpeg missing, disk full...
+            log.exception("recording conversion failed for %s", self.space_id)
+            self._emit({"type": "recording_failed", "space_id": self.space_id,
+                        "path": str(recorder.wav_path), "reason": str(exc)})
+            return
+        self._emit({"type": "recording_ready", "space_id": self.space_id,
+                    "path": str(ogg_path.resolve()), "duration": round(duration, 3)})
+
+    async def clip(self, seconds: float | None = None) -> dict[str, Any]:
+        frames = list(self.clip_ring)
+        if seconds is not None:
+            frames = frames[-max(1, int(seconds / FRAME_SECONDS)):]
+        if not frames:
+            raise ValueError("nothing to clip yet")
+        pcm = np.concatenate(frames)
+        directory = Path(self.settings.recordings_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        path = directory / f"{safe_name(self.space_id)}-clip-{stamp}-{time.monotonic_ns()}.ogg"
+        duration = await asyncio.to_thread(write_clip, pcm, path)
+        event = {"type": "clip_ready", "space_id": self.space_id,
+                 "path": str(path.resolve()), "duration": round(duration, 3)}
+        self._emit(event)
+        return event
+
+    # -- connections -------------------------------------------------------------
+
+    def _count_changed(self, kind: str, user_id: str | None) -> None:
+        self.peak_listeners = max(self.peak_listeners, self.listeners)
+        self._emit({"type": kind, "space_id": self.space_id, "user_id": user_id,
+                    "listeners": self.listeners})
+
+    def add_client(self, client: Client) -> None:
+        self.clients[client.id] = client
+        client.send_json({
+            "type": "hello", "protocol": 1, "space_id": self.space_id, "title": self.title,
+            "user_id": client.user_id, "role": self.role_of(client),
+            "may_speak": self.may_speak(client.user_id), "captions": self.captions,
+            "recording": self.recorder is not None, "roles": self.roles,
+            "frame_samples": FRAME_SAMPLES, "sample_rate": 48000,
+        })
+        self._count_changed("listener_joined", client.user_id)
+        self._broadcast_participants()
+
+    def remove_client(self, client: Client) -> None:
+        if self.clients.pop(client.id, None) is None:
+            return
+        self.mixer.remove_speaker(client.id)
+        client.decoder = client.encoder = None
+        if self.open:
+            self._count_changed("listener_left", client.user_id)
+            self._broadcast_participants()
+
+    def add_ogg(self, listener: OggListener) -> None:
+        self.ogg_listeners.add(listener)
+        self._count_changed("listener_joined", None)
+
+    def remove_ogg(self, listener: OggListener) -> None:
+        if listener in self.ogg_listeners:
+            self.ogg_listeners.discard(listener)
+            if self.open:
+                self._count_changed("listener_left", None)
+
+    def participants(self) -> list[dict[str, Any]]:
+        seen: dict[str, dict[str, Any]] = {}
+        anonymous = 0
+        for c in self.clients.values():
+            if c.user_id is None:
+                anonymous += 1
+                continue
+            entry = seen.setdefault(c.user_id, {"user_id": c.user_id, "role": self.role_of(c),
+                                                "hand_raised": False})
+            entry["hand_raised"] = entry["hand_raised"] or c.hand_raised
+        return sorted(seen.values(), key=lambda e: (e["role"] == "listener", e["user_id"]))
+
+    def _broadcast_participants(self) -> None:
+        """Coalesced: sent by the next tick that is a multiple of PARTICIPANTS_EVERY_TICKS,
+        so a burst of joins costs each client one message, not one per join."""
+        self._participants_dirty = True
+
+    def _send_participants(self) -> None:
+        self._participants_dirty = False
+        anonymous = sum(1 for c in self.clients.values() if c.user_id is None)
+        self._broadcast_json({"type": "participants", "participants": self.participants(),
+                              "anonymous": anonymous + len(self.ogg_listeners)})
+
+    def _broadcast_json(self, obj: dict[str, Any]) -> None:
+        text = json.dumps(obj, separators=(",", ":"))
+        for client in list(self.clients.values()):
+            client.send(text)
+
+    # -- from clients ------------------------------------------------------------
+
+    def on_audio(self, client: Client, data: bytes) -> bool:
+        """Check one binary frame from ``client``; queue it for the mix if allowed."""
+        client.frames_in += 1
+        if not self.may_speak(client.user_id):
+            client.frames_refused += 1
+            client.error("not_allowed", "you may not send audio in this space")
+            return False
+        try:
+            frame = wire.unpack(data)
+            if opus.packet_samples(frame.payload) != FRAME_SAMPLES:
+                raise wire.FrameError("opus packet must hold exactly 20 ms")
+        except (wire.FrameError, opus.OpusError) as exc:
+            client.frames_refused += 1
+            client.error("bad_frame", str(exc))
+            return False
+        if client.id not in self.mixer:
+            client.decoder = opus.Decoder()
+            client.encoder = opus.Encoder(self.settings.opus_bitrate)
+            self.mixer.add_speaker(client.id, decode=self._decoder_for(client))
+        return self.mixer.push(client.id, frame.seq, frame.payload)
+
+    @staticmethod
+    def _decoder_for(client: Client) -> Callable[[bytes], np.ndarray | None]:
+        def decode(packet: bytes) -> np.ndarray | None:
+            if client.decoder is None:
+                return None
+            try:
+                return client.decoder.decode(packet)
+            except opus.OpusError:
+                return None
+
+        return decode
+
+    def on_json(self, client: Client, text: str) -> None:
+        try:
+            msg = json.loads(text)
+        except json.JSONDecodeError:
+            client.error("bad_message", "not JSON")
+            return
+        if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+            client.error("bad_message", "expected an object with a string 'type'")
+            return
+        kind = msg["type"]
+        if kind == "ping":
+            client.send_json({"type": "pong", "id": msg.get("id")})
+        elif kind in ("raise_hand", "lower_hand"):
+            if client.user_id is None:
+                client.error("not_allowed", "sign in to raise your hand")
+                return
+            raised = kind == "raise_hand"
+            if raised and self.may_speak(client.user_id):
+                client.error("not_allowed", "you can already speak")
+                return
+            if client.hand_raised == raised:
+                return
+            client.hand_raised = raised
+            event = "hand_raised" if raised else "hand_lowered"
+            self._emit({"type": event, "space_id": self.space_id, "user_id": client.user_id})
+            self._broadcast_json({"type": event, "user_id": client.user_id})
+            self._broadcast_participants()
+        elif kind == "reaction":
+            key = msg.get("key")
+            if not isinstance(key, str) or not 0 < len(key) <= 16 or not key.isprintable():
+                client.error("bad_message", "reaction needs a short printable 'key'")
+                return
+            if not client.reaction_allowed(time.monotonic()):
+                client.error("rate_limited", "too many reactions; slow down")
+                return
+            self._emit({"type": "reaction", "space_id": self.space_id,
+                        "user_id": client.user_id, "key": key})
+            self._broadcast_json({"type": "reaction", "user_id": client.user_id, "key": key})
+        else:
+            client.error("bad_message", f"unknown message type {kind!r}")
+
+    # -- the tick ----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        n = 0
+        while True:
+            n += 1
+            delay = start + n * FRAME_SECONDS - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                await asyncio.sleep(0)  # behind: still let the writers run
+            if delay < -0.2:
+                # more than 10 frames behind (machine stalled): restart the clock
+                # rather than bursting to catch up.
+                self.clock_resyncs += 1
+                start = loop.time() - n * FRAME_SECONDS
+            t0 = time.perf_counter()
+            try:
+                self.tick()
+            except Exception:  # one bad tick must not end the stage
+                log.exception("tick failed in %s", self.space_id)
+            self.tick_seconds.append(time.perf_counter() - t0)
+
+    def tick(self) -> TickResult:
+        result = self.mixer.tick()
+        self.tick_count += 1
+        seq = self.tick_count
+        ts = seq * FRAME_SAMPLES
+        packet = self.encoder.encode(result.mix)
+        shared = wire.pack(seq, ts, packet)
+        for client in list(self.clients.values()):
+            if client.id in result.minus and client.encoder is not None:
+                own = client.encoder.encode(result.minus[client.id])
+                client.send(wire.pack(seq, ts, own))
+            else:
+                client.send(shared)
+        for listener in list(self.ogg_listeners):
+            listener.send(packet)
+        self.clip_ring.append(result.mix)
+        if self.recorder is not None:
+            try:
+                self.recorder.write(result.mix)
+            except OSError:
+                log.exception("recording write failed for %s; recording stopped",
+                              self.space_id)
+                self.set_record(False)
+        if self._participants_dirty and seq % PARTICIPANTS_EVERY_TICKS == 0:
+            self._send_participants()
+        if seq % LEVELS_EVERY_TICKS == 0 and result.levels:
+            self._broadcast_levels(result)
+        for hook in self.tick_hooks:
+            hook(result)
+        return result
+
+    def _broadcast_levels(self, result: TickResult) -> None:
+        levels: dict[str, float] = {}
+        for client in self.clients.values():
+            if client.user_id is None or client.id not in result.levels:
+                continue
+            level = result.levels[client.id]
+            levels[client.user_id] = max(levels.get(client.user_id, SILENCE_DBFS), level)
+        self._broadcast_json({"type": "levels",
+                              "levels": {u: round(v, 1) for u, v in levels.items()}})

@@ -1,0 +1,164 @@
+"""bot/bridge_http.py's HttpBridge against a real bridge: the BridgeControl contract."""
+
+import asyncio
+
+import pytest
+
+from bot.bridge_api import BridgeError, StageStats
+from bot.bridge_http import HttpBridge
+from bridge import tokens
+from bridge.client import SpaceClient
+
+from .conftest import SECRET, make_settings, run_bridge, sine
+
+
+@pytest.fixture
+async def http_bridge(bridge):
+    hb = HttpBridge(bridge.url, "https://chorus.example.org/", SECRET, token_ttl=120)
+    events: asyncio.Queue = asyncio.Queue()
+    hb.on_event(events.put)
+    await hb.start()
+    await asyncio.wait_for(hb.connected.wait(), 5)
+    hb.events = events  # type: ignore[attr-defined]
+    yield hb
+    await hb.close()
+
+
+async def next_event(hb, kind, timeout=5.0):
+    while True:
+        event = await asyncio.wait_for(hb.events.get(), timeout)
+        if event["type"] == kind:
+            return event
+
+
+async def test_stage_lifecycle_through_http(bridge, http_bridge):
+    hb = http_bridge
+    await hb.open_stage("sp1", "Gardening", public=True, captions=True)
+    await hb.open_stage("sp1", "Gardening", public=True, captions=True)  # idempotent
+    await hb.set_roles("sp1", {"@h:x": "host", "@s:x": "speaker", "@l:x": "listener"})
+    assert bridge.stage("sp1").roles["@s:x"] == "speaker"
+    await hb.set_options("sp1", record=True)
+    stats = await hb.stats("sp1")
+    assert stats == StageStats("sp1", True, 0, 0, 0, True, True)
+    closed = await hb.close_stage("sp1")
+    assert closed.open is False and closed.space_id == "sp1"
+    assert (await hb.stats("sp1")).open is False
+    assert (await hb.close_stage("sp1")).open is False
+    with pytest.raises(BridgeError, match="404"):
+        await hb.set_roles("sp1", {"@h:x": "host"})
+    with pytest.raises(BridgeError, match="unknown role"):
+        await hb.set_roles("sp1", {"@h:x": "king"})
+
+
+async def test_wrong_secret_raises_bridge_error(bridge):
+    hb = HttpBridge(bridge.url, bridge.url, "wrong-secret-wrong-secret")
+    await hb.start()
+    try:
+        with pytest.raises(BridgeError, match="401"):
+            await hb.open_stage("x", "t", public=True)
+    finally:
+        await hb.close()
+
+
+async def test_unreachable_bridge_raises_bridge_error():
+    hb = HttpBridge("http://127.0.0.1:9", "http://127.0.0.1:9", SECRET, request_timeout=2)
+    await hb.start()
+    try:
+        with pytest.raises(BridgeError, match="unreachable"):
+            await hb.stats("x")
+    finally:
+        await hb.close()
+
+
+async def test_mint_token_and_page_url(http_bridge):
+    tok = http_bridge.mint_token("sp1", "@a:x", "speaker")
+    claims = tokens.verify(SECRET, tok, "sp1")
+    assert (claims.user, claims.role) == ("@a:x", "speaker")
+    assert http_bridge.page_url("sp1") == "https://chorus.example.org/spaces/sp1"
+    assert http_bridge.page_url("sp1", tok).endswith(f"/spaces/sp1?token={tok}")
+
+
+async def test_client_events_reach_the_bot(bridge, http_bridge):
+    hb = http_bridge
+    await hb.open_stage("sp1", "Events", public=True)
+    await hb.set_roles("sp1", {"@h:x": "host"})
+    tok = hb.mint_token("sp1", "@l:x", "listener")
+    async with SpaceClient(bridge.url, "sp1", tok) as lis:
+        joined = await next_event(hb, "listener_joined")
+        assert joined == {"type": "listener_joined", "space_id": "sp1", "user_id": "@l:x",
+                          "listeners": 1}
+        await lis.raise_hand()
+        assert await next_event(hb, "hand_raised") == {
+            "type": "hand_raised", "space_id": "sp1", "user_id": "@l:x"}
+        await lis.react("🔥")
+        assert await next_event(hb, "reaction") == {
+            "type": "reaction", "space_id": "sp1", "user_id": "@l:x", "key": "🔥"}
+    left = await next_event(hb, "listener_left")
+    assert left["listeners"] == 0 and left["user_id"] == "@l:x"
+
+
+async def test_recording_ready_event_after_close(bridge, http_bridge):
+    hb = http_bridge
+    await hb.open_stage("rec", "Recorded", public=True, record=True)
+    await hb.set_roles("rec", {"@h:x": "host"})
+    async with SpaceClient(bridge.url, "rec", hb.mint_token("rec", "@h:x", "host")) as h:
+        await h.wait_type("hello")
+        await h.speak(sine(440, 1.0))
+        clip = await hb.clip("rec", seconds=0.5)
+        assert clip["duration"] == pytest.approx(0.5, abs=0.05)
+    stats = await hb.close_stage("rec")
+    assert stats.open is False
+    ready = await next_event(hb, "recording_ready", timeout=30)
+    assert ready["space_id"] == "rec" and ready["path"].endswith(".ogg")
+    assert ready["duration"] > 0.9
+    proc = await asyncio.create_subprocess_exec(
+        "ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0",
+        ready["path"], stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    assert out.decode().strip() == "opus"
+
+
+async def test_events_reconnect_after_bridge_restart(tmp_path):
+    first = await run_bridge(make_settings(tmp_path))
+    port = int(first.url.rsplit(":", 1)[1])
+    hb = HttpBridge(first.url, first.url, SECRET, max_backoff=0.5)
+    events: asyncio.Queue = asyncio.Queue()
+    hb.on_event(events.put)
+    await hb.start()
+    second = None
+    try:
+        await asyncio.wait_for(hb.connected.wait(), 5)
+        await first.session.close()
+        await first.runner.cleanup()
+
+        async def disconnected():
+            while hb.connected.is_set():
+                await asyncio.sleep(0.01)
+        await asyncio.wait_for(disconnected(), 5)
+        second = await run_bridge(make_settings(tmp_path, listen_port=port))
+        await asyncio.wait_for(hb.connected.wait(), 10)
+        await hb.open_stage("again", "Back", public=True)
+        async with SpaceClient(second.url, "again"):
+            event = await asyncio.wait_for(events.get(), 5)
+        assert event["type"] == "listener_joined" and event["space_id"] == "again"
+    finally:
+        await hb.close()
+        if second is not None:
+            await second.session.close()
+            await second.runner.cleanup()
+
+
+async def test_recording_is_written_while_the_space_runs(bridge):
+    await bridge.open("grow", record=True)
+    stage = bridge.stage("grow")
+    assert stage.recorder is not None
+    path = stage.recorder.wav_path
+
+    async def grown(size):
+        while not path.exists() or path.stat().st_size < size:
+            await asyncio.sleep(0.02)
+    await asyncio.wait_for(grown(48000 * 2 // 2), 10)  # half a second of audio on disk
+    first = path.stat().st_size
+    await asyncio.wait_for(grown(first + 48000), 10)  # and still growing
+    status, stats = await bridge.control("PATCH", "/spaces/grow", {"record": False})
+    assert status == 200 and stats["recording"] is False

@@ -1,0 +1,58 @@
+import asyncio
+
+import pytest
+
+from bridge.__main__ import main as bridge_main
+from bridge.client import SpaceClient
+from bridge.settings import BridgeSettings, SettingsError, load_settings
+
+from .conftest import SECRET, make_settings, run_bridge
+
+
+def test_load_settings_from_bridge_section(tmp_path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[bot]\nprefix = "!"\n[bridge]\nlisten_port = 9100\n'
+                   f'shared_secret = "{SECRET}"\nredis_url = ""\n')
+    s = load_settings(cfg)
+    assert s.listen_port == 9100 and s.shared_secret == SECRET
+    assert s.listen_host == BridgeSettings.listen_host
+
+
+@pytest.mark.parametrize("body,message", [
+    ('[bridge]\nlisten_port = "x"\nshared_secret = "0123456789abcdef"',
+     "bridge.listen_port: must be an integer"),
+    ('[bridge]\nshared_secret = "short"', "bridge.shared_secret"),
+    ('[bridge]\nshared_secret = "0123456789abcdef"\nbogus = 1', "bridge.bogus: unknown"),
+    ("[bot]\n", "missing [bridge] section"),
+    ("[bridge\n", "not valid TOML"),
+])
+def test_bad_settings_name_the_key(tmp_path, body, message):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(body)
+    with pytest.raises(SettingsError, match=message.replace("[", r"\[")):
+        load_settings(cfg)
+
+
+def test_main_reports_bad_config_in_one_line(tmp_path, capsys):
+    assert bridge_main([str(tmp_path / "missing.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no such config file" in err
+
+
+async def test_shutdown_disconnects_clients_and_stops_every_task(tmp_path):
+    running = await run_bridge(make_settings(tmp_path))
+    await running.open("s1", record=True)
+    await running.open("s2")
+    client = SpaceClient(running.url, "s1")
+    await client.connect()
+    await client.wait_type("hello")
+    await running.session.close()
+    await running.runner.cleanup()
+    assert await client.wait_closed() == 1001
+    assert client.close_reason == "bridge shutting down"
+    await client.close()
+    leftovers = [t for t in asyncio.all_tasks()
+                 if t is not asyncio.current_task() and not t.done()
+                 and ("stage-tick" in t.get_name() or "bridge" in repr(t.get_coro()))]
+    assert leftovers == []
+    assert list((tmp_path / "recordings").glob("*.ogg"))  # the recording was finished
