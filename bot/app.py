@@ -23,11 +23,12 @@ from nio import (
     MessageDirection,
     ReactionEvent,
     RoomMemberEvent,
+    RoomMessageAudio,
     RoomMessageText,
     SyncResponse,
 )
 
-from bot.bridge_api import BridgeControl
+from bot.bridge_api import BridgeControl, BridgeError
 from bot.commands import registry as default_registry
 from bot.commands.context import Ctx, Services
 from bot.commands.registry import Registry, UsageError, parse, split_args
@@ -47,6 +48,8 @@ TOKEN_KEY = "sync.next_batch"
 SYNC_FILTER = {"room": {"timeline": {"limit": 100}}}
 #: at most this many pages of 100 events are fetched to fill one gap
 MAX_GAP_PAGES = 50
+#: the largest voice message the bot downloads to play into a space
+MAX_VOICE_BYTES = 20 * 1024 * 1024
 
 
 @dataclass
@@ -252,6 +255,9 @@ class Chorus:
         elif isinstance(event, RoomMemberEvent):
             if self.store.space_by_room(room_id) and self.store.claim_event(event.event_id):
                 await self.on_member(room_id, event)
+        elif isinstance(event, RoomMessageAudio):
+            if self.store.space_by_room(room_id) and self.store.claim_event(event.event_id):
+                await self.on_voice_message(room_id, event)
 
     async def on_invite(self, room_id: str, invite_state) -> None:
         inviter = None
@@ -372,6 +378,30 @@ class Chorus:
                                    f"This space is open to people {space.host} follows. "
                                    "Ask the host to follow or invite you.")
 
+    # ------------------------------------------------------------------ voice messages
+
+    async def on_voice_message(self, room_id: str, event: RoomMessageAudio) -> None:
+        """A speaker's voice message in the space's room is played into the live mix."""
+        space_id = self.store.space_by_room(room_id)
+        rec = self.store.load_space(space_id)
+        if rec is None or rec.space.state is not State.LIVE:
+            return
+        role = rec.space.people.get(event.sender)
+        if role not in (Role.HOST, Role.COHOST, Role.SPEAKER):
+            await self.matrix.reply(room_id, event.event_id,
+                                    "Only the space's speakers can play voice messages into it.")
+            return
+        try:
+            data, content_type = await self.matrix.download(event.url, MAX_VOICE_BYTES)
+            duration = await self.bridge.play(space_id, data, content_type or "audio/ogg", event.sender)
+        except (MatrixError, BridgeError) as exc:
+            log.warning("space %s: voice message %s from %s in room %s not played: %s",
+                        space_id, event.event_id, event.sender, room_id, exc)
+            await self.matrix.reply(room_id, event.event_id, f"I could not play that voice message: {exc}")
+            return
+        log.info("space %s: playing a %.1f s voice message from %s", space_id, duration, event.sender)
+        await self.matrix.react(room_id, event.event_id, "🔊")
+
     # ------------------------------------------------------------------ bridge
 
     async def on_bridge_event(self, event: dict) -> None:
@@ -381,6 +411,9 @@ class Chorus:
                 await self.spaces.act(space_id, user, rules.RaiseHand())
             elif kind == "reaction" and space_id and user and event.get("key"):
                 await self.spaces.act(space_id, user, rules.React(event["key"]))
+            elif kind in ("recording_ready", "clip_ready") and space_id and event.get("path"):
+                what = "recording" if kind == "recording_ready" else "clip"
+                await self.spaces.post_audio(space_id, event["path"], float(event.get("duration") or 0), what)
             elif kind in ("listener_joined", "listener_left") and space_id:
                 n = int(event.get("listeners") or 0)
                 rec = self.store.load_space(space_id)
@@ -388,4 +421,6 @@ class Chorus:
                     self.store.update_space_row(space_id, peak_listeners=n)
         except rules.Refused as exc:
             log.info("space %s: bridge event %s from %s refused: %s", space_id, kind, user, exc)
+        except MatrixError as exc:
+            log.error("space %s: bridge event %s could not be carried out on Matrix: %s", space_id, kind, exc)
 

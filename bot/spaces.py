@@ -114,6 +114,28 @@ class SpaceService:
                              f"{self.bridge.page_url(space_id, token)}")
         return room
 
+    async def post_audio(self, space_id: str, path: str, duration: float, what: str) -> str | None:
+        """Upload a recording or a clip the bridge wrote and post it in the space's room."""
+        from pathlib import Path
+
+        rec = self.store.load_space(space_id)
+        room = rec.row.room_id if rec else None
+        file = Path(path)
+        if not room:
+            log.error("space %s: %s %s has no room to go to", space_id, what, path)
+            return None
+        if not file.is_file():
+            log.error("space %s: %s %s is not readable here (is the bridge on another machine?)",
+                      space_id, what, path)
+            await self.matrix.notice(room, f"The {what} of this space could not be posted: the bridge's "
+                                     "file is not reachable from the bot.")
+            return None
+        minutes, seconds = divmod(int(duration), 60)
+        body = f"{what.capitalize()}: {rec.space.title} ({minutes}:{seconds:02d}).ogg"
+        event_id = await self.matrix.send_audio(room, file, duration, body)
+        log.info("space %s: %s posted in room %s (%s, %.1f s)", space_id, what, room, file.name, duration)
+        return event_id
+
     async def remind(self, space_id: str, user_id: str, on: bool) -> str:
         rec = self.store.load_space(space_id)
         if rec is None:

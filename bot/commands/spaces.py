@@ -73,10 +73,10 @@ async def list_spaces(ctx: Ctx) -> None:
                   examples=("space start Friday music chat", "space start Core team sync visibility=invited"))
 async def start(ctx: Ctx, title: str, visibility: str) -> None:
     outcome = await ctx.spaces.start(ctx.sender, title, Visibility(visibility), ctx.room_id)
-    rec = ctx.store.load_space(outcome.space.id)
-    room = rec.row.room_id
+    room = await ctx.spaces.welcome(outcome.space.id, ctx.sender)
     link = f" Room: {matrix_to(room)}" if room else ""
-    await ctx.reply(outcome.reply + link + " You have been invited to it.",
+    await ctx.reply(outcome.reply + link + " You have been invited to it; your personal link to speak "
+                    "is in a direct message.",
                     html.escape(outcome.reply) + (f' <a href="{matrix_to(room)}">Open the space room</a>.'
                                                   if room else ""))
 
@@ -213,6 +213,25 @@ async def captions(ctx: Ctx, id: str | None, state: str) -> None:
                   help="Turn recording on or off (host only).")
 async def record(ctx: Ctx, id: str | None, state: str) -> None:
     await _act(ctx, ctx.resolve_space(id, mine=True), rules.SetRecording(state == "on"))
+
+
+@registry.command("space clip", space_id(), group=SPACES,
+                  help="Post the last 30 seconds of the space in its room as audio.")
+async def clip(ctx: Ctx, id: str | None) -> None:
+    rec = _load(ctx, ctx.resolve_space(id, mine=True))
+    if rec.space.state is not State.LIVE:
+        raise UsageError(f"Space {rec.space.id} is not live; there is nothing to clip.")
+    if ctx.sender not in rec.space.people:
+        raise UsageError(f"Join space {rec.space.id} to clip it.")
+    clipper = getattr(ctx.spaces.bridge, "clip", None)
+    if clipper is None:
+        raise UsageError("This bridge cannot make clips.")
+    try:
+        made = await clipper(rec.space.id)
+    except Exception as exc:  # noqa: BLE001 - the bridge says why (e.g. nothing to clip yet)
+        raise UsageError(f"No clip: {exc}") from None
+    await ctx.spaces.post_audio(rec.space.id, made["path"], float(made.get("duration") or 0), "clip")
+    await ctx.reply(f"Posted the last {int(float(made.get('duration') or 0))} seconds in the space's room.")
 
 
 @registry.command("space end", space_id(), group=HOSTS, help="End the space (host only).")

@@ -7,6 +7,7 @@ matrix-nio returns error responses instead of raising; every call here checks an
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from nio import AsyncClient, ErrorResponse
@@ -61,6 +62,36 @@ class MatrixIO:
 
     async def edit(self, room_id: str, event_id: str, new_content: dict) -> str:
         return await self.send(room_id, messages.edit(event_id, new_content))
+
+    async def upload(self, path: Path, content_type: str) -> str:
+        """Upload a file to the homeserver's media repository; returns its mxc:// URI."""
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            resp, _keys = await self.client.upload(fh, content_type=content_type, filename=path.name,
+                                                   filesize=size)
+        return _check(resp, f"upload {path.name} ({size} bytes)").content_uri
+
+    async def send_audio(self, room_id: str, path: Path, duration_s: float, body: str) -> str:
+        """Upload an audio file and post it as an m.audio message."""
+        mime = "audio/ogg" if path.suffix == ".ogg" else "audio/mpeg" if path.suffix == ".mp3" else "audio/wav"
+        uri = await self.upload(path, mime)
+        return await self.send(room_id, {
+            "msgtype": "m.audio", "body": body, "url": uri,
+            "info": {"mimetype": mime, "size": path.stat().st_size, "duration": int(duration_s * 1000)},
+        })
+
+    async def send_file(self, room_id: str, path: Path, body: str, mime: str) -> str:
+        uri = await self.upload(path, mime)
+        return await self.send(room_id, {"msgtype": "m.file", "body": body, "url": uri,
+                                         "info": {"mimetype": mime, "size": path.stat().st_size}})
+
+    async def download(self, mxc: str, max_bytes: int) -> tuple[bytes, str]:
+        """Fetch a file from the media repository (bytes, content type)."""
+        resp = await self.client.download(mxc=mxc)
+        resp = _check(resp, f"download {mxc}")
+        if len(resp.body) > max_bytes:
+            raise MatrixError(f"{mxc} is {len(resp.body)} bytes, more than {max_bytes}")
+        return resp.body, resp.content_type
 
     async def redact(self, room_id: str, event_id: str, reason: str | None = None) -> None:
         _check(await self.client.room_redact(room_id, event_id, reason), f"redact in {room_id}")

@@ -1,0 +1,77 @@
+"""The whole product on real parts: a real Synapse, the bot, the real bridge over its
+control API, WebSocket clients speaking festival speech; the recording ends up in the
+space's room as m.audio."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from bot.bridge_http import HttpBridge
+from bridge.client import SpaceClient, load_audio
+from tests.bridge.conftest import SECRET, best_correlation, make_settings, rms, run_bridge
+from tests.bridge.conftest import speech_a, speech_b  # noqa: F401 - fixtures
+from tests.integration.helpers import ask, room_with_bot, space_id_in
+
+TOKEN_RE = re.compile(r"token=([A-Za-z0-9_.\-]+)")
+
+
+async def _personal_token(user, bot_id: str, sid: str) -> str:
+    """The token in the personal link the bot sends by direct message."""
+    for _ in range(60):
+        try:
+            ev = await user.wait_for_event(
+                lambda r, e: e.sender == bot_id and f"/spaces/{sid}?token=" in
+                e.source.get("content", {}).get("body", ""), timeout=1)
+            return TOKEN_RE.search(ev.source["content"]["body"]).group(1)
+        except AssertionError:
+            await user.accept_invites()
+    raise AssertionError(f"{user.user_id} got no personal link for {sid}")
+
+
+async def test_two_speakers_heard_by_a_listener_and_the_recording_is_posted(
+        chorus_factory, make_user, tmp_path, speech_a, speech_b) -> None:
+    running = await run_bridge(make_settings(tmp_path))
+    bridge = HttpBridge(running.url, running.url, SECRET)
+    clients: list[SpaceClient] = []
+    try:
+        chorus = await chorus_factory(bridge=bridge, hosting={"min_followers": 0})
+        host, guest = await make_user("host"), await make_user("guest")
+        room = await room_with_bot(host, chorus.user_id, guest)
+        sid = space_id_in(await ask(host, room, "!space start Garden talk"))
+        space_room = await host.accept_invite(inviter=chorus.user_id)
+        assert "Recording is on" in await ask(host, room, f"!space record {sid} on")
+        host_token = await _personal_token(host, chorus.user_id, sid)
+        await ask(guest, room, f"!space join {sid}")
+        guest_token = await _personal_token(guest, chorus.user_id, sid)
+        await ask(guest, room, f"!space request {sid}")
+        assert "can speak now" in await ask(host, room, f"!space approve {sid} {guest.user_id}")
+
+        speaker_a = SpaceClient(running.url, sid, host_token)
+        speaker_b = SpaceClient(running.url, sid, guest_token)
+        ear = SpaceClient(running.url, sid)  # anonymous: the space is public
+        clients += [speaker_a, speaker_b, ear]
+        for c in clients:
+            await c.connect()
+            await c.wait_type("hello")
+        await asyncio.gather(speaker_a.speak_wav(speech_a), speaker_b.speak_wav(speech_b))
+        await ear.wait_frames(ear.frames_received + 25)
+        heard = ear.heard()
+        assert rms(heard) > 300
+        assert best_correlation(heard, load_audio(speech_a)) > 0.5
+        assert best_correlation(heard, load_audio(speech_b)) > 0.5
+
+        assert "has ended" in await ask(host, room, f"!space end {sid}")
+        audio = await host.wait_for_event(
+            lambda r, e: r == space_room and e.sender == chorus.user_id
+            and e.source.get("content", {}).get("msgtype") == "m.audio", timeout=60)
+        content = audio.source["content"]
+        assert content["url"].startswith("mxc://")
+        assert content["info"]["mimetype"] == "audio/ogg"
+        assert content["info"]["duration"] > 5000
+    finally:
+        for c in clients:
+            await c.close()
+        await bridge.close()
+        await running.session.close()
+        await running.runner.cleanup()
