@@ -9,8 +9,16 @@ import re
 
 from bot.bridge_http import HttpBridge
 from bridge.client import SpaceClient, load_audio
-from tests.bridge.conftest import SECRET, best_correlation, make_settings, rms, run_bridge
-from tests.bridge.conftest import speech_a, speech_b  # noqa: F401 - fixtures
+from tests.bridge.conftest import (
+    SECRET,
+    SENTENCE_A,
+    SENTENCE_B,
+    best_correlation,
+    make_settings,
+    rms,
+    run_bridge,
+    synthesise,
+)
 from tests.integration.helpers import ask, room_with_bot, space_id_in
 
 TOKEN_RE = re.compile(r"token=([A-Za-z0-9_.\-]+)")
@@ -30,7 +38,8 @@ async def _personal_token(user, bot_id: str, sid: str) -> str:
 
 
 async def test_two_speakers_heard_by_a_listener_and_the_recording_is_posted(
-        chorus_factory, make_user, tmp_path, speech_a, speech_b) -> None:
+        chorus_factory, make_user, tmp_path) -> None:
+    speech_a, speech_b = synthesise(SENTENCE_A), synthesise(SENTENCE_B)
     running = await run_bridge(make_settings(tmp_path))
     bridge = HttpBridge(running.url, running.url, SECRET)
     clients: list[SpaceClient] = []
