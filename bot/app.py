@@ -331,6 +331,10 @@ class Chorus:
                     await self.spaces.act(ref.space_id, user, rules.RaiseHand())
                 elif key == "🔔":
                     await self.matrix.dm(user, await self.spaces.remind(ref.space_id, user, True))
+                else:
+                    rec = self.store.load_space(ref.space_id)
+                    if rec and user in rec.space.people and rules.is_reaction_key(key):
+                        await self.spaces.act(ref.space_id, user, rules.React(key))
         except rules.Refused as exc:
             await self._safe_reply(ctx, f"{user}: {exc}")
 

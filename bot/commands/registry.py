@@ -184,19 +184,25 @@ def parse(spec: CommandSpec, tokens: list[str], prefix: str = "!") -> dict[str, 
                 values[p.name] = None
                 continue
             raise UsageError(f"Missing {p.usage()}. {usage}")
+        if p.kind == "user" and i == len(positional) - 1 and len(rest) > 1 and not rest[0].startswith("@"):
+            values[p.name] = " ".join(rest)  # a display name with spaces, e.g. "Alice Liddell"
+            rest = []
+            continue
         tok = rest.pop(0)
         if p.kind == "int":
             try:
                 values[p.name] = int(tok)
             except ValueError:
                 raise UsageError(f"{p.name} must be a whole number, not “{tok}”. {usage}") from None
-        elif p.kind == "word":
+        elif p.kind == "word" and p.choices:
             tok_l = tok.lower()
-            if p.choices and tok_l not in p.choices:
+            if tok_l not in p.choices:
                 close = difflib.get_close_matches(tok_l, p.choices, n=1)
                 hint = f" Did you mean “{close[0]}”?" if close else ""
                 raise UsageError(f"“{tok}” is not one of {', '.join(p.choices)}.{hint} {usage}")
             values[p.name] = tok_l
+        elif p.kind == "word":
+            values[p.name] = tok
         else:  # user: raw, resolved by the dispatcher
             values[p.name] = tok
     if rest:
