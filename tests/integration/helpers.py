@@ -35,3 +35,15 @@ def space_id_in(text: str) -> str:
 
 def state_event(user: MatrixTestUser, room: str, event_type: str, state_key: str = ""):
     return user.client.room_get_state_event(room, event_type, state_key)
+
+
+async def wait_until(condition, timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll ``condition()`` (e.g. the bot's database) until it holds, or fail after ``timeout``."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        await asyncio.sleep(0.05)
