@@ -82,3 +82,13 @@ async def test_a_burst_while_the_bot_is_down_is_answered_once_each(chorus: BotHa
     await alice.expect_no_event(
         lambda r, e: r == room and e.source.get("content", {}).get("msgtype") == "m.notice", within=2)
     assert len(replies) == 130
+
+
+async def test_invites_from_other_homeservers_are_refused_when_restricted(chorus_factory, make_user) -> None:
+    chorus = await chorus_factory(matrix={"allowed_homeservers": ["example.org"]})
+    alice = await make_user("alice")
+    room = await alice.create_room(name="chat", invite=[chorus.user_id])
+    left = await alice.wait_for_event(lambda r, e: r == room and getattr(e, "state_key", None) == chorus.user_id
+                                      and e.membership == "leave")
+    assert left.sender == chorus.user_id  # the bot declined the invite itself
+    assert room not in chorus.bot.client.rooms

@@ -152,3 +152,29 @@ async def test_recurring_announcement_fires_twice_then_stops_after_cancel(chorus
     await mod.expect_no_event(lambda r, e: e.source.get("content", {}).get("body") == "**Weekly** sync",
                               within=4.5)
     assert chorus.store.announcement(number).fired >= 2
+
+
+async def test_early_reminder_goes_out_before_the_start(chorus_factory, make_user) -> None:
+    chorus = await chorus_factory(hosting={"min_followers": 0}, scheduling={"early_reminder_minutes": 1})
+    host, fan = await make_user("host"), await make_user("fan")
+    room = await room_with_bot(host, chorus.user_id, fan)
+    sid = space_id_in(await ask(host, room, "!space schedule tomorrow 18:00 | Early bird"))
+    assert "remind you" in await ask(fan, room, f"!space remind {sid}")
+    # starting 62 s from now puts the early reminder 2 s from now
+    await chorus.bot.spaces.act(sid, host.user_id, rules.Reschedule(datetime.now(UTC) + timedelta(seconds=62)))
+    for user in (host, fan):
+        dm = await _dm_text(user, chorus.user_id, lambda b: "starts in about 1 minute " in b)
+        assert "Early bird" in body(dm)
+    assert "Cancelled" in await ask(host, room, f"!space cancel {sid}")
+    assert chorus.bot.scheduler.job_ids("space-") == []
+
+
+async def test_announcements_need_the_bot_in_the_room(chorus_factory, make_user) -> None:
+    chorus = await chorus_factory()
+    mod = await make_user("mod")
+    room = await room_with_bot(mod, chorus.user_id)
+    elsewhere = await mod.create_room(name="no bot here")
+    assert "I'm not in" in await ask(mod, room, f"!announce {elsewhere} at tomorrow 10:00 | hi")
+    assert "Usage: !announce" in await ask(mod, room, f"!announce {room} whenever | hi")
+    assert "No announcements" in await ask(mod, room, "!announce list")
+    assert "no scheduled announcement #99" in await ask(mod, room, "!announce cancel 99")
