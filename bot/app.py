@@ -40,6 +40,7 @@ from bot.matrix.messages import command_text, pills_in, server_of
 from bot.scheduler import Scheduler
 from bot.scheduling import ScheduleService, ScheduleSettings
 from bot.spaces import SpaceService, SpaceSettings
+from bot.transcript import TranscriptBatcher
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,9 @@ class BotOptions:
     allowed_homeservers: tuple[str, ...] = ()
     encryption: bool = False
     misfire_grace_minutes: int = 30
+    #: post final captions to the space's room as a live transcript
+    captions_to_room: bool = False
+    transcript_interval_seconds: float = 10.0
 
 
 class Chorus:
@@ -87,6 +91,7 @@ class Chorus:
                                         schedule_settings or ScheduleSettings(), options.prefix)
         self.services = Services(store, self.matrix, self.spaces, registry, options.prefix,
                                  server_of(options.user_id), scheduler=self.schedule)
+        self.transcript = TranscriptBatcher(self._post_transcript, options.transcript_interval_seconds)
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
 
@@ -125,6 +130,7 @@ class Chorus:
         self.bridge.on_event(self.on_bridge_event)
         await self.spaces.restore()
         self.scheduler.start()
+        self.transcript.start()
         token = self.store.get_state(TOKEN_KEY)
         if token is None:
             await self._first_sync()
@@ -160,6 +166,7 @@ class Chorus:
         self._stopping.set()
 
     async def close(self) -> None:
+        await self.transcript.close()
         self.scheduler.shutdown()
         await self.spaces.close()
         await self.bridge.close()
@@ -382,6 +389,11 @@ class Chorus:
                                    f"This space is open to people {space.host} follows. "
                                    "Ask the host to follow or invite you.")
 
+    async def _post_transcript(self, space_id: str, plain: str, rich: str) -> None:
+        rec = self.store.load_space(space_id)
+        if rec and rec.row.room_id:
+            await self.matrix.notice(rec.row.room_id, plain, rich)
+
     # ------------------------------------------------------------------ voice messages
 
     async def on_voice_message(self, room_id: str, event: RoomMessageAudio) -> None:
@@ -417,7 +429,16 @@ class Chorus:
                 await self.spaces.act(space_id, user, rules.React(event["key"]))
             elif kind in ("recording_ready", "clip_ready") and space_id and event.get("path"):
                 what = "recording" if kind == "recording_ready" else "clip"
+                await self.transcript.flush(space_id)
                 await self.spaces.post_audio(space_id, event["path"], float(event.get("duration") or 0), what)
+                if event.get("transcript_path"):
+                    await self.spaces.post_transcript_file(space_id, event["transcript_path"])
+            elif kind == "transcript_ready" and space_id and event.get("transcript_path"):
+                await self.transcript.flush(space_id)
+                await self.spaces.post_transcript_file(space_id, event["transcript_path"])
+            elif kind == "caption" and space_id and user and event.get("final"):
+                if self.options.captions_to_room:
+                    self.transcript.add(space_id, user, str(event.get("text") or ""), float(event.get("start") or 0))
             elif kind in ("listener_joined", "listener_left") and space_id:
                 n = int(event.get("listeners") or 0)
                 rec = self.store.load_space(space_id)

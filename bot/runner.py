@@ -56,6 +56,7 @@ def bot_options(settings: Settings, homeserver: str | None = None, user_id: str 
         prefix=settings.bot.command_prefix, sync_timeout_ms=m.sync_timeout_ms,
         allowed_homeservers=tuple(m.allowed_homeservers), encryption=_encryption_available(),
         misfire_grace_minutes=settings.scheduling.misfire_grace_minutes,
+        captions_to_room=settings.captions.post_to_room,
     )
 
 

@@ -121,9 +121,10 @@ class ScheduleService:
             return
         space = rec.space
         minutes = self.settings.early_reminder_minutes
+        unit = "minute" if minutes == 1 else "minutes"
         for user in [space.host, *self.store.reminder_users(space.id)]:
             when = describe_instant(as_utc(space.scheduled_for), self.user_tz(user))
-            await self._safe_dm(user, f"🔔 “{space.title}” by {space.host} starts in about {minutes} minute{'' if minutes == 1 else 's'} "
+            await self._safe_dm(user, f"🔔 “{space.title}” by {space.host} starts in about {minutes} {unit} "
                                 f"({when}).", space.id)
 
     async def _missed(self, f: Firing) -> None:

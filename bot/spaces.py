@@ -136,6 +136,18 @@ class SpaceService:
         log.info("space %s: %s posted in room %s (%s, %.1f s)", space_id, what, room, file.name, duration)
         return event_id
 
+    async def post_transcript_file(self, space_id: str, path: str) -> str | None:
+        """Attach the space's WebVTT transcript (from the bridge) to its room."""
+        from pathlib import Path
+
+        rec = self.store.load_space(space_id)
+        file = Path(path)
+        if not rec or not rec.row.room_id or not file.is_file():
+            log.error("space %s: transcript %s cannot be posted (room %s)", space_id, path,
+                      rec.row.room_id if rec else None)
+            return None
+        return await self.matrix.send_file(rec.row.room_id, file, f"Transcript: {rec.space.title}.vtt", "text/vtt")
+
     async def remind(self, space_id: str, user_id: str, on: bool) -> str:
         rec = self.store.load_space(space_id)
         if rec is None:
