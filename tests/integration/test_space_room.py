@@ -70,3 +70,18 @@ async def test_spaces_lists_only_what_the_sender_may_see(chorus_factory, make_us
     assert friends_id not in listing_other
     assert open_id not in listing_other  # ended
     assert "no space with id" in (await ask(other, room, f"!space info {friends_id}")).lower()
+
+
+async def test_only_host_or_cohost_turn_captions_on(chorus_factory, make_user) -> None:
+    chorus = await chorus_factory(hosting={"min_followers": 0})
+    host, fan = await make_user("host"), await make_user("fan")
+    room = await room_with_bot(host, chorus.user_id, fan)
+    sid = space_id_in(await ask(host, room, "!space start Captioned"))
+    await ask(fan, room, f"!space join {sid}")
+    assert "Only the host or a co-host" in await ask(fan, room, f"!space captions {sid} on")
+    assert chorus.bridge.stages[sid].captions is False
+    assert "Captions are on" in await ask(host, room, f"!space captions {sid} on")
+    assert chorus.bridge.stages[sid].captions is True
+    assert "already on" in await ask(host, room, f"!space captions {sid} on")
+    assert "Captions are off" in await ask(host, room, f"!space captions {sid} off")
+    assert chorus.bridge.stages[sid].captions is False
