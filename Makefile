@@ -6,8 +6,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= dev,local,postgres
-STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 PYTEST_ARGS ?=
 
 .PHONY: run test bench lint install migrate docs clean
@@ -17,7 +17,9 @@ install: $(STAMP)
 $(STAMP): pyproject.toml scripts/install-system-deps.sh
 	bash scripts/install-system-deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]' 2>&1 | grep -v "is ignored: it is neither" || true
+	@echo "installing chorus[$(EXTRAS)] into $(VENV) (log: $(VENV)/pip.log)"
+	$(BIN)/python -m pip install --disable-pip-version-check -e '.[$(EXTRAS)]' > $(VENV)/pip.log 2>&1 \
+		|| { tail -40 $(VENV)/pip.log; exit 1; }
 	$(BIN)/python -c "import bot, bridge, nio, sqlmodel, alembic, apscheduler, aiohttp, numpy, pydub"
 	touch $(STAMP)
 
