@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from nio import (
     AsyncClient,
@@ -79,6 +80,8 @@ class Chorus:
         self.options = options
         self.store = store
         self.bridge = bridge
+        if options.encryption:
+            Path(options.store_path).mkdir(parents=True, exist_ok=True)
         config = AsyncClientConfig(store_sync_tokens=False, encryption_enabled=options.encryption,
                                    max_timeouts=None)
         self.client = AsyncClient(options.homeserver, options.user_id, device_id=options.device_id or None,

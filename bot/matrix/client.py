@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from nio import AsyncClient, ErrorResponse
+from nio import AsyncClient, ErrorResponse, MatrixRoom
 
 from . import messages
 
@@ -47,6 +47,11 @@ class MatrixIO:
         return self.client.user_id
 
     async def send(self, room_id: str, content: dict, event_type: str = "m.room.message") -> str:
+        if self.client.olm and room_id not in self.client.rooms:
+            # a room the bot created or joined since its last sync: with encryption on,
+            # matrix-nio refuses to send to rooms it has not synced yet.
+            self.client.rooms[room_id] = MatrixRoom(room_id, self.client.user_id,
+                                                    room_id in self.client.encrypted_rooms)
         resp = await self.client.room_send(room_id, event_type, content,
                                            ignore_unverified_devices=True)
         return _check(resp, f"send {event_type} to {room_id}").event_id
