@@ -436,9 +436,9 @@ class Chorus:
                 await self.spaces.post_audio(space_id, event["path"], float(event.get("duration") or 0), what)
                 if event.get("transcript_path"):
                     await self.spaces.post_transcript_file(space_id, event["transcript_path"])
-            elif kind == "transcript_ready" and space_id and event.get("transcript_path"):
+            elif kind == "transcript_ready" and space_id and (event.get("path") or event.get("transcript_path")):
                 await self.transcript.flush(space_id)
-                await self.spaces.post_transcript_file(space_id, event["transcript_path"])
+                await self.spaces.post_transcript_file(space_id, event.get("path") or event["transcript_path"])
             elif kind == "caption" and space_id and user and event.get("final"):
                 if self.options.captions_to_room:
                     self.transcript.add(space_id, user, str(event.get("text") or ""), float(event.get("start") or 0))

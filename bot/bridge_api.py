@@ -34,7 +34,12 @@ class StageStats:
 
 
 class BridgeError(Exception):
-    """The bridge refused a request or could not be reached."""
+    """The bridge refused a request or could not be reached. ``reason`` is the bridge's own
+    words (for people), the message also says which request (for logs)."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class BridgeControl(Protocol):

@@ -91,7 +91,7 @@ class HttpBridge:
                         reason = json.loads(text).get("error", text)
                     except (json.JSONDecodeError, AttributeError):
                         reason = text[:200]
-                    raise BridgeError(f"bridge refused {method} {url}: {resp.status} {reason}")
+                    raise BridgeError(f"bridge refused {method} {url}: {resp.status} {reason}", str(reason))
                 return json.loads(text) if text else {}
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise BridgeError(f"bridge unreachable at {self.control_url}: {exc!r}") from exc

@@ -115,7 +115,10 @@ async def make_bridge(settings: Settings, stack: AsyncExitStack) -> BridgeContro
                         token_ttl_seconds=b.token_ttl_seconds, recordings_dir=b.recordings_dir,
                         redis_url=b.redis_url, listener_queue_frames=b.listener_queue_frames,
                         jitter_frames=b.jitter_frames, max_msg_size=b.max_msg_size,
-                        opus_bitrate=b.opus_bitrate, clip_seconds=b.clip_seconds)
+                        opus_bitrate=b.opus_bitrate, clip_seconds=b.clip_seconds,
+                        captions_engine=settings.captions.engine, captions_model_path=settings.captions.model_path,
+                        captions_language=settings.captions.language,
+                        captions_by_default=settings.spaces.captions_by_default)
     runner, port = await start_embedded(bs)
     stack.push_async_callback(runner.cleanup)
     control = f"http://{b.listen_host}:{port}"

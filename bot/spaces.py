@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from bot import cards
-from bot.bridge_api import BridgeControl
+from bot.bridge_api import BridgeControl, BridgeError
 from bot.core import effects as fx
 from bot.core import rules
 from bot.core.model import Limits, Role, Space, State, Visibility
@@ -93,13 +93,22 @@ class SpaceService:
                 raise rules.Refused(f"There is no space with id “{space_id}”. Type !spaces to see them.")
             actor = self.actor(user_id, host=record.space.host)
             outcome = rules.apply(record.space, command, actor, self.limits())
+            # the bridge may refuse an option (e.g. no captions model): ask it before saving,
+            # so that a refusal changes nothing
+            effects = outcome.effects
+            for effect in [e for e in effects if isinstance(e, fx.StageOptions)]:
+                try:
+                    await self._do_StageOptions(outcome.space, effect)
+                except BridgeError as exc:
+                    raise rules.Refused(f"The audio bridge refused: {exc.reason}") from None
+            effects = tuple(e for e in effects if not isinstance(e, fx.StageOptions))
             extra = {}
             if isinstance(command, rules.End):
                 extra["ended_at"] = datetime.now(UTC)
             if isinstance(command, rules.GoLive):
                 extra["started_at"] = datetime.now(UTC)
             self.store.save_space(outcome.space, **extra)
-            await self.run_effects(outcome.space, outcome.effects)
+            await self.run_effects(outcome.space, effects)
             return outcome
 
     async def welcome(self, space_id: str, user_id: str) -> str | None:

@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from . import tokens
+from .captions import CaptionPool, CaptionsError
 from .events import EventBus
 from .ogg import OggOpusWriter
 from .settings import BridgeSettings
@@ -50,6 +51,7 @@ STAGES: web.AppKey[dict[str, Stage]] = web.AppKey("stages", dict)
 EVENTS: web.AppKey[EventBus] = web.AppKey("events", EventBus)
 SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("control_sockets", set)
 BACKGROUND: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("background", set)
+CAPTIONS: web.AppKey[CaptionPool] = web.AppKey("captions", CaptionPool)
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -121,12 +123,16 @@ async def open_space(request: web.Request) -> web.Response:
         raise _json_error(web.HTTPBadRequest, "field 'title' is too long", field="title")
     public = _field(body, "public", bool)
     record = _field(body, "record", bool, default=False)
-    captions = _field(body, "captions", bool, default=False)
+    captions = _field(body, "captions", bool,
+                      default=request.app[SETTINGS].captions_by_default)
+    if captions:
+        await _captions_ready(request)
     stages = request.app[STAGES]
     stage = stages.get(space_id)
     if stage is None:
         stage = Stage(space_id, title, public=public, record=record, captions=captions,
-                      settings=request.app[SETTINGS], emit=request.app[EVENTS].emit)
+                      settings=request.app[SETTINGS], emit=request.app[EVENTS].emit,
+                      captions_pool=request.app[CAPTIONS])
         stages[space_id] = stage
         stage.start()
         status = 201
@@ -165,11 +171,22 @@ async def patch_space(request: web.Request) -> web.Response:
         raise _json_error(web.HTTPBadRequest, f"unknown field {name!r}", field=name)
     record = _field(body, "record", bool, default=None)
     captions = _field(body, "captions", bool, default=None)
+    if captions:
+        await _captions_ready(request)
     if record is not None:
         stage.set_record(record)
     if captions is not None:
         stage.set_captions(captions)
     return web.json_response(stage.stats())
+
+
+async def _captions_ready(request: web.Request) -> None:
+    """Start the recognisers if needed; 503 naming the problem if they cannot run."""
+    try:
+        await request.app[CAPTIONS].start()
+    except CaptionsError as exc:
+        raise _json_error(web.HTTPServiceUnavailable, f"captions unavailable: {exc}",
+                          field="captions") from None
 
 
 async def get_space(request: web.Request) -> web.Response:
@@ -435,6 +452,17 @@ async def _on_shutdown(app: web.Application) -> None:
         await ws.close(code=CLOSE_SHUTDOWN, message=b"bridge shutting down")
 
 
+async def _start_captions(app: web.Application) -> None:
+    """With captions on by default, load the recogniser now: a broken engine or model
+    stops start-up with the reason (CaptionsError), not a silent lack of captions."""
+    if app[SETTINGS].captions_by_default:
+        await app[CAPTIONS].start()
+
+
+async def _stop_captions(app: web.Application) -> None:
+    await app[CAPTIONS].close()
+
+
 def create_app(settings: BridgeSettings) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[SETTINGS] = settings
@@ -459,6 +487,10 @@ def create_app(settings: BridgeSettings) -> web.Application:
     if STATIC_DIR.is_dir():
         app.router.add_static("/static", STATIC_DIR)
     app.on_shutdown.append(_on_shutdown)
+    app[CAPTIONS] = CaptionPool(settings.captions_engine, settings.captions_model_path,
+                                settings.captions_language, settings.captions_workers)
+    app.on_startup.append(_start_captions)
+    app.on_cleanup.append(_stop_captions)
     return app
 
 

@@ -164,6 +164,8 @@ class TickResult:
     levels: dict[Hashable, float] = field(default_factory=dict)
     #: speakers that contributed a frame this tick
     active: frozenset = frozenset()
+    #: per speaker: its own decoded frame this tick, before mixing (captions)
+    frames: dict[Hashable, np.ndarray] = field(default_factory=dict)
 
 
 class _Speaker:
@@ -244,4 +246,4 @@ class Mixer:
             else:
                 minus[key] = clip16(acc - w) if len(frames) > 1 else SILENCE
                 levels[key] = dbfs(frames[key])
-        return TickResult(mix, minus, levels, frozenset(frames))
+        return TickResult(mix, minus, levels, frozenset(frames), frames)

@@ -40,6 +40,14 @@ class BridgeSettings:
     opus_bitrate: int = 48000
     #: seconds kept for the ``clip`` control call.
     clip_seconds: int = 30
+    #: live captions (config.toml's [captions] section): engine, model, language;
+    #: recogniser processes; and whether spaces open with captions on by default (then
+    #: the engine is loaded, and checked, at start-up).
+    captions_engine: str = "pocketsphinx"
+    captions_model_path: str = ""
+    captions_language: str = "en-US"
+    captions_workers: int = 1
+    captions_by_default: bool = False
 
     def __post_init__(self) -> None:
         if not self.shared_secret or len(self.shared_secret) < 16:
@@ -52,6 +60,13 @@ class BridgeSettings:
             raise SettingsError("bridge.listener_queue_frames: must be at least 2")
         if not self.public_url.startswith(("http://", "https://")):
             raise SettingsError("bridge.public_url: must start with http:// or https://")
+        if self.captions_engine not in ("pocketsphinx", "vosk", "faster-whisper"):
+            raise SettingsError("captions.engine: must be one of pocketsphinx, vosk, "
+                                f"faster-whisper, got {self.captions_engine!r}")
+        if self.captions_engine == "vosk" and not self.captions_model_path:
+            raise SettingsError('captions.model_path: required when captions.engine = "vosk"')
+        if not 1 <= self.captions_workers <= 64:
+            raise SettingsError("bridge.captions_workers: must be 1..64")
 
 
 _TYPES = {f.name: f.type for f in fields(BridgeSettings)}
@@ -62,9 +77,11 @@ def settings_from_mapping(section: dict[str, Any]) -> BridgeSettings:
     for key, value in section.items():
         if key not in _TYPES:
             raise SettingsError(f"bridge.{key}: unknown setting")
-        want = int if _TYPES[key] in ("int", int) else str
+        want = {"int": int, "bool": bool}.get(str(_TYPES[key]), str)
         if want is int and (not isinstance(value, int) or isinstance(value, bool)):
             raise SettingsError(f"bridge.{key}: must be an integer, got {value!r}")
+        if want is bool and not isinstance(value, bool):
+            raise SettingsError(f"bridge.{key}: must be true or false, got {value!r}")
         if want is str and not isinstance(value, str):
             raise SettingsError(f"bridge.{key}: must be a string, got {value!r}")
         kwargs[key] = value
@@ -82,4 +99,22 @@ def load_settings(path: str | Path) -> BridgeSettings:
     section = data.get("bridge")
     if not isinstance(section, dict):
         raise SettingsError(f"{path}: missing [bridge] section")
-    return settings_from_mapping(section)
+    return settings_from_mapping({**section, **_captions_keys(data)})
+
+
+def _captions_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """[captions] engine/model_path/language and [spaces] captions_by_default, shared
+    with the bot's config, as BridgeSettings fields."""
+    found: dict[str, Any] = {}
+    captions = data.get("captions", {})
+    if isinstance(captions, dict):
+        for key in ("engine", "model_path", "language"):
+            if key in captions:
+                value = captions[key]
+                if not isinstance(value, str):
+                    raise SettingsError(f"captions.{key}: must be a string, got {value!r}")
+                found[f"captions_{key}"] = value
+    spaces = data.get("spaces", {})
+    if isinstance(spaces, dict) and "captions_by_default" in spaces:
+        found["captions_by_default"] = spaces["captions_by_default"]
+    return found

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import opus, wire
+from .captions import CaptionPool, CaptionsError, StageCaptions
 from .mixer import FRAME_SAMPLES, FRAME_SECONDS, SILENCE_DBFS, Mixer, TickResult
 from .settings import BridgeSettings
 
@@ -129,6 +130,8 @@ class Recorder:
         self._wav.setsampwidth(2)
         self._wav.setframerate(48000)
         self.samples = 0
+        #: stage time (seconds since it opened) of the first recorded sample
+        self.started_at = 0.0
 
     def write(self, pcm: np.ndarray) -> None:
         self._wav.writeframesraw(pcm.astype("<i2", copy=False).tobytes())
@@ -183,11 +186,15 @@ class Stage:
         captions: bool,
         settings: BridgeSettings,
         emit: Emit,
+        captions_pool: CaptionPool | None = None,
     ) -> None:
         self.space_id = space_id
         self.title = title
         self.public = public
-        self.captions = captions
+        self.captions = False
+        self.captions_pool = captions_pool
+        #: created when captions are first turned on; keeps the finals for the transcript
+        self.captioner: StageCaptions | None = None
         self.settings = settings
         self._emit = emit
         self.roles: dict[str, str] = {}
@@ -210,6 +217,8 @@ class Stage:
         self._participants_dirty = False
         #: called after each tick (tests, bench); must not block
         self.tick_hooks: list[Callable[[TickResult], None]] = []
+        if captions:
+            self.set_captions(True)
         if record:
             self.set_record(True)
 
@@ -245,6 +254,8 @@ class Stage:
             client.kick(code, reason)
         for listener in list(self.ogg_listeners):
             listener.kick(code, reason)
+        if self.captioner is not None and self.recorder is None:
+            self._spawn(self._finish_transcript())
         self.set_record(False)
         self.encoder.close()
         if wait:
@@ -307,12 +318,21 @@ class Stage:
         return self.roles.get(client.user_id, "listener")
 
     def set_captions(self, on: bool) -> None:
+        """Captions on or off; on needs a started caption pool (else CaptionsError)."""
+        if on and self.captioner is None:
+            if self.captions_pool is None or not self.captions_pool.ready:
+                raise CaptionsError("captions are not running on this bridge")
+            self.captioner = StageCaptions(self.captions_pool, self.space_id,
+                                           broadcast=self._broadcast_json, emit=self._emit)
+        if self.captioner is not None:
+            self.captioner.enable() if on else self.captioner.disable()
         self.captions = on
         self._broadcast_json({"type": "captions", "enabled": on})
 
     def set_record(self, on: bool) -> None:
         if on and self.recorder is None:
             self.recorder = Recorder(Path(self.settings.recordings_dir), self.space_id)
+            self.recorder.started_at = self.tick_count * FRAME_SECONDS
         elif not on and self.recorder is not None:
             recorder, self.recorder = self.recorder, None
             recorder.close()
@@ -327,8 +347,24 @@ class Stage:
             self._emit({"type": "recording_failed", "space_id": self.space_id,
                         "path": str(recorder.wav_path), "reason": str(exc)})
             return
-        self._emit({"type": "recording_ready", "space_id": self.space_id,
-                    "path": str(ogg_path.resolve()), "duration": round(duration, 3)})
+        event = {"type": "recording_ready", "space_id": self.space_id,
+                 "path": str(ogg_path.resolve()), "duration": round(duration, 3)}
+        if self.captioner is not None:  # the captions said during the recording
+            event["transcript_path"], event["transcript_cues"] = (
+                await self.captioner.finish_transcript(
+                    ogg_path.with_suffix(".vtt"), self.title, since=recorder.started_at,
+                    until=recorder.started_at + recorder.duration, closing=not self.open))
+        self._emit(event)
+
+    async def _finish_transcript(self) -> None:
+        """The stage ended with captions used but no recording: a transcript alone."""
+        assert self.captioner is not None
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        path = (Path(self.settings.recordings_dir)
+                / f"{safe_name(self.space_id)}-{stamp}-{time.monotonic_ns()}.vtt")
+        written, cues = await self.captioner.finish_transcript(path, self.title, closing=True)
+        self._emit({"type": "transcript_ready", "space_id": self.space_id, "path": written,
+                    "cues": cues})
 
     async def clip(self, seconds: float | None = None) -> dict[str, Any]:
         frames = list(self.clip_ring)
@@ -541,9 +577,15 @@ class Stage:
             self._send_participants()
         if seq % LEVELS_EVERY_TICKS == 0 and result.levels:
             self._broadcast_levels(result)
+        if self.captioner is not None and self.captioner.enabled:
+            self.captioner.feed(seq, result.frames, result.levels, self._user_of)
         for hook in self.tick_hooks:
             hook(result)
         return result
+
+    def _user_of(self, client_id: Any) -> str | None:
+        client = self.clients.get(client_id)
+        return client.user_id if client is not None else None
 
     def _broadcast_levels(self, result: TickResult) -> None:
         levels: dict[str, float] = {}

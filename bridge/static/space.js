@@ -9,6 +9,9 @@ const $ = (id) => document.getElementById(id);
 const state = {
   ws: null, me: null, role: "listener", maySpeak: false, roles: {}, levels: {},
   participants: [], hand: false,
+  // live captions: the latest line per speaker; the on/off choice is the listener's own
+  captionsOn: false, showCaptions: localStorage.getItem("chorus.captions") !== "off",
+  captions: {},
   ctx: null, decoder: null, playAt: 0, listening: false,
   encoder: null, micStream: null, micNode: null, seq: 0,
   stats: { framesIn: 0, framesDecoded: 0, framesSent: 0, reactions: 0, errors: [] },
@@ -45,7 +48,10 @@ function onJson(m) {
       state.me = m.user_id; state.roles = m.roles;
       setRole(m.role, m.may_speak);
       status(m.user_id ? `Signed in as ${m.user_id}` : "Listening anonymously");
+      setCaptionsOn(m.captions);
       break;
+    case "captions": setCaptionsOn(m.enabled); break;
+    case "caption": onCaption(m); break;
     case "you": setRole(m.role, m.may_speak); break;
     case "roles": state.roles = m.roles; render(); break;
     case "participants":
@@ -80,8 +86,39 @@ function render() {
     r.className = "role"; r.textContent = p.role;
     li.append(r);
     if ((state.levels[p.user_id] ?? -100) > -45) li.classList.add("speaking");
+    const cap = state.captions[p.user_id];
+    if (state.captionsOn && state.showCaptions && cap && cap.text) {
+      const c = document.createElement("div");
+      c.className = cap.final ? "caption" : "caption partial";
+      c.textContent = cap.text;
+      li.append(c);
+    }
     return li;
   }));
+}
+
+// ---- captions ------------------------------------------------------------------
+function setCaptionsOn(on) {
+  state.captionsOn = !!on;
+  if (!on) state.captions = {};
+  $("cc").hidden = !on;
+  $("cc").setAttribute("aria-pressed", String(state.showCaptions));
+  $("cc").textContent = state.showCaptions ? "CC Hide captions" : "CC Show captions";
+  render();
+}
+
+function onCaption(m) {
+  // a partial replaces the speaker's line as it grows; a final stays a few seconds
+  const prev = state.captions[m.user_id];
+  if (m.final && !m.text && prev && prev.utterance !== m.utterance) return;
+  const cap = { text: m.text, final: m.final, utterance: m.utterance };
+  state.captions[m.user_id] = cap;
+  if (m.final) {
+    setTimeout(() => {
+      if (state.captions[m.user_id] === cap) { delete state.captions[m.user_id]; render(); }
+    }, 6000);
+  }
+  render();
 }
 
 function showReaction(m) {
@@ -230,6 +267,11 @@ $("listen").onclick = () => (state.listening ? stopListening() : startListening(
 $("mic").onclick = () => (state.micStream ? stopMic() : startMic().catch((e) => status(String(e))));
 $("hand").onclick = () => {
   state.ws.send(JSON.stringify({ type: state.hand ? "lower_hand" : "raise_hand" }));
+};
+$("cc").onclick = () => {
+  state.showCaptions = !state.showCaptions;
+  localStorage.setItem("chorus.captions", state.showCaptions ? "on" : "off");
+  setCaptionsOn(state.captionsOn);
 };
 document.querySelectorAll("#react button").forEach((b) => {
   b.onclick = () => state.ws.send(JSON.stringify({ type: "reaction", key: b.dataset.key }));
