@@ -43,6 +43,9 @@ class BridgeError(Exception):
 
 
 class BridgeControl(Protocol):
+    #: the address people's browsers use for the bridge's pages
+    public_url: str
+
     async def open_stage(
         self, space_id: str, title: str, *, public: bool, record: bool = False,
         captions: bool = False,

@@ -164,7 +164,7 @@ def _print_banner(print_, settings: Settings, bot: Chorus, bridge: BridgeControl
     lines = ["", "Chorus is running.",
              f"  Homeserver:   {bot.options.homeserver}",
              f"  Bot account:  {bot.options.user_id}",
-             f"  Bridge (web): {bridge.page_url('').rsplit('/spaces/', 1)[0]}/"]
+             f"  Bridge (web): {bridge.public_url}/"]
     if hs_url:
         server = settings.local.server_name
         lines.append("  Demo logins (any Matrix client, e.g. Element, homeserver above):")

@@ -180,7 +180,7 @@ class SpaceService:
                 raise TypeError(f"no handler for effect {type(effect).__name__}")
             try:
                 await handler(space, effect)
-            except (MatrixError, Exception) as exc:  # noqa: BLE001 - one failed effect must not stop the rest
+            except Exception as exc:  # noqa: BLE001 - one failed effect must not stop the others
                 row = self.store.load_space(space.id)
                 log.error("space %s: %s failed (room %s, user %s): %s", space.id, type(effect).__name__,
                           row.row.room_id if row else None, getattr(effect, "user_id", "-"), exc)
