@@ -823,7 +823,8 @@ def test_captions_on_off(actor):
     assert kinds(out) == [fx.StageOptions, fx.Announce, fx.Audit]
     opt = one(out, fx.StageOptions)
     assert (opt.captions, opt.recording) == (True, None)
-    assert "on" in out.reply
+    assert out.reply == "Captions are on."
+    assert one(out, fx.Announce).text == "Captions are on."
     out = ok(out.space, SetCaptions(False), actor)
     assert out.space.captions is False
     assert one(out, fx.StageOptions).captions is False
@@ -841,7 +842,9 @@ def test_recording_on_off():
     assert out.space.recording is True
     opt = one(out, fx.StageOptions)
     assert (opt.captions, opt.recording) == (None, True)
-    assert ok(out.space, SetRecording(False), host).space.recording is False
+    assert out.reply == "Recording is on."
+    off = ok(out.space, SetRecording(False), host)
+    assert off.space.recording is False and off.reply == "Recording is off."
 
 
 def test_recording_host_only_and_repeat():

@@ -25,31 +25,29 @@ def _cmd(name: str, *params, help: str, examples: tuple[str, ...] = ()):
     return registry.command(name, *params, group=MOD, help=help, moderator_only=True, examples=examples)
 
 
-@_cmd("mod allow-host", user(), help="Let someone host whatever their follower count.")
-async def allow_host(ctx: Ctx, user: str) -> None:
+async def _set_host_override(ctx: Ctx, user: str, value: str | None, action: str, done: str) -> None:
     _need_mod(ctx)
     target = await ctx.resolve_user(user)
-    ctx.store.update_user(target, host_override="allow")
-    ctx.store.audit(ctx.sender, "mod.allow-host", None, target)
-    await ctx.reply(f"{target} may host spaces now, whatever their follower count.")
+    ctx.store.update_user(target, host_override=value)
+    ctx.store.audit(ctx.sender, action, None, target)
+    await ctx.reply(done.format(target))
+
+
+@_cmd("mod allow-host", user(), help="Let someone host whatever their follower count.")
+async def allow_host(ctx: Ctx, user: str) -> None:
+    await _set_host_override(ctx, user, "allow", "mod.allow-host",
+                             "{} may host spaces now, whatever their follower count.")
 
 
 @_cmd("mod deny-host", user(), help="Stop someone from hosting whatever their follower count.")
 async def deny_host(ctx: Ctx, user: str) -> None:
-    _need_mod(ctx)
-    target = await ctx.resolve_user(user)
-    ctx.store.update_user(target, host_override="deny")
-    ctx.store.audit(ctx.sender, "mod.deny-host", None, target)
-    await ctx.reply(f"{target} may no longer host spaces.")
+    await _set_host_override(ctx, user, "deny", "mod.deny-host", "{} may no longer host spaces.")
 
 
 @_cmd("mod default-host", user(), help="Let the follower threshold decide for someone again.")
 async def default_host(ctx: Ctx, user: str) -> None:
-    _need_mod(ctx)
-    target = await ctx.resolve_user(user)
-    ctx.store.update_user(target, host_override=None)
-    ctx.store.audit(ctx.sender, "mod.default-host", None, target)
-    await ctx.reply(f"The follower threshold decides again whether {target} may host.")
+    await _set_host_override(ctx, user, None, "mod.default-host",
+                             "The follower threshold decides again whether {} may host.")
 
 
 @_cmd("mod threshold", integer("followers"), help="Set how many followers hosting needs.",

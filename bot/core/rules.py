@@ -550,32 +550,28 @@ def _remove(space: Space, cmd: Remove, actor: Actor, limits: Limits) -> Outcome:
     return Outcome(new, tuple(effects), f"Removed {cmd.target} from space {space.id}.")
 
 
+def _toggle(space: Space, actor: Actor, option: str, subject: str, on: bool) -> Outcome:
+    """Turn a stage option (captions, recording) on or off; ``subject`` is e.g. "Captions are"."""
+    word = "on" if on else "off"
+    if getattr(space, option) == on:
+        raise Refused(f"{subject} already {word} in space {space.id}.")
+    return Outcome(replace(space, **{option: on}), (
+        fx.StageOptions(space.id, **{option: on}),
+        fx.Announce(space.id, f"{subject} {word}."),
+        fx.Audit(space.id, actor.user_id, f"space.{option}", None, word),
+    ), f"{subject} {word}.")
+
+
 def _captions(space: Space, cmd: SetCaptions, actor: Actor, limits: Limits) -> Outcome:
     _need_state(space, State.LIVE)
     _need_manager(space, actor, "turn captions on or off")
-    if space.captions == cmd.on:
-        raise Refused(f"Captions are already {'on' if cmd.on else 'off'} in space {space.id}.")
-    new = replace(space, captions=cmd.on)
-    word = "on" if cmd.on else "off"
-    return Outcome(new, (
-        fx.StageOptions(space.id, captions=cmd.on),
-        fx.Announce(space.id, f"Captions are {word}."),
-        fx.Audit(space.id, actor.user_id, "space.captions", None, word),
-    ), f"Captions are {word}.")
+    return _toggle(space, actor, "captions", "Captions are", cmd.on)
 
 
 def _recording(space: Space, cmd: SetRecording, actor: Actor, limits: Limits) -> Outcome:
     _need_state(space, State.LIVE)
     _need_host(space, actor, "turn recording on or off")
-    if space.recording == cmd.on:
-        raise Refused(f"Recording is already {'on' if cmd.on else 'off'} in space {space.id}.")
-    new = replace(space, recording=cmd.on)
-    word = "on" if cmd.on else "off"
-    return Outcome(new, (
-        fx.StageOptions(space.id, recording=cmd.on),
-        fx.Announce(space.id, f"Recording is {word}."),
-        fx.Audit(space.id, actor.user_id, "space.recording", None, word),
-    ), f"Recording is {word}.")
+    return _toggle(space, actor, "recording", "Recording is", cmd.on)
 
 
 def _go_live(space: Space, cmd: GoLive, actor: Actor, limits: Limits) -> Outcome:

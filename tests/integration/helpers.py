@@ -47,3 +47,19 @@ async def wait_until(condition, timeout: float = 30.0, what: str = "condition") 
         if loop.time() > deadline:
             raise AssertionError(f"{what} not reached within {timeout} s")
         await asyncio.sleep(0.05)
+
+
+async def personal_token(user: MatrixTestUser, bot_id: str, space_id: str, timeout: float = 60) -> str:
+    """The token in the personal link the bot sends by direct message (accepting the DM)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        try:
+            ev = await user.wait_for_event(lambda r, e: e.sender == bot_id and f"/spaces/{space_id}?token=" in
+                                           e.source.get("content", {}).get("body", ""), timeout=1)
+            return re.search(r"token=([A-Za-z0-9_.\-]+)", ev.source["content"]["body"]).group(1)
+        except AssertionError:
+            await user.accept_invites()
+    raise AssertionError(f"{user.user_id} got no personal link for space {space_id}")

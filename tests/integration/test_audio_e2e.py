@@ -5,7 +5,6 @@ space's room as m.audio."""
 from __future__ import annotations
 
 import asyncio
-import re
 
 from bot.bridge_http import HttpBridge
 from bridge.client import SpaceClient, load_audio
@@ -19,22 +18,7 @@ from tests.bridge.conftest import (
     run_bridge,
     synthesise,
 )
-from tests.integration.helpers import ask, room_with_bot, space_id_in
-
-TOKEN_RE = re.compile(r"token=([A-Za-z0-9_.\-]+)")
-
-
-async def _personal_token(user, bot_id: str, sid: str) -> str:
-    """The token in the personal link the bot sends by direct message."""
-    for _ in range(60):
-        try:
-            ev = await user.wait_for_event(
-                lambda r, e: e.sender == bot_id and f"/spaces/{sid}?token=" in
-                e.source.get("content", {}).get("body", ""), timeout=1)
-            return TOKEN_RE.search(ev.source["content"]["body"]).group(1)
-        except AssertionError:
-            await user.accept_invites()
-    raise AssertionError(f"{user.user_id} got no personal link for {sid}")
+from tests.integration.helpers import ask, personal_token, room_with_bot, space_id_in
 
 
 async def test_two_speakers_heard_by_a_listener_and_the_recording_is_posted(
@@ -50,9 +34,9 @@ async def test_two_speakers_heard_by_a_listener_and_the_recording_is_posted(
         sid = space_id_in(await ask(host, room, "!space start Garden talk"))
         space_room = await host.accept_invite(inviter=chorus.user_id)
         assert "Recording is on" in await ask(host, room, f"!space record {sid} on")
-        host_token = await _personal_token(host, chorus.user_id, sid)
+        host_token = await personal_token(host, chorus.user_id, sid)
         await ask(guest, room, f"!space join {sid}")
-        guest_token = await _personal_token(guest, chorus.user_id, sid)
+        guest_token = await personal_token(guest, chorus.user_id, sid)
         await ask(guest, room, f"!space request {sid}")
         assert "can speak now" in await ask(host, room, f"!space approve {sid} {guest.user_id}")
 

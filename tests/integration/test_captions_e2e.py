@@ -3,27 +3,12 @@ live transcript and, at the end, the WebVTT file; a missing engine is refused cl
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 from bot.bridge_http import HttpBridge
 from bridge.client import SpaceClient
 from tests.bridge.conftest import SECRET, SENTENCE_A, make_settings, run_bridge, synthesise
-from tests.integration.helpers import ask, room_with_bot, space_id_in
-
-TOKEN_RE = re.compile(r"token=([A-Za-z0-9_.\-]+)")
-
-
-async def _token(user, bot_id: str, sid: str) -> str:
-    for _ in range(60):
-        try:
-            ev = await user.wait_for_event(lambda r, e: e.sender == bot_id and f"/spaces/{sid}?token=" in
-                                           e.source.get("content", {}).get("body", ""), timeout=1)
-            return TOKEN_RE.search(ev.source["content"]["body"]).group(1)
-        except AssertionError:
-            await user.accept_invites()
-    raise AssertionError("no personal link")
+from tests.integration.helpers import ask, personal_token, room_with_bot, space_id_in
 
 
 async def test_captions_become_a_live_transcript_and_a_webvtt_file(chorus_factory, make_user, tmp_path) -> None:
@@ -40,7 +25,7 @@ async def test_captions_become_a_live_transcript_and_a_webvtt_file(chorus_factor
         sid = space_id_in(await ask(host, room, "!space start Captioned talk"))
         space_room = await host.accept_invite(inviter=chorus.user_id)
         assert "Captions are on" in await ask(host, room, f"!space captions {sid} on")
-        client = SpaceClient(running.url, sid, await _token(host, chorus.user_id, sid))
+        client = SpaceClient(running.url, sid, await personal_token(host, chorus.user_id, sid))
         await client.connect()
         await client.wait_type("hello")
         await client.speak_wav(speech)
