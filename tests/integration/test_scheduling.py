@@ -79,8 +79,10 @@ async def test_start_time_reminders_reach_host_and_subscriber(chorus_factory, ma
     assert chorus.store.load_space(sid).space.state is State.LIVE
 
 
-async def test_reminder_due_while_the_bot_was_down_arrives_once(chorus_factory, make_user) -> None:
-    chorus = await chorus_factory(hosting={"min_followers": 0}, scheduling={"early_reminder_minutes": 0})
+async def test_reminder_due_while_the_bot_was_down_arrives_once(db_url, chorus_factory, make_user) -> None:
+    """On SQLite and on PostgreSQL: the job store is the bot's own database."""
+    chorus = await chorus_factory(hosting={"min_followers": 0}, scheduling={"early_reminder_minutes": 0},
+                                  database={"url": db_url})
     host = await make_user("host")
     room = await room_with_bot(host, chorus.user_id)
     sid = space_id_in(await ask(host, room, "!space schedule tomorrow 18:00 | While away"))

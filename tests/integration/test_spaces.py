@@ -181,8 +181,10 @@ async def test_end_closes_the_room_and_posts_a_summary(chorus_factory, make_user
     assert "has ended" in await ask(fan, room, f"!space request {sid}")
 
 
-async def test_restart_mid_space_keeps_every_role(chorus_factory, make_user) -> None:
-    chorus = await chorus_factory(hosting={"min_followers": 0})
+async def test_restart_mid_space_keeps_every_role(db_url, chorus_factory, make_user) -> None:
+    """On SQLite and on PostgreSQL (db_url runs the test once with each; it comes first so that
+    the database outlives the bot at teardown)."""
+    chorus = await chorus_factory(hosting={"min_followers": 0}, database={"url": db_url})
     host, co, sp, li = (await make_user("host"), await make_user("co"), await make_user("sp"),
                         await make_user("li"))
     room = await room_with_bot(host, chorus.user_id, co, sp, li)
