@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from nio import (
@@ -50,6 +50,8 @@ TOKEN_KEY = "sync.next_batch"
 SYNC_FILTER = {"room": {"timeline": {"limit": 100}}}
 #: at most this many pages of 100 events are fetched to fill one gap
 MAX_GAP_PAGES = 50
+#: how long ids of handled events are kept (a sync never returns events that old again)
+HANDLED_EVENTS_KEPT = timedelta(days=30)
 #: the largest voice message the bot downloads to play into a space
 MAX_VOICE_BYTES = 20 * 1024 * 1024
 
@@ -132,6 +134,9 @@ class Chorus:
         await self.bridge.start()
         self.bridge.on_event(self.on_bridge_event)
         await self.spaces.restore()
+        pruned = self.store.prune_handled(datetime.now(UTC) - HANDLED_EVENTS_KEPT)
+        if pruned:
+            log.info("forgot %d handled event ids older than %s", pruned, HANDLED_EVENTS_KEPT)
         self.scheduler.start()
         self.transcript.start()
         token = self.store.get_state(TOKEN_KEY)

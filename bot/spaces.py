@@ -242,6 +242,7 @@ class SpaceService:
             rooms = [r for r in (rec.row.origin_room_id, *self.settings.announcement_rooms) if r]
             for room in dict.fromkeys(rooms):
                 try:
+                    room = await self.matrix.resolve_room(room)
                     event_id = await self.matrix.send(room, content)
                 except MatrixError as exc:
                     log.error("space %s: could not post its card in room %s: %s", space.id, room, exc)

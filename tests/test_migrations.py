@@ -72,3 +72,21 @@ def test_postgres_follower_count_plan_uses_index(postgres_url: str) -> None:
             "EXPLAIN SELECT count(*) FROM follows WHERE followee_id = '@a:b'")).all()
     assert "ix_follows_followee" in " ".join(r[0] for r in plan)
     engine.dispose()
+
+
+def test_old_handled_event_ids_are_pruned(tmp_path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from bot.db import models as m
+    from bot.db.engine import session_scope
+    from bot.db.store import Store
+
+    engine = make_engine(f"sqlite:///{tmp_path}/x.db")
+    upgrade(engine)
+    store = Store(engine)
+    assert store.claim_event("$new")
+    with session_scope(engine) as s:
+        s.add(m.HandledEvent(event_id="$old", handled_at=datetime.now(UTC) - timedelta(days=40)))
+    assert store.prune_handled(datetime.now(UTC) - timedelta(days=30)) == 1
+    assert not store.claim_event("$new")  # the recent one is still remembered
+    assert store.claim_event("$old")

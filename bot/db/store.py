@@ -59,6 +59,12 @@ class Store:
         except IntegrityError:
             return False
 
+    def prune_handled(self, older_than: datetime) -> int:
+        """Forget handled event ids older than ``older_than`` (no sync returns them again)."""
+        with session_scope(self.engine) as s:
+            res = s.exec(delete(m.HandledEvent).where(m.HandledEvent.handled_at < older_than))
+            return res.rowcount or 0
+
     def record_join(self, room_id: str, ts: int, dm_user_id: str | None = None) -> None:
         with session_scope(self.engine) as s:
             row = s.get(m.RoomJoin, room_id)
