@@ -92,3 +92,30 @@ async def test_invites_from_other_homeservers_are_refused_when_restricted(chorus
                                       and e.membership == "leave")
     assert left.sender == chorus.user_id  # the bot declined the invite itself
     assert room not in chorus.bot.client.rooms
+
+
+async def test_login_with_an_access_token(chorus_factory, make_user) -> None:
+    chorus = await chorus_factory(use_token=True)
+    assert chorus.password == "" and chorus.settings.matrix.access_token
+    alice = await make_user("alice")
+    room = await alice.create_room(name="chat", invite=[chorus.user_id])
+    await alice.wait_for_event(lambda r, e: r == room and getattr(e, "membership", None) == "join"
+                               and e.state_key == chorus.user_id)
+    sent = await alice.send_text(room, "!ping")
+    assert _body(await alice.wait_for_reply(room, sent)) == "pong"
+    await chorus.restart()  # the same token again, the same device
+    again = await alice.send_text(room, "!ping")
+    assert _body(await alice.wait_for_reply(room, again)) == "pong"
+
+
+async def test_a_refused_access_token_stops_start_up_with_a_clear_error(homeserver, tmp_path) -> None:
+    import pytest
+
+    from bot.matrix.client import MatrixError
+    from tests.support.bot import BotHarness
+
+    h = BotHarness(homeserver, tmp_path, {"matrix": {"access_token": "syt_forged"}})
+    h.password = ""
+    with pytest.raises(MatrixError, match="access token .* was refused"):
+        await h.start()
+    h.engine.dispose()

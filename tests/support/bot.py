@@ -26,14 +26,17 @@ from tests.support.matrix_user import unique_localpart
 
 class BotHarness:
     def __init__(self, homeserver: LocalHomeserver, data_dir: Path, overrides: dict,
-                 bridge: BridgeControl | None = None) -> None:
+                 bridge: BridgeControl | None = None, use_token: bool = False) -> None:
         self.homeserver = homeserver
         self.data_dir = data_dir
-        self.password = secrets.token_urlsafe(12)
-        registered = homeserver.register(unique_localpart("chorus"), self.password)
+        password = secrets.token_urlsafe(12)
+        registered = homeserver.register(unique_localpart("chorus"), password)
         self.user_id = registered.user_id
+        # log in with the password, or (use_token) with an access token and no password
+        self.password = "" if use_token else password
         config = {"database": {"url": f"sqlite:///{data_dir}/chorus.db"},
-                  "matrix": {"sync_timeout_ms": 1000}}
+                  "matrix": {"sync_timeout_ms": 1000,
+                             "access_token": registered.access_token if use_token else ""}}
         for section, values in overrides.items():
             config.setdefault(section, {}).update(values)
         self.settings = settings_from_dict(config)
@@ -79,8 +82,8 @@ ChorusFactory = Callable[..., Awaitable[BotHarness]]
 async def chorus_factory(homeserver: LocalHomeserver, tmp_path: Path) -> AsyncIterator[ChorusFactory]:
     harnesses: list[BotHarness] = []
 
-    async def make(bridge: BridgeControl | None = None, **overrides: dict) -> BotHarness:
-        h = BotHarness(homeserver, tmp_path / f"bot{len(harnesses)}", overrides, bridge)
+    async def make(bridge: BridgeControl | None = None, use_token: bool = False, **overrides: dict) -> BotHarness:
+        h = BotHarness(homeserver, tmp_path / f"bot{len(harnesses)}", overrides, bridge, use_token)
         harnesses.append(h)
         await h.start()
         return h
