@@ -1,4 +1,4 @@
-"""``python -m bridge [config.toml]``: run the audio bridge as its own service."""
+"""``python -m bridge [--config config.toml]``: run the audio bridge as its own service."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ from .settings import SettingsError, load_settings
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bridge", description=__doc__)
-    parser.add_argument("config", nargs="?", default="config.toml",
+    parser.add_argument("config", nargs="?", default=None,
                         help="config file with a [bridge] section (default: config.toml)")
+    parser.add_argument("--config", "-c", dest="config_option", default=None,
+                        help="the same, as an option (like python -m bot)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(args.config_option or args.config or "config.toml")
     except SettingsError as exc:
         print(f"bridge: {exc}", file=sys.stderr)
         return 2
