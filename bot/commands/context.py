@@ -75,6 +75,9 @@ class Ctx:
             local = candidate.lstrip("@").lower()
             candidate = f"@{local}:{self.services.server_name}"
         candidate = candidate.rstrip(",.;")
+        if not is_user_id(candidate) and ":" in candidate:
+            local, _, server = candidate.partition(":")
+            candidate = f"{local.lower()}:{server}"  # @Alice:example.org means @alice:example.org
         if not is_user_id(candidate):
             raise UsageError(f"“{raw}” is not a Matrix user. Write a user as @name:server, "
                              "or mention them with a pill.")

@@ -27,6 +27,10 @@ async def test_follow_graph_commands(chorus, make_user) -> None:
     unknown = await ask(bob, room, "!follow @nobody_here:localhost")
     assert "can't find the user @nobody_here:localhost" in unknown
     assert "is not a Matrix user" in await ask(bob, room, "!follow @@@")
+    # upper case in a typed id is forgiven (Matrix ids are lower case)
+    shouted = "@" + alice.user_id[1:].split(":")[0].upper() + ":" + alice.user_id.split(":", 1)[1]
+    assert "You now follow" in await ask(bob, room, f"!follow {shouted}")
+    assert "You no longer follow" in await ask(bob, room, f"!unfollow {alice.user_id}")
     assert chorus.store.follower_count(alice.user_id) == 0
 
 
