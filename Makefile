@@ -36,8 +36,10 @@ migrate: $(STAMP) config.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# about 10 minutes: 11 speakers, a ladder of listeners, 60 s a step; stops at the first failing step
 bench: $(STAMP)
-	$(BIN)/python bench/bridge_bench.py
+	$(BIN)/python bench/bridge_bench.py --speakers 11 --listeners 200,400,600,800,1000,1200,1500,2000,3000,5000,10000 --seconds 60 --results bench/RESULTS.md
+	$(BIN)/python bench/captions_bench.py --max-speakers 10
 
 lint: $(STAMP)
 	$(BIN)/ruff check bot bridge tests bench migrations

@@ -61,6 +61,11 @@ class BridgeControl(Protocol):
 
     async def stats(self, space_id: str) -> StageStats: ...
 
+    async def play(self, space_id: str, data: bytes, content_type: str, user_id: str) -> float:
+        """Play a voice message into the live mix as ``user_id`` (host, co-host or
+        speaker); returns its duration in seconds. BridgeError if refused."""
+        ...
+
     def page_url(self, space_id: str, token: str | None = None) -> str: ...
 
     def mint_token(self, space_id: str, user_id: str, role: str) -> str: ...
@@ -91,6 +96,8 @@ class InMemoryBridge:
         self.stages: dict[str, _Stage] = {}
         self.closed: set[str] = set()
         self._handlers: list[BridgeEventHandler] = []
+        #: play() calls: (space_id, data, content_type, user_id)
+        self.played: list[tuple[str, bytes, str, str]] = []
 
     async def start(self) -> None:
         return None
@@ -149,6 +156,17 @@ class InMemoryBridge:
         """Deliver an event as if the bridge had sent it (tests)."""
         for handler in self._handlers:
             await handler(event)
+
+    async def play(self, space_id: str, data: bytes, content_type: str, user_id: str) -> float:
+        """Record the call; same refusals as the bridge (no stage, not a speaker, empty),
+        but no decoding: the duration returned is always 0.0."""
+        stage = self._stage(space_id)
+        if stage.roles.get(user_id) not in AUDIO_ROLES:
+            raise BridgeError(f"{user_id} is not a host, co-host or speaker of this space")
+        if not data:
+            raise BridgeError("empty body: send the audio file as the body")
+        self.played.append((space_id, data, content_type, user_id))
+        return 0.0
 
     def may_send_audio(self, space_id: str, user_id: str) -> bool:
         stage = self.stages.get(space_id)

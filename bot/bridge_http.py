@@ -133,6 +133,31 @@ class HttpBridge:
         assert data is not None
         return data
 
+    async def play(self, space_id: str, data: bytes, content_type: str, user_id: str) -> float:
+        """Play a voice message (the audio file's bytes) into the space's live mix, as
+        ``user_id``, who must hold an audio role; returns its duration in seconds."""
+        if self._session is None:
+            raise BridgeError("HttpBridge.start() has not been called")
+        url = self._url(space_id, "/play")
+        # uploading up to 20 MB and decoding it takes longer than a control call
+        timeout = aiohttp.ClientTimeout(total=max(self._timeout.total or 0, 120.0))
+        try:
+            async with self._session.post(
+                url, data=data, params={"user_id": user_id}, timeout=timeout,
+                headers={"Content-Type": content_type or "application/octet-stream"},
+            ) as resp:
+                text = await resp.text()
+                if resp.status >= 400:
+                    try:
+                        reason = json.loads(text).get("error", text)
+                    except (json.JSONDecodeError, AttributeError):
+                        reason = text[:200]
+                    raise BridgeError(f"bridge refused POST {url}: {resp.status} {reason}",
+                                      str(reason))
+                return float(json.loads(text)["duration_seconds"])
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise BridgeError(f"bridge unreachable at {self.control_url}: {exc!r}") from exc
+
     # -- local -------------------------------------------------------------------
 
     def page_url(self, space_id: str, token: str | None = None) -> str:

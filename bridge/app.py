@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from . import tokens
+from . import tokens, voice
 from .captions import CaptionPool, CaptionsError
 from .events import EventBus
 from .ogg import OggOpusWriter
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 API = "/control/v1"
 PROTOCOL_VERSION = 1
+PROTOCOL_MINOR = 1  # 1.1: POST .../play (voice messages)
 MAX_SPACE_ID = 255
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -225,9 +226,62 @@ async def clip_space(request: web.Request) -> web.Response:
         raise _json_error(web.HTTPConflict, str(exc)) from None
 
 
+async def play_voice(request: web.Request) -> web.Response:
+    """A voice message into the live mix; the body is the audio file (bridge/voice.py)."""
+    _check_secret(request)
+    stage = _stage(request)
+    user_id = request.query.get("user_id", "")
+    if not user_id:
+        raise _json_error(web.HTTPBadRequest, "missing query parameter 'user_id'",
+                          field="user_id")
+    if not stage.may_speak(user_id):
+        raise _json_error(web.HTTPForbidden,
+                          f"{user_id} is not a host, co-host or speaker of this space",
+                          field="user_id")
+    data = await _audio_body(request, voice.MAX_BYTES)
+    try:  # ffmpeg, off the event loop
+        pcm = await asyncio.get_running_loop().run_in_executor(
+            voice.EXECUTOR, voice.decode, data, voice.MAX_SECONDS)
+    except voice.VoiceError as exc:
+        raise _json_error(web.HTTPBadRequest, str(exc), field="body") from None
+    # the space may have ended, or the user lost the mic, while ffmpeg ran
+    if request.app[STAGES].get(stage.space_id) is not stage or not stage.open:
+        raise _json_error(web.HTTPNotFound, f"no open stage for space {stage.space_id}")
+    if not stage.may_speak(user_id):
+        raise _json_error(web.HTTPForbidden,
+                          f"{user_id} is not a host, co-host or speaker of this space",
+                          field="user_id")
+    try:
+        starts_in = stage.voice.add(user_id, pcm)
+    except voice.VoiceError as exc:
+        raise _json_error(web.HTTPTooManyRequests, str(exc)) from None
+    return web.json_response({"duration_seconds": round(pcm.size / voice.SAMPLE_RATE, 3),
+                              "starts_in_seconds": round(starts_in, 3)})
+
+
+async def _audio_body(request: web.Request, limit: int) -> bytes:
+    def too_large(size: int) -> web.HTTPException:
+        return web.HTTPRequestEntityTooLarge(
+            max_size=limit, actual_size=size, content_type="application/json",
+            text=json.dumps({"error": f"audio file is larger than {limit} bytes",
+                             "field": "body"}))
+
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large(request.content_length)
+    data = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 16):
+        data += chunk
+        if len(data) > limit:
+            raise too_large(len(data))
+    if not data:
+        raise _json_error(web.HTTPBadRequest, "empty body: send the audio file as the body",
+                          field="body")
+    return bytes(data)
+
+
 async def list_control(request: web.Request) -> web.Response:
     _check_secret(request)
-    return web.json_response({"version": PROTOCOL_VERSION,
+    return web.json_response({"version": PROTOCOL_VERSION, "minor": PROTOCOL_MINOR,
                               "spaces": [s.stats() for s in request.app[STAGES].values()]})
 
 
@@ -248,7 +302,8 @@ async def control_events(request: web.Request) -> web.WebSocketResponse:
 
     pump_task = asyncio.create_task(pump())
     try:
-        await ws.send_str(json.dumps({"type": "hello", "version": PROTOCOL_VERSION}))
+        await ws.send_str(json.dumps({"type": "hello", "version": PROTOCOL_VERSION,
+                                     "minor": PROTOCOL_MINOR}))
         async for _msg in ws:  # the bot sends nothing but pings; just keep reading
             if pump_task.done():
                 break
@@ -478,6 +533,7 @@ def create_app(settings: BridgeSettings) -> web.Application:
     app.router.add_delete(f"{API}/spaces/{{space_id}}", delete_space)
     app.router.add_put(f"{API}/spaces/{{space_id}}/roles", put_roles)
     app.router.add_post(f"{API}/spaces/{{space_id}}/clip", clip_space)
+    app.router.add_post(f"{API}/spaces/{{space_id}}/play", play_voice)
     app.router.add_get("/spaces/{space_id}/ws", client_ws)
     app.router.add_get("/spaces/{space_id}/live.ogg", live_ogg)
     app.router.add_get("/spaces/{space_id}", space_page)

@@ -25,6 +25,7 @@ from . import opus, wire
 from .captions import CaptionPool, CaptionsError, StageCaptions
 from .mixer import FRAME_SAMPLES, FRAME_SECONDS, SILENCE_DBFS, Mixer, TickResult
 from .settings import BridgeSettings
+from .voice import VoiceQueue
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +200,8 @@ class Stage:
         self._emit = emit
         self.roles: dict[str, str] = {}
         self.mixer = Mixer(settings.jitter_frames, 1)
+        #: voice messages played into the mix (bridge/voice.py)
+        self.voice = VoiceQueue(self.mixer)
         self.clients: dict[int, Client] = {}
         self.ogg_listeners: set[OggListener] = set()
         self.encoder = opus.Encoder(settings.opus_bitrate)
@@ -256,6 +259,7 @@ class Stage:
             listener.kick(code, reason)
         if self.captioner is not None and self.recorder is None:
             self._spawn(self._finish_transcript())
+        self.voice.clear()
         self.set_record(False)
         self.encoder.close()
         if wait:
@@ -299,6 +303,7 @@ class Stage:
     def set_roles(self, roles: dict[str, str]) -> None:
         """Replace the role map; anyone who may no longer speak is cut from the next tick."""
         self.roles = dict(roles)
+        self.voice.drop_unless(self.may_speak)
         for client in self.clients.values():
             if not self.may_speak(client.user_id):
                 self.mixer.remove_speaker(client.id)
@@ -551,6 +556,7 @@ class Stage:
             self.tick_seconds.append(time.perf_counter() - t0)
 
     def tick(self) -> TickResult:
+        self.voice.feed()
         result = self.mixer.tick()
         self.tick_count += 1
         seq = self.tick_count
@@ -585,7 +591,7 @@ class Stage:
 
     def _user_of(self, client_id: Any) -> str | None:
         client = self.clients.get(client_id)
-        return client.user_id if client is not None else None
+        return client.user_id if client is not None else self.voice.user_of(client_id)
 
     def _broadcast_levels(self, result: TickResult) -> None:
         levels: dict[str, float] = {}
