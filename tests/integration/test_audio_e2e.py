@@ -68,3 +68,49 @@ async def test_two_speakers_heard_by_a_listener_and_the_recording_is_posted(
         await bridge.close()
         await running.session.close()
         await running.runner.cleanup()
+
+
+async def test_a_speakers_voice_message_is_played_into_the_space(chorus_factory, make_user, tmp_path) -> None:
+    import subprocess
+
+    wav = synthesise(SENTENCE_B)
+    ogg = tmp_path / "voice.ogg"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(wav), "-c:a", "libopus", str(ogg)], check=True)
+    running = await run_bridge(make_settings(tmp_path))
+    bridge = HttpBridge(running.url, running.url, SECRET)
+    ear = None
+    try:
+        chorus = await chorus_factory(bridge=bridge, hosting={"min_followers": 0})
+        host, fan = await make_user("host"), await make_user("fan")
+        room = await room_with_bot(host, chorus.user_id, fan)
+        sid = space_id_in(await ask(host, room, "!space start Voice notes"))
+        space_room = await host.accept_invite(inviter=chorus.user_id)
+        await fan.join(space_room)
+        ear = SpaceClient(running.url, sid)
+        await ear.connect()
+        await ear.wait_type("hello")
+
+        async def post_voice(user) -> str:
+            upload, _ = await user.client.upload(ogg.open("rb"), content_type="audio/ogg", filename="voice.ogg",
+                                                 filesize=ogg.stat().st_size)
+            return await user.send(space_room, {"msgtype": "m.audio", "body": "voice.ogg", "url": upload.content_uri,
+                                                "info": {"mimetype": "audio/ogg", "size": ogg.stat().st_size}})
+
+        # a listener's voice message is refused with a reply
+        refused = await post_voice(fan)
+        reply = await fan.wait_for_reply(space_room, refused)
+        assert "Only the space's speakers" in reply.source["content"]["body"]
+        # the host's is played: the bot marks it 🔊 and the listener hears it
+        before = ear.frames_received
+        played = await post_voice(host)
+        await host.wait_for_event(lambda r, e: e.source.get("type") == "m.reaction" and e.sender == chorus.user_id
+                                  and e.source["content"]["m.relates_to"]["event_id"] == played
+                                  and e.source["content"]["m.relates_to"]["key"] == "🔊")
+        await ear.wait_frames(before + int(len(load_audio(wav)) / 960) + 50, timeout=60)
+        assert best_correlation(ear.heard(), load_audio(wav)) > 0.5
+    finally:
+        if ear:
+            await ear.close()
+        await bridge.close()
+        await running.session.close()
+        await running.runner.cleanup()
