@@ -28,6 +28,9 @@ from sqlalchemy import Engine
 
 log = logging.getLogger(__name__)
 
+#: a job that runs this much after its time tells its audience it is late
+LATE_AFTER = timedelta(seconds=60)
+
 #: live schedulers by key, so that stored jobs find theirs after a restart
 _INSTANCES: dict[str, Scheduler] = {}
 
@@ -44,7 +47,7 @@ class Firing:
 
     @property
     def is_late(self) -> bool:
-        return self.late > timedelta(seconds=60)
+        return self.late > LATE_AFTER
 
 
 Handler = Callable[[Firing], Awaitable[None]]
