@@ -49,17 +49,25 @@ async def wait_until(condition, timeout: float = 30.0, what: str = "condition") 
         await asyncio.sleep(0.05)
 
 
-async def personal_token(user: MatrixTestUser, bot_id: str, space_id: str, timeout: float = 60) -> str:
-    """The token in the personal link the bot sends by direct message (accepting the DM)."""
+async def wait_for_dm(user: MatrixTestUser, bot_id: str, predicate, timeout: float = 30.0):
+    """A message from the bot whose body satisfies ``predicate``, accepting the invite to the
+    direct-message room when it comes."""
     import asyncio
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while loop.time() < deadline:
+    while True:
         try:
-            ev = await user.wait_for_event(lambda r, e: e.sender == bot_id and f"/spaces/{space_id}?token=" in
-                                           e.source.get("content", {}).get("body", ""), timeout=1)
-            return re.search(r"token=([A-Za-z0-9_.\-]+)", ev.source["content"]["body"]).group(1)
+            return await user.wait_for_event(
+                lambda r, e: e.sender == bot_id and e.source.get("type") == "m.room.message"
+                and predicate(e.source["content"].get("body", "")), timeout=1)
         except AssertionError:
             await user.accept_invites()
-    raise AssertionError(f"{user.user_id} got no personal link for space {space_id}")
+            if loop.time() > deadline:
+                raise
+
+
+async def personal_token(user: MatrixTestUser, bot_id: str, space_id: str, timeout: float = 60) -> str:
+    """The token in the personal link the bot sends by direct message."""
+    event = await wait_for_dm(user, bot_id, lambda b: f"/spaces/{space_id}?token=" in b, timeout)
+    return re.search(r"token=([A-Za-z0-9_.\-]+)", event.source["content"]["body"]).group(1)

@@ -10,27 +10,13 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.core import rules
 from bot.core.model import State
-from tests.integration.helpers import ask, body, room_with_bot, space_id_in
+from tests.integration.helpers import ask, body, room_with_bot, space_id_in, wait_for_dm
 
 
 async def _wait_until(instant: datetime) -> None:
     """Let the wall clock pass ``instant`` (the scheduled time itself is what is tested)."""
     while datetime.now(UTC) < instant:
         await asyncio.sleep(0.05)
-
-
-async def _dm_text(user, bot_id: str, predicate, timeout: float = 30):
-    """Wait for a direct message from the bot (accepting the DM invite when it comes)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            return await user.wait_for_event(
-                lambda r, e: e.sender == bot_id and e.source.get("type") == "m.room.message"
-                and predicate(e.source["content"].get("body", "")), timeout=1)
-        except AssertionError:
-            await user.accept_invites()
-            if asyncio.get_running_loop().time() > deadline:
-                raise
 
 
 async def test_schedule_replies_with_the_time_and_refuses_bad_times(chorus_factory, make_user) -> None:
@@ -67,12 +53,12 @@ async def test_start_time_reminders_reach_host_and_subscriber(chorus_factory, ma
     sid = space_id_in(await ask(host, room, "!space schedule tomorrow 18:00 | Soon"))
     card = await fan.wait_for_message(room, lambda b: "Scheduled: Soon" in b, sender=chorus.user_id)
     await fan.react(room, card.event_id, "🔔")
-    await _dm_text(fan, chorus.user_id, lambda b: "remind you" in b)
+    await wait_for_dm(fan, chorus.user_id, lambda b: "remind you" in b)
     due = datetime.now(UTC) + timedelta(seconds=3)
     await chorus.bot.spaces.act(sid, host.user_id, rules.Reschedule(due))
-    host_dm = await _dm_text(host, chorus.user_id, lambda b: f"space golive {sid}" in b)
+    host_dm = await wait_for_dm(host, chorus.user_id, lambda b: f"space golive {sid}" in b)
     assert "It's time" in body(host_dm)
-    fan_dm = await _dm_text(fan, chorus.user_id, lambda b: "is starting now" in b)
+    fan_dm = await wait_for_dm(fan, chorus.user_id, lambda b: "is starting now" in b)
     assert f"!space join {sid}" in body(fan_dm)
     assert "late" not in body(fan_dm)
     assert "is live" in await ask(host, room, f"!space golive {sid}")
@@ -95,7 +81,7 @@ async def test_reminder_due_while_the_bot_was_down_arrives_once(db_url, chorus_f
     await chorus.stop()
     await _wait_until(due + timedelta(seconds=1))
     await chorus.start()
-    dm = await _dm_text(host, chorus.user_id, lambda b: f"space golive {sid}" in b)
+    dm = await wait_for_dm(host, chorus.user_id, lambda b: f"space golive {sid}" in b)
     assert "It's time" in body(dm)
     assert "late: Chorus was not running at the planned time" in body(dm)
     await chorus.restart()
@@ -114,7 +100,7 @@ async def test_reminder_past_the_grace_is_dropped_with_a_note(chorus_factory, ma
     await chorus.stop()
     await _wait_until(due + timedelta(seconds=3))
     await chorus.start()
-    dm = await _dm_text(host, chorus.user_id, lambda b: "while Chorus was not running" in b)
+    dm = await wait_for_dm(host, chorus.user_id, lambda b: "while Chorus was not running" in b)
     assert f"space golive {sid}" in body(dm)
     assert chorus.store.load_space(sid).space.state is State.SCHEDULED
 
@@ -128,9 +114,9 @@ async def test_autostart_goes_live_and_notifies_opted_in_followers(chorus_factor
     assert "message you" in await ask(fan, room, "!notify on")
     sid = space_id_in(await ask(host, room, "!space schedule tomorrow 18:00 | Auto autostart=yes"))
     await chorus.bot.spaces.act(sid, host.user_id, rules.Reschedule(datetime.now(UTC) + timedelta(seconds=2)))
-    await _dm_text(host, chorus.user_id, lambda b: "started by itself" in b)
+    await wait_for_dm(host, chorus.user_id, lambda b: "started by itself" in b)
     assert chorus.store.load_space(sid).space.state is State.LIVE
-    dm = await _dm_text(fan, chorus.user_id, lambda b: "is live now" in b)
+    dm = await wait_for_dm(fan, chorus.user_id, lambda b: "is live now" in b)
     assert f"!space join {sid}" in body(dm)
     await quiet.expect_no_event(lambda r, e: "is live now" in e.source.get("content", {}).get("body", ""),
                                 within=2)
@@ -170,7 +156,7 @@ async def test_early_reminder_goes_out_before_the_start(chorus_factory, make_use
     # starting 62 s from now puts the early reminder 2 s from now
     await chorus.bot.spaces.act(sid, host.user_id, rules.Reschedule(datetime.now(UTC) + timedelta(seconds=62)))
     for user in (host, fan):
-        dm = await _dm_text(user, chorus.user_id, lambda b: "starts in about 1 minute " in b)
+        dm = await wait_for_dm(user, chorus.user_id, lambda b: "starts in about 1 minute " in b)
         assert "Early bird" in body(dm)
     assert "Cancelled" in await ask(host, room, f"!space cancel {sid}")
     assert chorus.bot.scheduler.job_ids("space-") == []

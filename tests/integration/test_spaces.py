@@ -6,7 +6,7 @@ from nio import RoomGetStateEventResponse
 
 from bot.bridge_api import InMemoryBridge
 from bot.core.model import Role, State
-from tests.integration.helpers import ask, body, room_with_bot, space_id_in, state_event
+from tests.integration.helpers import ask, body, room_with_bot, space_id_in, state_event, wait_for_dm, wait_until
 
 
 async def _follow(users, target: str, room: str) -> None:
@@ -74,6 +74,14 @@ async def test_request_approve_by_reaction_then_revoke(chorus_factory, make_user
     assert space.people[listener.user_id] is Role.LISTENER
     assert chorus.bridge.stages[sid].roles[listener.user_id] == "listener"
     assert not chorus.bridge.may_send_audio(sid, listener.user_id)
+
+    # a second request, denied with ❌: the hand is gone and the listener is told
+    await ask(listener, room, f"!space request {sid}")
+    again = await host.wait_for_message(space_room, lambda b: "asks to speak" in b, sender=chorus.user_id)
+    await host.react(space_room, again.event_id, "❌")
+    await wait_until(lambda: chorus.store.load_space(sid).space.requests == ())
+    assert chorus.store.load_space(sid).space.people[listener.user_id] is Role.LISTENER
+    await wait_for_dm(listener, chorus.user_id, lambda b: "was declined" in b)
 
 
 async def test_the_twelfth_speaker_is_refused(chorus_factory, make_user) -> None:
