@@ -8,8 +8,10 @@ import numpy as np
 from bridge.client import SpaceClient, load_audio
 
 from .conftest import SENTENCE_A, synthesise
-from .test_web_page import browser  # noqa: F401 - the Chromium fixture
-from .test_web_page import pytestmark  # noqa: F401 - skipped without chromium
+from .test_web_page import (
+    browser,  # noqa: F401 - the Chromium fixture
+    pytestmark,  # noqa: F401 - skipped without chromium
+)
 
 CAPTION_TEXT = ("[...document.querySelectorAll('#people li')]"
                 ".filter(li => li.textContent.startsWith('@py:x'))"
