@@ -99,7 +99,8 @@ def start_local_homeserver(settings: Settings):
     return hs, LocalAccounts(hs.base_url, bot_user.user_id, creds["password"], demo)
 
 
-async def make_bridge(settings: Settings, stack: AsyncExitStack) -> BridgeControl:
+async def make_bridge(settings: Settings, stack: AsyncExitStack,
+                      openid_homeservers: dict[str, str] | None = None) -> BridgeControl:
     """The bridge client: an embedded bridge in this process, or a remote one."""
     from bot.bridge_http import HttpBridge
 
@@ -119,7 +120,8 @@ async def make_bridge(settings: Settings, stack: AsyncExitStack) -> BridgeContro
                         opus_bitrate=b.opus_bitrate, clip_seconds=b.clip_seconds,
                         captions_engine=settings.captions.engine, captions_model_path=settings.captions.model_path,
                         captions_language=settings.captions.language,
-                        captions_by_default=settings.spaces.captions_by_default)
+                        captions_by_default=settings.spaces.captions_by_default,
+                        openid_homeservers=tuple((openid_homeservers or {}).items()))
     runner, port = await start_embedded(bs)
     stack.push_async_callback(runner.cleanup)
     control = f"http://{b.listen_host}:{port}"
@@ -143,7 +145,9 @@ async def serve(settings: Settings, *, print_=print, bridge: BridgeControl | Non
         else:
             settings.check_for_remote_homeserver()
         if bridge is None:
-            bridge = await make_bridge(settings, stack)
+            # the widget's OpenID tokens from the local Synapse are checked at its own address
+            local = {settings.local.server_name: hs_url} if hs_url else None
+            bridge = await make_bridge(settings, stack, local)
         bot = Chorus(bot_options(settings, hs_url, user_id, password), store, bridge, space_settings(settings),
                      schedule_settings(settings))
         stack.push_async_callback(bot.close)

@@ -20,9 +20,10 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import WSMsgType, web
 
-from . import fanout, tokens, voice
+from . import fanout, openid, tokens, voice
 from .captions import CaptionPool, CaptionsError
 from .events import EventBus
 from .ogg import OggOpusWriter
@@ -49,6 +50,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 SETTINGS: web.AppKey[BridgeSettings] = web.AppKey("settings", BridgeSettings)
 STAGES: web.AppKey[dict[str, Stage]] = web.AppKey("stages", dict)
+HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("http", aiohttp.ClientSession)
 EVENTS: web.AppKey[EventBus] = web.AppKey("events", EventBus)
 SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("control_sockets", set)
 BACKGROUND: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("background", set)
@@ -539,6 +541,7 @@ def create_app(settings: BridgeSettings) -> web.Application:
     app.router.add_put(f"{API}/spaces/{{space_id}}/roles", put_roles)
     app.router.add_post(f"{API}/spaces/{{space_id}}/clip", clip_space)
     app.router.add_post(f"{API}/spaces/{{space_id}}/play", play_voice)
+    app.router.add_post("/spaces/{space_id}/openid", openid_login)
     app.router.add_get("/spaces/{space_id}/ws", client_ws)
     app.router.add_get("/spaces/{space_id}/live.ogg", live_ogg)
     app.router.add_get("/spaces/{space_id}", space_page)
@@ -552,8 +555,46 @@ def create_app(settings: BridgeSettings) -> web.Application:
     app[CAPTIONS] = CaptionPool(settings.captions_engine, settings.captions_model_path,
                                 settings.captions_language, settings.captions_workers)
     app.on_startup.append(_start_captions)
+    app.cleanup_ctx.append(_http_session)
     app.on_cleanup.append(_stop_captions)
     return app
+
+
+async def _http_session(app: web.Application):
+    """One outgoing HTTP session (OpenID checks), closed at cleanup."""
+    async with aiohttp.ClientSession() as session:
+        app[HTTP] = session
+        yield
+
+
+async def openid_login(request: web.Request) -> web.Response:
+    """Element widget sign-in: an OpenID token from the widget API -> a bridge token."""
+    settings = request.app[SETTINGS]
+    stage = request.app[STAGES].get(request.match_info["space_id"])
+    if stage is None or not stage.open:
+        return web.json_response({"error": "no such live space"}, status=404)
+    try:
+        body = await request.json()
+    except ValueError:
+        return web.json_response({"error": "body must be JSON", "field": "body"}, status=400)
+    for field in ("access_token", "matrix_server_name"):
+        if not isinstance(body, dict) or not isinstance(body.get(field), str) or not body[field]:
+            return web.json_response({"error": f"{field} must be a non-empty string", "field": field},
+                                     status=400)
+    try:
+        user_id = await openid.verify(request.app[HTTP], body["access_token"], body["matrix_server_name"],
+                                      dict(settings.openid_homeservers))
+    except openid.OpenIdError as exc:
+        log.info("space %s: OpenID sign-in refused: %s", stage.space_id, exc)
+        return web.json_response({"error": f"could not verify your Matrix identity: {exc}"}, status=401)
+    role = stage.roles.get(user_id)
+    if role is None and not stage.public:
+        return web.json_response({"error": f"{user_id} is not in this space; ask the host to invite you"},
+                                 status=403)
+    role = role if role in tokens.VALID_ROLES else "listener"
+    token = tokens.mint(settings.shared_secret, stage.space_id, user_id, role, settings.token_ttl_seconds)
+    log.info("space %s: %s signed in through the Element widget as %s", stage.space_id, user_id, role)
+    return web.json_response({"token": token, "user_id": user_id, "role": role})
 
 
 async def start_embedded(settings: BridgeSettings) -> tuple[web.AppRunner, int]:

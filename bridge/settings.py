@@ -29,6 +29,9 @@ class BridgeSettings:
     #: "origin" (the normal bridge: control API, mixer; with redis_url it also publishes
     #: every stage's listener audio and events) or "edge" (listeners only, fed from
     #: Redis; see docs/scaling.md).
+    #: server name -> homeserver base URL for verifying widget OpenID tokens (else discovery);
+    #: set by the bot for its local Synapse, not read from config.toml
+    openid_homeservers: tuple[tuple[str, str], ...] = ()
     role: str = "origin"
     #: prefix of every Redis key and channel this bridge uses (origin and edges must agree).
     redis_prefix: str = "chorus:"
@@ -86,7 +89,7 @@ _TYPES = {f.name: f.type for f in fields(BridgeSettings)}
 def settings_from_mapping(section: dict[str, Any]) -> BridgeSettings:
     kwargs: dict[str, Any] = {}
     for key, value in section.items():
-        if key not in _TYPES:
+        if key not in _TYPES or key == "openid_homeservers":
             raise SettingsError(f"bridge.{key}: unknown setting")
         want = {"int": int, "bool": bool}.get(str(_TYPES[key]), str)
         if want is int and (not isinstance(value, int) or isinstance(value, bool)):

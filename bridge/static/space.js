@@ -4,7 +4,8 @@
 "use strict";
 
 const spaceId = decodeURIComponent(location.pathname.split("/")[2] || "");
-const token = new URLSearchParams(location.search).get("token");
+const query = new URLSearchParams(location.search);
+let token = query.get("token");
 const $ = (id) => document.getElementById(id);
 const state = {
   ws: null, me: null, role: "listener", maySpeak: false, roles: {}, levels: {},
@@ -18,7 +19,10 @@ const state = {
 };
 window.chorus = state; // for tests and debugging
 
-$("ogg").href = `/spaces/${encodeURIComponent(spaceId)}/live.ogg` + (token ? `?token=${token}` : "");
+function setOggLink() {
+  $("ogg").href = `/spaces/${encodeURIComponent(spaceId)}/live.ogg` + (token ? `?token=${token}` : "");
+}
+setOggLink();
 
 function status(text) { $("status").textContent = text; }
 
@@ -277,4 +281,64 @@ document.querySelectorAll("#react button").forEach((b) => {
   b.onclick = () => state.ws.send(JSON.stringify({ type: "reaction", key: b.dataset.key }));
 });
 
-connect();
+// ---- inside Element: the widget API gives an OpenID token, the bridge checks it --------
+// Matrix widget API over postMessage: answer the client's toWidget requests (capabilities
+// first), ask fromWidget "get_openid", then trade the credentials for a bridge token.
+function widgetSignIn() {
+  const widgetId = query.get("widgetId") || "";
+  const parentOrigin = query.get("parentUrl") ? new URL(query.get("parentUrl")).origin : "*";
+  let requestNo = 0;
+  const pending = {};
+  const post = (msg) => window.parent.postMessage(msg, parentOrigin);
+  const ask = (action, data) => new Promise((resolve) => {
+    const requestId = `chorus-${++requestNo}`;
+    pending[requestId] = resolve;
+    post({ api: "fromWidget", widgetId, requestId, action, data });
+  });
+  return new Promise((resolve, reject) => {
+    let asked = false;
+    const useCredentials = async (c) => {
+      if (!c || c.state !== "allowed") { reject(new Error("Element did not share your identity (OpenID was refused)")); return; }
+      const resp = await fetch(`/spaces/${encodeURIComponent(spaceId)}/openid`, {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ access_token: c.access_token, matrix_server_name: c.matrix_server_name }),
+      });
+      const body = await resp.json();
+      if (!resp.ok) { reject(new Error(body.error || `sign-in failed (${resp.status})`)); return; }
+      resolve(body.token);
+    };
+    const askOpenId = async () => {
+      if (asked) return;
+      asked = true;
+      const reply = await ask("get_openid", {});
+      if (reply && reply.state === "request") return;  // Element asks the user; openid_credentials follows
+      useCredentials(reply).catch(reject);
+    };
+    window.addEventListener("message", (ev) => {
+      const m = ev.data || {};
+      if (m.api === "fromWidget" && m.response !== undefined && pending[m.requestId]) {
+        pending[m.requestId](m.response); delete pending[m.requestId]; return;
+      }
+      if (m.api !== "toWidget") return;
+      if (m.action === "capabilities") {
+        post({ ...m, response: { capabilities: [] } });
+        askOpenId();
+      } else if (m.action === "openid_credentials") {
+        post({ ...m, response: {} });
+        useCredentials(m.data).catch(reject);
+      } else {
+        post({ ...m, response: {} });
+      }
+    });
+    // some hosts never send "capabilities" to a widget that asks for none
+    setTimeout(askOpenId, 1500);
+  });
+}
+
+if (query.get("widget") === "1" && !token && window.parent !== window) {
+  status("Signing in through Element…");
+  widgetSignIn().then((t) => { token = t; setOggLink(); connect(); })
+    .catch((err) => { status(`Could not sign you in: ${err.message}`); connect(); });
+} else {
+  connect();
+}
