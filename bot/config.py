@@ -502,8 +502,6 @@ class BridgeSettings(_Section):
         _url("redis", "rediss", "unix", what="a redis://, rediss:// or unix:// URL"),
         url=True,
     )
-    role: str = _setting("origin", _choice("origin", "edge"))
-    redis_prefix: str = _setting("chorus:", _string(nonempty=True))
     recordings_dir: str = _setting("var/recordings", _string(nonempty=True))
     # Tuning knobs that bridge/settings.py also reads from the same [bridge] section.
     listener_queue_frames: int = _setting(50, _int(2, 3000))
@@ -513,12 +511,6 @@ class BridgeSettings(_Section):
     clip_seconds: int = _setting(30, _int(1, 600))
 
     def _check_together(self) -> None:
-        if self.role == "edge" and not self.redis_url:
-            self._fail("redis_url", 'required when bridge.role = "edge" (the Redis the '
-                                    "origin bridge publishes to)")
-        if self.role == "edge" and self.mode == "embedded":
-            self._fail("role", '"edge" is for a listen-only `python -m bridge`; the bot\'s '
-                               'embedded bridge is always the origin (use mode = "remote")')
         if self.mode != "remote":
             return
         if not self.control_url:

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 from aiohttp import WSMsgType, web
 
-from . import fanout, openid, tokens, voice
+from . import openid, tokens, voice
 from .captions import CaptionPool, CaptionsError
 from .events import EventBus
 from .ogg import OggOpusWriter
@@ -138,11 +138,9 @@ async def open_space(request: web.Request) -> web.Response:
                       captions_pool=request.app[CAPTIONS])
         stages[space_id] = stage
         stage.start()
-        fanout.attach(request.app, stage)
         status = 201
     else:  # idempotent: same call again updates what it names
         stage.title, stage.public = title, public
-        stage.publish_state()
         stage.set_record(record)
         if captions != stage.captions:
             stage.set_captions(captions)
@@ -372,7 +370,7 @@ async def _wait_for_kick(sink: Sink, ws: web.WebSocketResponse, request: web.Req
 async def client_ws(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     space_id = _space_id(request)
-    stage = await fanout.find_space(request.app, request.app[STAGES], space_id)
+    stage = request.app[STAGES].get(space_id)
     if stage is None:
         return await _refuse_ws(request, CLOSE_NO_SPACE, f"no live space {space_id}")
     try:
@@ -426,10 +424,7 @@ async def client_ws(request: web.Request) -> web.StreamResponse:
 
 async def live_ogg(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
-    space_id = _space_id(request)
-    stage = await fanout.find_space(request.app, request.app[STAGES], space_id)
-    if stage is None:
-        raise _json_error(web.HTTPNotFound, f"no open stage for space {space_id}")
+    stage = _stage(request)
     try:
         _claims(request, stage)
     except tokens.TokenError as exc:
@@ -551,7 +546,6 @@ def create_app(settings: BridgeSettings) -> web.Application:
     if STATIC_DIR.is_dir():
         app.router.add_static("/static", STATIC_DIR)
     app.on_shutdown.append(_on_shutdown)
-    fanout.install(app, settings)  # Redis: publishing origin, or listen-only edge
     app[CAPTIONS] = CaptionPool(settings.captions_engine, settings.captions_model_path,
                                 settings.captions_language, settings.captions_workers)
     app.on_startup.append(_start_captions)

@@ -26,15 +26,9 @@ class BridgeSettings:
     recordings_dir: str = "var/recordings"
     control_url: str = ""
     redis_url: str = ""
-    #: "origin" (the normal bridge: control API, mixer; with redis_url it also publishes
-    #: every stage's listener audio and events) or "edge" (listeners only, fed from
-    #: Redis; see docs/scaling.md).
     #: server name -> homeserver base URL for verifying widget OpenID tokens (else discovery);
     #: set by the bot for its local Synapse, not read from config.toml
     openid_homeservers: tuple[tuple[str, str], ...] = ()
-    role: str = "origin"
-    #: prefix of every Redis key and channel this bridge uses (origin and edges must agree).
-    redis_prefix: str = "chorus:"
     #: per-listener send queue, in messages (20 ms frames); a listener further behind
     #: than this is disconnected.
     listener_queue_frames: int = 50
@@ -74,11 +68,6 @@ class BridgeSettings:
                                 f"faster-whisper, got {self.captions_engine!r}")
         if self.captions_engine == "vosk" and not self.captions_model_path:
             raise SettingsError('captions.model_path: required when captions.engine = "vosk"')
-        if self.role not in ("origin", "edge"):
-            raise SettingsError(f'bridge.role: must be "origin" or "edge", got {self.role!r}')
-        if self.role == "edge" and not self.redis_url:
-            raise SettingsError('bridge.redis_url: required when bridge.role = "edge" '
-                                "(the same Redis as the origin bridge)")
         if not 1 <= self.captions_workers <= 64:
             raise SettingsError("bridge.captions_workers: must be 1..64")
 

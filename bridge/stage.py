@@ -220,8 +220,6 @@ class Stage:
         self._participants_dirty = False
         #: called after each tick (tests, bench); must not block
         self.tick_hooks: list[Callable[[TickResult], None]] = []
-        #: Redis fan-out to edge bridges (bridge/fanout.py StageFanout), if configured
-        self.fanout: Any = None
         if captions:
             self.set_captions(True)
         if record:
@@ -259,8 +257,6 @@ class Stage:
             client.kick(code, reason)
         for listener in list(self.ogg_listeners):
             listener.kick(code, reason)
-        if self.fanout is not None:
-            self.fanout.closed(code, reason)
         if self.captioner is not None and self.recorder is None:
             self._spawn(self._finish_transcript())
         self.voice.clear()
@@ -320,12 +316,6 @@ class Stage:
             client.send_json({"type": "you", "role": self.role_of(client),
                               "may_speak": self.may_speak(client.user_id)})
         self._broadcast_participants()
-        self.publish_state()
-
-    def publish_state(self) -> None:
-        """Title, visibility, roles... changed: tell edge bridges (no-op without Redis)."""
-        if self.fanout is not None:
-            self.fanout.state()
 
     def role_of(self, client: Client) -> str:
         if client.user_id is None:
@@ -343,7 +333,6 @@ class Stage:
             self.captioner.enable() if on else self.captioner.disable()
         self.captions = on
         self._broadcast_json({"type": "captions", "enabled": on})
-        self.publish_state()
 
     def set_record(self, on: bool) -> None:
         if on and self.recorder is None:
@@ -353,7 +342,6 @@ class Stage:
             recorder, self.recorder = self.recorder, None
             recorder.close()
             self._spawn(self._finish_recording(recorder))
-        self.publish_state()
 
     async def _finish_recording(self, recorder: Recorder) -> None:
         ogg_path = recorder.wav_path.with_suffix(".ogg")
@@ -465,8 +453,6 @@ class Stage:
         text = json.dumps(obj, separators=(",", ":"))
         for client in list(self.clients.values()):
             client.send(text)
-        if self.fanout is not None:
-            self.fanout.event(text)
 
     # -- from clients ------------------------------------------------------------
 
@@ -577,8 +563,6 @@ class Stage:
         ts = seq * FRAME_SAMPLES
         packet = self.encoder.encode(result.mix)
         shared = wire.pack(seq, ts, packet)
-        if self.fanout is not None:  # never waits: a bounded backlog (bridge/fanout.py)
-            self.fanout.audio(shared)
         for client in list(self.clients.values()):
             if client.id in result.minus and client.encoder is not None:
                 own = client.encoder.encode(result.minus[client.id])

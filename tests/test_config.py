@@ -532,19 +532,6 @@ def test_remote_bridge_needs_secret() -> None:
     assert 'required when bridge.mode = "remote"' in str(err)
 
 
-def test_edge_bridge_role_rules() -> None:
-    remote = {"mode": "remote", "control_url": "http://bridge:8089", "shared_secret": SECRET}
-    err = error_for({"bridge": {**remote, "role": "edge"}})
-    assert err.key == "bridge.redis_url" and 'bridge.role = "edge"' in str(err)
-    err = error_for({"bridge": {"role": "edge", "redis_url": "redis://redis:6379"}})
-    assert err.key == "bridge.role" and "embedded" in str(err)
-    err = error_for({"bridge": {**remote, "role": "relay"}})
-    assert err.key == "bridge.role"
-    s = settings_from_dict({"bridge": {**remote, "role": "edge",
-                                       "redis_url": "redis://redis:6379"}})
-    assert s.bridge.role == "edge" and s.bridge.redis_prefix == "chorus:"
-
-
 @pytest.mark.parametrize("mode", ["embedded", "remote"])
 def test_short_secret(mode: str) -> None:
     data = {"mode": mode, "control_url": "http://bridge:8089", "shared_secret": "tooshort-hunter2"}
