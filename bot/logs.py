@@ -5,21 +5,22 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from pathlib import Path
+
+from bot.files import private_file
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         data = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
                 "logger": record.name, "msg": record.getMessage()}
-        if record.exc_info:
-            data["exc"] = self.formatException(record.exc_info)
+        if record.exc_info or record.exc_text:  # exc_text: set (redacted) by bot.redact
+            data["exc"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(data, ensure_ascii=False)
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text", file: str = "") -> None:
     if file:
-        Path(file).parent.mkdir(parents=True, exist_ok=True)
+        private_file(file)  # 0600 (a missing folder 0700): logs say who did what, where
         handler: logging.Handler = logging.FileHandler(file, encoding="utf-8")
     else:
         handler = logging.StreamHandler(sys.stderr)

@@ -66,6 +66,8 @@ class Scheduler:
     def __init__(self, engine: Engine, *, misfire_grace: timedelta, key: str | None = None) -> None:
         self.key = key or engine.url.render_as_string(hide_password=True)
         grace = max(1, int(misfire_grace.total_seconds()))
+        #: how late a job may still run (at least a second, as APScheduler is told)
+        self.misfire_grace = timedelta(seconds=grace)
         self._aps = AsyncIOScheduler(
             jobstores={"default": SQLAlchemyJobStore(engine=engine)},
             job_defaults={"misfire_grace_time": grace, "coalesce": True, "max_instances": 1},
@@ -124,6 +126,10 @@ class Scheduler:
 
     def job_ids(self, prefix: str = "") -> list[str]:
         return sorted(j.id for j in self._aps.get_jobs() if j.id.startswith(prefix))
+
+    def jobs(self, prefix: str = "") -> dict[str, datetime | None]:
+        """Stored jobs (id -> next run time; None while paused), once the scheduler runs."""
+        return {j.id: j.next_run_time for j in self._aps.get_jobs() if j.id.startswith(prefix)}
 
     # ------------------------------------------------------------------ firing
 

@@ -1,5 +1,6 @@
 """What scheduled jobs do: remind hosts and listeners of scheduled spaces, start spaces
-that asked to start by themselves, post announcements. And planning those jobs."""
+that asked to start by themselves, post announcements. And planning those jobs, and
+repairing them at start-up (:meth:`ScheduleService.repair`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,34 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from sqlmodel import col, select
+
 from bot.core import rules
+from bot.core.job_repair import (
+    ANNOUNCE,
+    CREATE,
+    REMOVE,
+    RETIRE,
+    SPACE_EARLY,
+    SPACE_KINDS,
+    SPACE_START,
+    ActiveAnnouncement,
+    Fix,
+    ScheduledSpace,
+    claim_key,
+    plan_repair,
+)
 from bot.core.model import State
-from bot.core.when import Recurrence, WhenError, describe_instant, parse_recurrence, parse_timezone
+from bot.core.when import (
+    Recurrence,
+    WhenError,
+    describe_instant,
+    parse_recurrence,
+    parse_timezone,
+    parse_when,
+)
+from bot.db import models as m
+from bot.db.engine import session_scope
 from bot.db.store import Store, as_utc
 from bot.matrix.client import MatrixError, MatrixIO
 from bot.matrix.messages import markdown_to_html
@@ -19,9 +45,11 @@ from bot.spaces import SpaceService
 
 log = logging.getLogger(__name__)
 
-SPACE_START = "space-start"
-SPACE_EARLY = "space-early"
-ANNOUNCE = "announce"
+__all__ = ["ANNOUNCE", "SPACE_EARLY", "SPACE_START", "ScheduleService", "ScheduleSettings"]
+
+#: a claimed firing this close to a wanted due time counts as that firing (a one-off
+#: announcement's time is worked out again from when it was made, to the millisecond)
+RAN_TOLERANCE = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
@@ -72,7 +100,7 @@ class ScheduleService:
 
     def _claim(self, f: Firing) -> bool:
         """True the first time this (job, due time) fires; never twice."""
-        if self.store.claim_event(f"job:{f.job_id}:{f.due.isoformat()}"):
+        if self.store.claim_event(claim_key(f.job_id, f.due)):
             return True
         log.warning("job %s due %s already ran; not running it again", f.job_id, f.due.isoformat())
         return False
@@ -180,3 +208,105 @@ class ScheduleService:
         self.store.update_announcement(ann.id, fired=ann.fired + 1,
                                        active=ann.recurring)
         log.info("announcement %s posted in %s%s", ann.id, ann.room_id, " (late)" if late else "")
+
+    # ------------------------------------------------------------------ start-up repair
+
+    def repair(self, now: datetime | None = None) -> list[Fix]:
+        """Give every scheduled space and active announcement its job(s), drop jobs for
+        ended spaces and inactive announcements; returns what was fixed. Call it once the
+        scheduler has started. A fix that fails is logged and the others still happen."""
+        now = now or datetime.now(UTC)
+        try:
+            spaces = {r.id: r for r in self.store.spaces_in_state(State.SCHEDULED) if r.scheduled_for is not None}
+            anns = {str(a.id): a for a in self.store.announcements()}
+            wanted_spaces = [ScheduledSpace(r.id, r.host_id, r.origin_room_id or r.room_id,
+                                            as_utc(r.scheduled_for)) for r in spaces.values()]
+            wanted_anns = [ActiveAnnouncement(a.id, a.owner_id, a.room_id, a.recurring,
+                                              None if a.recurring else self._one_off_due(a))
+                           for a in anns.values()]
+            jobs = {jid: t for jid, t in self.scheduler.jobs().items()
+                    if jid.partition(":")[0] in (*SPACE_KINDS, ANNOUNCE)}
+            minutes = self.settings.early_reminder_minutes
+            fixes = plan_repair(wanted_spaces, wanted_anns, jobs, now=now, grace=self.scheduler.misfire_grace,
+                                early=timedelta(minutes=minutes), ran=self._ran_before)
+        except Exception:  # noqa: BLE001 - the bot runs on; the jobs that are there still fire
+            log.exception("start-up repair of scheduled jobs could not run; missing jobs stay missing until "
+                          "the next start")
+            return []
+        done: list[Fix] = []
+        for fix in fixes:
+            try:
+                self._apply(fix, anns)
+                done.append(fix)
+                log.warning("start-up repair: %s: %s; %s", self._subject(fix, spaces, anns), fix.reason,
+                            self._outcome(fix))
+            except Exception:  # noqa: BLE001 - one bad row must not stop the others or the bot
+                log.exception("start-up repair: could not %s job %s (%s)", fix.action, fix.job_id, fix.reason)
+        if not fixes:
+            log.info("start-up repair: all %d scheduled spaces and %d announcements have their jobs",
+                     len(spaces), len(anns))
+        return done
+
+    def _one_off_due(self, ann) -> datetime | None:
+        """A one-off announcement's instant, read again from its text as of when it was made."""
+        try:
+            return parse_when(ann.schedule, as_utc(ann.created_at), parse_timezone(ann.timezone)).instant
+        except WhenError as exc:
+            log.error("start-up repair: announcement %s (owner %s, room %s): cannot work out its time "
+                      "again from %r: %s", ann.id, ann.owner_id, ann.room_id, ann.schedule, exc)
+            return None
+
+    def _ran_before(self, job: str, due: datetime) -> bool:
+        """Whether a firing of ``job`` due at about ``due`` was claimed (it ran, or was reported missed)."""
+        prefix = claim_key(job, due)[: -len(due.isoformat())]
+        with session_scope(self.store.engine) as s:
+            keys = s.exec(select(m.HandledEvent.event_id)
+                          .where(col(m.HandledEvent.event_id).startswith(prefix, autoescape=True))).all()
+        for key in keys:
+            try:
+                claimed = datetime.fromisoformat(key[len(prefix):])
+            except ValueError:
+                continue
+            if abs(as_utc(claimed) - due) <= RAN_TOLERANCE:
+                return True
+        return False
+
+    def _apply(self, fix: Fix, anns: dict) -> None:
+        if fix.action == REMOVE:
+            self.scheduler.drop(fix.kind, fix.ref)
+        elif fix.action == RETIRE:
+            self.store.update_announcement(int(fix.ref), active=False)
+        elif fix.kind == ANNOUNCE and fix.due is None:
+            self.plan_announcement(anns[fix.ref])
+        else:
+            self.scheduler.plan(fix.kind, fix.ref, fix.due)
+
+    def _outcome(self, fix: Fix) -> str:
+        if fix.action == REMOVE:
+            return "job removed"
+        if fix.action == RETIRE:
+            return "marked done"
+        nxt = self.scheduler.next_run(fix.kind, fix.ref)
+        verb = "recreated" if fix.action == CREATE else "re-planned"
+        return f"job {verb} for {nxt.isoformat() if nxt else 'no further run'}"
+
+    def _subject(self, fix: Fix, spaces: dict, anns: dict) -> str:
+        """'space X (host, room)' or 'announcement #N (owner, room)' for the log line."""
+        if fix.kind in SPACE_KINDS:
+            row = spaces.get(fix.ref)
+            if row is None:
+                rec = self.store.load_space(fix.ref)
+                row = rec.row if rec else None
+            if row is None:
+                return f"{fix.kind} job for space {fix.ref} (no such space)"
+            rooms = f"room {row.origin_room_id or row.room_id}"
+            if row.room_id and row.origin_room_id and row.room_id != row.origin_room_id:
+                rooms += f", space room {row.room_id}"
+            return f"{fix.kind} job for space {fix.ref} “{row.title}” ({row.state}; host {row.host_id}, {rooms})"
+        ann = anns.get(fix.ref)
+        if ann is None and fix.ref.isdigit() and len(fix.ref) < 19:
+            ann = self.store.announcement(int(fix.ref))
+        if ann is None:
+            return f"{fix.kind} job for announcement #{fix.ref} (no such announcement)"
+        state = "active" if ann.active else "inactive"
+        return f"{fix.kind} job for announcement #{ann.id} ({state}; owner {ann.owner_id}, room {ann.room_id})"

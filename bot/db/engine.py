@@ -13,18 +13,27 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
+from bot.files import private_file, tighten_file
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+#: files SQLite keeps next to a database
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for the configured URL; SQLite gets its folder, WAL and foreign keys."""
+    """An engine for the configured URL; SQLite gets its folder, WAL and foreign keys.
+
+    A SQLite database holds the bot's access token: its file is made 0600 (SQLite gives
+    its -wal and -shm files the same mode) and a folder created for it 0700."""
     parsed = make_url(url)
     kwargs: dict = {"pool_pre_ping": True}
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if parsed.database and parsed.database != ":memory:" and not parsed.query.get("uri"):
+            private_file(parsed.database)
+            for suffix in SQLITE_SIDE_FILES:
+                tighten_file(parsed.database + suffix)
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
