@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
 from bot.config import ConfigError, load_settings
+from bot.files import PRIVATE_UMASK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,13 +33,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from bot.logs import configure_logging
 
+    os.umask(PRIVATE_UMASK)  # the database, log, nio store and recordings are the bot's alone
     configure_logging(settings.logging.level, settings.logging.format, settings.logging.file)
     if args.cmd == "run":
+        from bot.bridge_http import BridgeAuthError
         from bot.runner import serve
 
         try:
             asyncio.run(serve(settings))
-        except ConfigError as exc:
+        except (ConfigError, BridgeAuthError) as exc:
             print(f"chorus: {exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:

@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 from nio import (
     AsyncClient,
     AsyncClientConfig,
@@ -35,9 +38,10 @@ from bot.commands.context import Ctx, Services
 from bot.commands.registry import Registry, UsageError, parse, split_args
 from bot.core import rules
 from bot.core.model import Role, State
-from bot.db.store import Store
+from bot.db.store import Store, database_unavailable
 from bot.matrix.client import DmRooms, MatrixError, MatrixIO
-from bot.matrix.messages import command_text, pills_in, server_of
+from bot.matrix.messages import clip, command_text, pills_in, server_of
+from bot.reactions import ReactionBatcher
 from bot.scheduler import Scheduler
 from bot.scheduling import ScheduleService, ScheduleSettings
 from bot.spaces import SpaceService, SpaceSettings
@@ -54,6 +58,26 @@ MAX_GAP_PAGES = 50
 HANDLED_EVENTS_KEPT = timedelta(days=30)
 #: the largest voice message the bot downloads to play into a space
 MAX_VOICE_BYTES = 20 * 1024 * 1024
+#: the longest command the bot reads, in characters (an announcement is at most 4,000; a
+#: followers import of a few hundred lines fits)
+MAX_COMMAND_CHARS = 16_384
+#: the longest reply the bot sends, in characters (an event may be at most 64 KiB)
+MAX_REPLY_CHARS = 8_000
+#: events of one sender waiting or running at once; more are skipped (a flood)
+MAX_PENDING_PER_SENDER = 1000
+#: the longest wait between two tries while the database is unreachable
+MAX_DB_RETRY_SECONDS = 30.0
+#: matrix-nio retries a request that timed out or lost its connection this many times, then
+#: raises; each try lasts at most REQUEST_TIMEOUT_SECONDS (a long-poll sync gets its own)
+MATRIX_RETRIES = 2
+REQUEST_TIMEOUT_SECONDS = 30.0
+#: errors that mean the homeserver did not answer (matrix-nio raises them once its retries are spent)
+NETWORK_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
+DB_WAIT_NOTICE = ("⏳ Chorus's database is unreachable right now. I will run this command as soon as it is "
+                  "back; no need to send it again.")
+DB_DOWN_REPLY = "Chorus's database is unavailable right now, so that did not complete. Try again in a minute."
+CRASH_REPLY = ("⚠ I was restarted while handling this command, so it may not have completed. Check (for "
+               "example with !spaces or !space info) and send it again if needed.")
 
 
 @dataclass
@@ -73,6 +97,10 @@ class BotOptions:
     #: post final captions to the space's room as a live transcript
     captions_to_room: bool = False
     transcript_interval_seconds: float = 10.0
+    #: reactions are posted to a space's room at most once per this many seconds
+    reaction_interval_seconds: float = 10.0
+    #: a command (and everything it asks of Matrix and the bridge) is stopped after this long
+    command_deadline_seconds: float = 60.0
 
 
 class Chorus:
@@ -84,8 +112,11 @@ class Chorus:
         self.bridge = bridge
         if options.encryption:
             Path(options.store_path).mkdir(parents=True, exist_ok=True)
+        # every request bounded: a few tries, each with a time limit, then an exception the
+        # caller handles (never matrix-nio's default of retrying forever)
         config = AsyncClientConfig(store_sync_tokens=False, encryption_enabled=options.encryption,
-                                   max_timeouts=None)
+                                   max_timeouts=MATRIX_RETRIES, max_timeout_retry_wait_time=5,
+                                   request_timeout=REQUEST_TIMEOUT_SECONDS, max_limit_exceeded=5)
         self.client = AsyncClient(options.homeserver, options.user_id, device_id=options.device_id or None,
                                   store_path=options.store_path if options.encryption else "", config=config)
         self.matrix = MatrixIO(self.client, DmRooms(store.dm_room, self._remember_dm))
@@ -97,8 +128,21 @@ class Chorus:
         self.services = Services(store, self.matrix, self.spaces, registry, options.prefix,
                                  server_of(options.user_id), scheduler=self.schedule)
         self.transcript = TranscriptBatcher(self._post_transcript, options.transcript_interval_seconds)
+        self.reactions = ReactionBatcher(self.spaces.post_reactions, options.reaction_interval_seconds)
+        self.spaces.reactions = self.reactions
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
+        #: commands told "the database is unreachable, I'll run it later" (told once each)
+        self._told_waiting: set[str] = set()
+        #: commands answered while the database was down, to be marked done when it is back
+        self._finish_later: set[str] = set()
+        self.db_down_since: float | None = None
+        #: when the bot joined each room (a cache of the database's room_joins; read every sync)
+        self._join_ts: dict[str, int] = {}
+        #: per sender: the last task of their lane, and how many of their events wait or run
+        self._lanes: dict[str, asyncio.Task] = {}
+        self._pending: dict[str, int] = {}
+        self._lane_tasks: set[asyncio.Task] = set()
 
     def _remember_dm(self, user_id: str, room_id: str) -> None:
         self.store.record_join(room_id, 0, dm_user_id=user_id)
@@ -138,7 +182,10 @@ class Chorus:
         if pruned:
             log.info("forgot %d handled event ids older than %s", pruned, HANDLED_EVENTS_KEPT)
         self.scheduler.start()
+        self.schedule.repair()
         self.transcript.start()
+        self.reactions.start()
+        await self._answer_cut_off_commands()
         token = self.store.get_state(TOKEN_KEY)
         if token is None:
             await self._first_sync()
@@ -156,25 +203,123 @@ class Chorus:
                 sync_task.cancel()
                 break
             stop_task.cancel()
-            resp = sync_task.result()
+            try:
+                resp = sync_task.result()
+            except NETWORK_ERRORS as exc:  # matrix-nio gave up after its retries
+                resp = exc
             if not isinstance(resp, SyncResponse):
-                log.warning("sync failed: %s; retrying in %.0f s", getattr(resp, "message", resp), backoff)
-                try:
-                    await asyncio.wait_for(self._stopping.wait(), backoff)
-                except TimeoutError:
-                    pass
+                log.warning("sync failed: %s; retrying in %.0f s", getattr(resp, "message", None) or
+                            type(resp).__name__, backoff)
+                await self._pause(backoff)
                 backoff = min(backoff * 2, 60)
                 continue
             backoff = 1.0
-            await self.handle_sync(resp, since)
-            self.store.set_state(TOKEN_KEY, resp.next_batch)
+            await self._handle_batch(resp, since)
             await self._crypto_housekeeping()
+
+    async def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` or until :meth:`stop`; True if stopping."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            pass
+        return self._stopping.is_set()
+
+    async def _handle_batch(self, resp: SyncResponse, since: str | None) -> None:
+        """Handle one sync batch, then save its token. While the database is unreachable the
+        same batch is handled again with backoff: events already claimed are skipped, so each
+        is acted on once, and the token moves on only when the whole batch is done."""
+        delay = 1.0
+        peek = resp.next_batch
+        while True:
+            try:
+                await self.handle_sync(resp, since)
+                self.store.set_state(TOKEN_KEY, resp.next_batch)
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    raise
+                if self.db_down_since is None:
+                    self.db_down_since = time.monotonic()
+                log.warning("database unreachable (%s); this sync batch is handled again in %.0f s",
+                            _brief(exc), delay)
+                peek = await self._peek_for_commands(peek, delay)
+                self.client.next_batch = resp.next_batch  # peeked events come again in the next sync
+                if self._stopping.is_set():
+                    return
+                delay = min(delay * 2, MAX_DB_RETRY_SECONDS)
+                continue
+            if self.db_down_since is not None:
+                log.info("database reachable again after %.0f s; carried on where it stopped",
+                         time.monotonic() - self.db_down_since)
+                self.db_down_since = None
+            self._finish_pending()
+            return
+
+    async def _peek_for_commands(self, since: str, seconds: float) -> str:
+        """While the database is down: wait up to ``seconds`` for new events (a sync that saves
+        nothing and claims nothing) and tell the sender of each new command that it will run
+        when the database is back. Returns the token to peek from next time."""
+        sync = asyncio.ensure_future(self.client.sync(timeout=int(seconds * 1000), since=since,
+                                                      sync_filter=SYNC_FILTER))
+        stop = asyncio.ensure_future(self._stopping.wait())
+        done, _ = await asyncio.wait({sync, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if sync not in done:
+            sync.cancel()
+            await asyncio.gather(sync, return_exceptions=True)
+            return since
+        try:
+            resp = sync.result()
+        except NETWORK_ERRORS:
+            return since
+        if not isinstance(resp, SyncResponse):
+            await self._pause(seconds)
+            return since
+        for room_id, info in resp.rooms.join.items():
+            join_ts = self._join_ts.get(room_id)
+            for event in info.timeline.events:
+                if (not isinstance(event, RoomMessageText) or event.sender == self.client.user_id
+                        or join_ts is None or event.server_timestamp < join_ts
+                        or event.event_id in self._told_waiting
+                        or not command_text(event.source.get("content", {})).startswith(self.options.prefix)):
+                    continue
+                self._told_waiting.add(event.event_id)
+                log.warning("room %s: command %s from %s waits for the database", room_id, event.event_id,
+                            event.sender)
+                try:
+                    await self.matrix.reply(room_id, event.event_id, DB_WAIT_NOTICE)
+                except (MatrixError, *NETWORK_ERRORS) as exc:
+                    log.error("room %s: could not tell %s to wait: %s", room_id, event.sender, _brief(exc))
+        return resp.next_batch
+
+    def _finish_pending(self) -> None:
+        for event_id in list(self._finish_later):
+            try:
+                self.store.finish_event(event_id)
+            except Exception as exc:  # noqa: BLE001 - tried again after the next batch
+                log.warning("could not mark command %s done yet: %s", event_id, _brief(exc))
+                return
+            self._finish_later.discard(event_id)
+        self._told_waiting.clear()
+
+    async def _answer_cut_off_commands(self) -> None:
+        """Commands a crash cut off (claimed, never finished) are answered as failed."""
+        for event_id, room_id in self.store.unfinished_commands():
+            if room_id:
+                log.warning("room %s: command %s was cut off by a restart; telling its sender", room_id, event_id)
+                try:
+                    await self.matrix.reply(room_id, event_id, CRASH_REPLY)
+                except (MatrixError, *NETWORK_ERRORS) as exc:
+                    log.error("room %s: could not answer cut-off command %s: %s", room_id, event_id, exc)
+            self.store.finish_event(event_id)
 
     def stop(self) -> None:
         self._stopping.set()
 
     async def close(self) -> None:
+        await self._drain_lanes(timeout=10.0)
         await self.transcript.close()
+        await self.reactions.close()
         self.scheduler.shutdown()
         await self.spaces.close()
         await self.bridge.close()
@@ -211,10 +356,24 @@ class Chorus:
     # ------------------------------------------------------------------ routing
 
     async def handle_sync(self, resp: SyncResponse, since: str | None = None) -> None:
+        """Claim the events of a sync batch and hand each to its sender's lane.
+
+        Claiming happens here, in order, so the batch's token is saved only once every event
+        in it is claimed (a command claimed but not finished when the bot dies is answered as
+        failed at the next start). The work runs in lanes: one sender's events in order,
+        different senders side by side, so one person's slow command never holds up another's.
+        Raises when the database is unreachable (the caller handles the batch again)."""
         for room_id, info in resp.rooms.invite.items():
-            await self.on_invite(room_id, info.invite_state)
+            try:
+                await self.on_invite(room_id, info.invite_state)
+            except NETWORK_ERRORS as exc:
+                log.error("room %s: could not answer an invite: %s", room_id, _brief(exc))
         for room_id, info in resp.rooms.join.items():
-            join_ts = self.store.join_ts(room_id)
+            join_ts = self._join_ts.get(room_id)
+            if join_ts is None:
+                join_ts = self.store.join_ts(room_id)
+                if join_ts is not None:
+                    self._join_ts[room_id] = join_ts
             events = info.timeline.events
             if info.timeline.limited and since:
                 events = await self._fill_gap(room_id, info.timeline.prev_batch, since) + events
@@ -231,19 +390,106 @@ class Chorus:
             for event in events:
                 if event.sender == self.client.user_id or event.server_timestamp < join_ts:
                     continue
-                try:
-                    await self.route(room_id, event)
-                except Exception:  # noqa: BLE001 - one bad event must not stop the bot
-                    log.exception("room %s: failed to handle event %s from %s", room_id,
-                                  event.event_id, event.sender)
+                if self._pending.get(event.sender, 0) >= MAX_PENDING_PER_SENDER:
+                    log.warning("room %s: %s has %d events waiting; event %s is skipped", room_id, event.sender,
+                                MAX_PENDING_PER_SENDER, event.event_id)
+                    continue
+                work = await self._claim(room_id, event)
+                if work is not None:
+                    self._enqueue(event.sender, work)
+
+    async def _claim(self, room_id: str, event) -> Coroutine[Any, Any, None] | None:
+        """Claim ``event`` if the bot acts on it; the work to do, or None."""
+        deadline = self.options.command_deadline_seconds
+        if isinstance(event, RoomMessageText):
+            text = command_text(event.source.get("content", {}))
+            if text.startswith(self.options.prefix) and await self._claim_command(room_id, event):
+                return self._command(room_id, event, text[len(self.options.prefix):])
+        elif isinstance(event, ReactionEvent):
+            if self.store.claim_event(event.event_id):
+                return self._bounded(self.on_reaction(room_id, event), deadline, room_id, event)
+        elif isinstance(event, RoomMemberEvent):
+            if self.store.space_by_room(room_id) and self.store.claim_event(event.event_id):
+                return self._bounded(self.on_member(room_id, event), deadline, room_id, event)
+        elif isinstance(event, RoomMessageAudio):
+            if self.store.space_by_room(room_id) and self.store.claim_event(event.event_id):
+                # downloading and decoding a voice message takes longer than a command
+                return self._bounded(self.on_voice_message(room_id, event), max(deadline, 180.0), room_id, event)
+        return None
+
+    async def route(self, room_id: str, event) -> None:
+        """Claim and act on one event now (without a lane)."""
+        work = await self._claim(room_id, event)
+        if work is not None:
+            await work
+
+    # ------------------------------------------------------------------ lanes
+
+    def _enqueue(self, sender: str, work: Coroutine[Any, Any, None]) -> None:
+        self._pending[sender] = self._pending.get(sender, 0) + 1
+        task = asyncio.create_task(self._lane_step(self._lanes.get(sender), work, sender), name=f"lane {sender}")
+        self._lanes[sender] = task
+        self._lane_tasks.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            self._lane_tasks.discard(t)
+            if self._lanes.get(sender) is t:
+                del self._lanes[sender]
+
+        task.add_done_callback(done)
+
+    async def _lane_step(self, previous: asyncio.Task | None, work: Coroutine[Any, Any, None], sender: str) -> None:
+        started = False
+        try:
+            if previous is not None:
+                await asyncio.wait({previous})  # its own errors were handled (and logged) in it
+            started = True
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - one bad event must not stop the lane
+            log.exception("an event from %s failed", sender)
+        finally:
+            if not started:
+                work.close()
+            left = self._pending.get(sender, 1) - 1
+            if left > 0:
+                self._pending[sender] = left
+            else:
+                self._pending.pop(sender, None)
+
+    async def _drain_lanes(self, timeout: float) -> None:
+        """Let running work finish (up to ``timeout``), then cut off the rest: commands cut
+        off stay unfinished and are answered as failed at the next start."""
+        tasks = set(self._lane_tasks)
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=timeout)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+
+    async def _command(self, room_id: str, event: RoomMessageText, text: str) -> None:
+        try:
+            await self.on_command(room_id, event, text)
+        except asyncio.CancelledError:
+            raise  # cut off (shutdown): stays unfinished, answered as failed at the next start
+        except BaseException:
+            self._finish(event.event_id)
+            raise
+        self._finish(event.event_id)
 
     async def _fill_gap(self, room_id: str, prev_batch: str, since: str) -> list:
         """The events a limited sync left out, oldest first (from /messages, back to ``since``)."""
         gathered: list = []
         token = prev_batch
         for _ in range(MAX_GAP_PAGES):
-            resp = await self.client.room_messages(room_id, start=token, end=since,
-                                                   direction=MessageDirection.back, limit=100)
+            try:
+                resp = await self.client.room_messages(room_id, start=token, end=since,
+                                                       direction=MessageDirection.back, limit=100)
+            except NETWORK_ERRORS as exc:
+                log.error("room %s: could not fetch the events a sync left out: %s", room_id, _brief(exc))
+                break
             if isinstance(resp, ErrorResponse):
                 log.error("room %s: could not fetch the events a sync left out: %s", room_id, resp.message)
                 break
@@ -259,20 +505,39 @@ class Chorus:
         gathered.reverse()
         return gathered
 
-    async def route(self, room_id: str, event) -> None:
-        if isinstance(event, RoomMessageText):
-            text = command_text(event.source.get("content", {}))
-            if text.startswith(self.options.prefix) and self.store.claim_event(event.event_id):
-                await self.on_command(room_id, event, text[len(self.options.prefix):])
-        elif isinstance(event, ReactionEvent):
-            if self.store.claim_event(event.event_id):
-                await self.on_reaction(room_id, event)
-        elif isinstance(event, RoomMemberEvent):
-            if self.store.space_by_room(room_id) and self.store.claim_event(event.event_id):
-                await self.on_member(room_id, event)
-        elif isinstance(event, RoomMessageAudio):
-            if self.store.space_by_room(room_id) and self.store.claim_event(event.event_id):
-                await self.on_voice_message(room_id, event)
+    async def _bounded(self, work: Awaitable[None], deadline: float, room_id: str, event) -> None:
+        try:
+            await asyncio.wait_for(work, deadline)
+        except TimeoutError:
+            log.warning("room %s: %s from %s stopped after %.0f s (event %s)", room_id, type(event).__name__,
+                        event.sender, deadline, event.event_id)
+        except NETWORK_ERRORS as exc:
+            log.warning("room %s: %s from %s not carried out, the homeserver did not answer: %s", room_id,
+                        type(event).__name__, event.sender, _brief(exc))
+
+    async def _claim_command(self, room_id: str, event) -> bool:
+        """Claim a command (unfinished until answered). If the database is unreachable, say
+        once that it will run when the database is back, and raise."""
+        try:
+            return self.store.claim_event(event.event_id, room_id)
+        except Exception as exc:
+            if database_unavailable(exc) and event.event_id not in self._told_waiting:
+                self._told_waiting.add(event.event_id)
+                log.warning("room %s: command %s from %s waits for the database", room_id, event.event_id,
+                            event.sender)
+                try:
+                    await self.matrix.reply(room_id, event.event_id, DB_WAIT_NOTICE)
+                except (MatrixError, *NETWORK_ERRORS) as err:
+                    log.error("room %s: could not tell %s to wait: %s", room_id, event.sender, err)
+            raise
+
+    def _finish(self, event_id: str) -> None:
+        try:
+            self.store.finish_event(event_id)
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            self._finish_later.add(event_id)
 
     async def on_invite(self, room_id: str, invite_state) -> None:
         inviter = None
@@ -294,30 +559,57 @@ class Chorus:
 
     async def on_command(self, room_id: str, event: RoomMessageText, text: str) -> None:
         content = event.source.get("content", {})
+        ctx = Ctx(self.services, event.sender, room_id, event.event_id, content)
+        if len(text) > MAX_COMMAND_CHARS:
+            log.info("room %s: ignored a %d-character command from %s", room_id, len(text), event.sender)
+            await self._safe_reply(ctx, f"That is too long for a command ({len(text)} characters; at most "
+                                   f"{MAX_COMMAND_CHARS}). Type {self.options.prefix}help to see the commands.")
+            return
         for user_id, label in pills_in(content.get("formatted_body")):
             if label and label in text:
                 text = text.replace(label, user_id, 1)
         tokens = split_args(text)
         if not tokens:
             return
-        ctx = Ctx(self.services, event.sender, room_id, event.event_id, content)
         registry = self.services.registry
+        name = clip(" ".join(tokens[:2]), 40)
+        deadline = self.options.command_deadline_seconds
         try:
             spec, rest = registry.find(tokens)
             values = parse(spec, rest, self.options.prefix)
-            log.info("room %s: %s runs %s", room_id, event.sender, spec.name)
-            await spec.handler(ctx, **values)
+            name = spec.name
+            log.info("room %s: %s runs %s", room_id, event.sender, name)
+            await asyncio.wait_for(spec.handler(ctx, **values), deadline)
         except (UsageError, rules.Refused) as exc:
             await self._safe_reply(ctx, str(exc))
         except MatrixError as exc:
-            log.error("room %s: command from %s failed on Matrix: %s", room_id, event.sender, exc)
+            log.error("room %s: command %s from %s failed on Matrix: %s", room_id, name, event.sender, exc)
             await self._safe_reply(ctx, f"Something went wrong talking to the homeserver: {exc}")
+        except TimeoutError:
+            log.warning("room %s: command %s from %s stopped at its deadline of %.0f s", room_id, name,
+                        event.sender, deadline)
+            await self._safe_reply(ctx, f"That took longer than {deadline:.0f} seconds and was stopped: the "
+                                   "homeserver or the audio bridge did not answer in time. Part of it may have "
+                                   "happened; check, then try again.")
+        except NETWORK_ERRORS as exc:
+            log.error("room %s: command %s from %s: the homeserver did not answer: %s", room_id, name,
+                      event.sender, _brief(exc))
+            await self._safe_reply(ctx, "The homeserver did not answer in time, so that did not complete. "
+                                   "Try again in a minute.")
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            log.error("room %s: command %s from %s: database unreachable: %s", room_id, name, event.sender,
+                      _brief(exc))
+            await self._safe_reply(ctx, DB_DOWN_REPLY)
 
     async def _safe_reply(self, ctx: Ctx, text: str) -> None:
+        if len(text) > MAX_REPLY_CHARS:
+            text = text[: MAX_REPLY_CHARS - 1] + "…"
         try:
             await ctx.reply(text)
-        except MatrixError as exc:
-            log.error("room %s: could not reply to %s: %s", ctx.room_id, ctx.sender, exc)
+        except (MatrixError, *NETWORK_ERRORS) as exc:
+            log.error("room %s: could not reply to %s: %s", ctx.room_id, ctx.sender, _brief(exc))
 
     # ------------------------------------------------------------------ reactions
 
@@ -457,3 +749,10 @@ class Chorus:
         except MatrixError as exc:
             log.error("space %s: bridge event %s could not be carried out on Matrix: %s", space_id, kind, exc)
 
+
+
+def _brief(exc: BaseException) -> str:
+    """An exception in a few words for a log line: its type and first line, never a repr
+    that could carry a request's headers."""
+    text = str(exc).split("\n", 1)[0]
+    return f"{type(exc).__name__}: {clip(text, 200)}" if text else type(exc).__name__

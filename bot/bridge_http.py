@@ -28,6 +28,26 @@ _STATS_FIELDS = ("listeners", "peak_listeners", "speakers_connected", "recording
                  "captions")
 
 
+class BridgeAuthError(BridgeError):
+    """The bridge refused the bot's shared secret: the two are configured differently."""
+
+
+def _secret_refused(control_url: str) -> str:
+    return (f"the bridge at {control_url} refused the bot's shared secret: set the same "
+            "bridge.shared_secret in the bot's and the bridge's config")
+
+
+def describe(exc: BaseException) -> str:
+    """A client error in a few words, for logs and messages. Never ``repr(exc)``: aiohttp's
+    errors carry the request's headers, and so the Authorization header with the secret."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"{type(exc).__name__}: HTTP {exc.status} {exc.message}".strip()
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {exc.host}:{exc.port} ({exc.os_error.strerror or exc.os_error})"
+    text = str(exc).split("\n", 1)[0][:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _stats(space_id: str, data: dict[str, Any]) -> StageStats:
     return StageStats(space_id, bool(data.get("open", False)),
                       **{k: data[k] for k in _STATS_FIELDS if k in data})
@@ -54,9 +74,20 @@ class HttpBridge:
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
+        """Open the session, check that the bridge takes our secret, start the events link.
+
+        A bridge that refuses the secret stops start-up (BridgeAuthError, one clear line); a
+        bridge that cannot be reached yet is only logged: the events link keeps trying."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 headers={"Authorization": f"Bearer {self._secret}"}, timeout=self._timeout)
+        try:
+            await self._request("GET", f"{self.control_url}{API}/spaces")
+        except BridgeAuthError:
+            await self.close()
+            raise
+        except BridgeError as exc:
+            log.warning("%s; carrying on, the bot retries the bridge in the background", exc)
         if self._events_task is None:
             self._events_task = asyncio.create_task(self._events_loop(),
                                                     name="bridge-events")
@@ -86,6 +117,8 @@ class HttpBridge:
                 text = await resp.text()
                 if resp.status == 404 and allow_404:
                     return None
+                if resp.status == 401:
+                    raise BridgeAuthError(_secret_refused(self.control_url))
                 if resp.status >= 400:
                     try:
                         reason = json.loads(text).get("error", text)
@@ -94,7 +127,7 @@ class HttpBridge:
                     raise BridgeError(f"bridge refused {method} {url}: {resp.status} {reason}", str(reason))
                 return json.loads(text) if text else {}
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise BridgeError(f"bridge unreachable at {self.control_url}: {exc!r}") from exc
+            raise BridgeError(f"bridge unreachable at {self.control_url}: {describe(exc)}") from None
 
     async def open_stage(self, space_id: str, title: str, *, public: bool,
                          record: bool = False, captions: bool = False) -> None:
@@ -156,7 +189,7 @@ class HttpBridge:
                                       str(reason))
                 return float(json.loads(text)["duration_seconds"])
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise BridgeError(f"bridge unreachable at {self.control_url}: {exc!r}") from exc
+            raise BridgeError(f"bridge unreachable at {self.control_url}: {describe(exc)}") from None
 
     # -- local -------------------------------------------------------------------
 
@@ -174,6 +207,7 @@ class HttpBridge:
 
     async def _events_loop(self) -> None:
         backoff = 0.5
+        refused_logged = False
         while True:
             try:
                 assert self._session is not None
@@ -194,9 +228,18 @@ class HttpBridge:
                         await self._dispatch(event)
             except asyncio.CancelledError:
                 raise
+            except aiohttp.WSServerHandshakeError as exc:
+                if exc.status == 401:
+                    if not refused_logged:  # once, not every few seconds
+                        log.error("%s", _secret_refused(self.control_url))
+                        refused_logged = True
+                    backoff = self._max_backoff
+                else:
+                    log.warning("bridge events connection refused: %s; retrying in %.1fs",
+                                describe(exc), backoff)
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                log.warning("bridge events connection failed: %r; retrying in %.1fs",
-                            exc, backoff)
+                log.warning("bridge events connection failed: %s; retrying in %.1fs",
+                            describe(exc), backoff)
             finally:
                 self.connected.clear()
             await asyncio.sleep(backoff * (0.8 + 0.4 * random.random()))

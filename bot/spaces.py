@@ -21,6 +21,7 @@ from bot.core import rules
 from bot.core.model import Limits, Role, Space, State, Visibility
 from bot.db.store import Store, as_utc, new_space_id
 from bot.matrix.client import MatrixError, MatrixIO
+from bot.reactions import ReactionBatcher
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class SpaceService:
     settings: SpaceSettings
     #: called with (space_id) when reminders must be (re)planned or dropped; set by the scheduler
     on_schedule: Callable[[str, bool], Awaitable[None]] | None = None
+    #: counts reactions and posts them to the room in batches (bot/reactions.py); None posts each one
+    reactions: ReactionBatcher | None = None
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _background: set[asyncio.Task] = field(default_factory=set)
 
@@ -107,7 +110,8 @@ class SpaceService:
                 extra["ended_at"] = datetime.now(UTC)
             if isinstance(command, rules.GoLive):
                 extra["started_at"] = datetime.now(UTC)
-            self.store.save_space(outcome.space, **extra)
+            if outcome.space is not record.space or extra:  # a reaction changes nothing to save
+                self.store.save_space(outcome.space, **extra)
             await self.run_effects(outcome.space, effects)
             return outcome
 
@@ -297,15 +301,27 @@ class SpaceService:
             await self.matrix.kick(room_id, e.user_id, e.reason)
 
     async def _do_ReactionAdded(self, space: Space, e: fx.ReactionAdded) -> None:
+        if self.reactions is not None:
+            if self.reactions.add(space.id, e.user_id, e.key):
+                self.store.add_reaction(space.id, e.user_id, e.key)
+            return
         self.store.add_reaction(space.id, e.user_id, e.key)
         room_id = self._room(space.id)
         if room_id:
             await self.matrix.notice(room_id, f"{e.key} from {e.user_id}")
 
+    async def post_reactions(self, space_id: str, text: str) -> None:
+        """One batch of reactions (from the batcher) into the space's room."""
+        room_id = self._room(space_id)
+        if room_id:
+            await self.matrix.notice(room_id, text)
+
     async def _do_StageOptions(self, space: Space, e: fx.StageOptions) -> None:
         await self.bridge.set_options(space.id, record=e.recording, captions=e.captions)
 
     async def _do_CloseSpace(self, space: Space, e: fx.CloseSpace) -> None:
+        if self.reactions is not None:  # the last reactions go in before the summary
+            await self.reactions.flush(space.id)
         rec = self.store.load_space(space.id)
         stats = await self.bridge.close_stage(space.id)
         peak = max(rec.row.peak_listeners, stats.peak_listeners)

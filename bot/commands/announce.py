@@ -4,7 +4,6 @@ schedule into rooms — event reminders, rules of the week, "space tonight at 8"
 from __future__ import annotations
 
 import html
-import re
 from datetime import UTC, datetime
 
 from bot.core.when import (
@@ -17,6 +16,7 @@ from bot.core.when import (
     zone_name,
 )
 from bot.matrix.client import MatrixError
+from bot.matrix.messages import clip, is_room_alias, is_room_id
 
 from .context import Ctx
 from .registry import UsageError, integer, registry, text
@@ -24,7 +24,22 @@ from .registry import UsageError, integer, registry, text
 ANN = "Announcements"
 USAGE = ("!announce <room> at <when> | <text>  or  !announce <room> every <schedule> | <text> "
          "(e.g. every day 09:00, every monday 18:00, every 2 hours, or a cron line)")
-_SPEC = re.compile(r"^(?P<room>\S+)\s+(?P<mode>at|every|cron)\s+(?P<when>[^|]+?)\s*\|\s*(?P<text>.+)$", re.S | re.I)
+MAX_ANNOUNCEMENT = 4000
+
+
+def parse_spec(spec: str) -> dict[str, str] | None:
+    """``<room> at|every|cron <when> | <text>`` split into its parts, or None.
+
+    A tokenizer, not a regex: one split on the first ``|`` and one on white space, so the
+    work is linear in the length of what was typed, whatever it holds."""
+    head, bar, message = spec.partition("|")
+    words = head.split(None, 2)
+    if not bar or len(words) < 3 or words[1].lower() not in ("at", "every", "cron"):
+        return None
+    when, message = words[2].strip(), message.strip()
+    if not when or not message:
+        return None
+    return {"room": words[0], "mode": words[1], "when": when, "text": message}
 
 
 def _svc(ctx: Ctx):
@@ -49,9 +64,14 @@ async def _may_announce(ctx: Ctx, room_id: str) -> None:
 async def announce(ctx: Ctx, **kw) -> None:
     raw = ctx.content.get("body", "").strip()
     spec = raw.split(None, 1)[1] if len(raw.split(None, 1)) > 1 else ""
-    m = _SPEC.match(spec)
+    m = parse_spec(spec)
     if not m:
         raise UsageError(f"Usage: {USAGE}")
+    if len(m["text"]) > MAX_ANNOUNCEMENT:
+        raise UsageError(f"Keep an announcement under {MAX_ANNOUNCEMENT} characters.")
+    if not (is_room_alias(m["room"]) or is_room_id(m["room"])):
+        raise UsageError(f"“{clip(m['room'])}” is not a room: give its alias (#name:server) or id "
+                         f"(!id:server). Usage: {USAGE}")
     svc = _svc(ctx)
     try:
         room_id = await ctx.matrix.resolve_room(m["room"])
@@ -59,9 +79,7 @@ async def announce(ctx: Ctx, **kw) -> None:
         raise UsageError(f"I can't find the room {m['room']}: {exc}") from None
     await _may_announce(ctx, room_id)
     tz = svc.user_tz(ctx.sender)
-    message = m["text"].strip()
-    if len(message) > 4000:
-        raise UsageError("Keep an announcement under 4000 characters.")
+    message = m["text"]
     now = datetime.now(UTC)
     try:
         if m["mode"].lower() == "at":

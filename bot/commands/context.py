@@ -8,7 +8,7 @@ from typing import Any
 
 from bot.db.store import Store
 from bot.matrix.client import MatrixError, MatrixIO
-from bot.matrix.messages import is_user_id, pills_in
+from bot.matrix.messages import MAX_ID_LENGTH, clip, is_user_id, pills_in
 from bot.spaces import SpaceService
 
 from .registry import Registry, UsageError
@@ -59,6 +59,9 @@ class Ctx:
     async def resolve_user(self, raw: str) -> str:
         """A Matrix id from what was typed: an id, a pill, a display name or a localpart."""
         raw = raw.strip()
+        if len(raw) > MAX_ID_LENGTH:
+            raise UsageError(f"“{clip(raw)}” is too long to be a Matrix user: a user id has at most "
+                             f"{MAX_ID_LENGTH} characters.")
         pills = dict((label, uid) for uid, label in pills_in(self.content.get("formatted_body")))
         if raw in pills:
             return pills[raw]
@@ -69,7 +72,7 @@ class Ctx:
             if len(by_name) == 1:
                 return by_name[0]
             if len(by_name) > 1:
-                raise UsageError(f"More than one person here is called “{raw}”: {', '.join(by_name)}. "
+                raise UsageError(f"More than one person here is called “{clip(raw)}”: {', '.join(by_name)}. "
                                  "Use their full Matrix id.")
         if ":" not in candidate:
             local = candidate.lstrip("@").lower()
@@ -79,7 +82,7 @@ class Ctx:
             local, _, server = candidate.partition(":")
             candidate = f"{local.lower()}:{server}"  # @Alice:example.org means @alice:example.org
         if not is_user_id(candidate):
-            raise UsageError(f"“{raw}” is not a Matrix user. Write a user as @name:server, "
+            raise UsageError(f"“{clip(raw)}” is not a Matrix user. Write a user as @name:server, "
                              "or mention them with a pill.")
         try:
             await self.matrix.display_name(candidate)

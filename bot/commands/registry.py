@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SPACE_ID_RE = re.compile(r"^[a-z2-9]{6}$")
+#: whole-number arguments fit a 32-bit signed column (PostgreSQL's INTEGER) unless a
+#: command declares a narrower range
+INT_MAX = 2**31 - 1
+#: how much of what someone typed an error message echoes back
+ECHO = 60
 #: the order of the families in help and in docs/commands.md
 GROUP_ORDER = ("Basics", "Following", "Spaces", "Hosts and co-hosts", "Scheduling", "Tip jar",
                "Announcements", "Moderators")
@@ -30,6 +35,9 @@ class Param:
     choices: tuple[str, ...] = ()
     default: Any = None
     help: str = ""
+    #: the range of an int param
+    low: int = 0
+    high: int = INT_MAX
 
     def usage(self) -> str:
         if self.kind == "option":
@@ -52,8 +60,8 @@ def word(name: str, choices: tuple[str, ...] = (), optional: bool = False, help:
     return Param(name, "word", optional, choices, help=help)
 
 
-def integer(name: str, optional: bool = False, help: str = "") -> Param:
-    return Param(name, "int", optional, help=help)
+def integer(name: str, optional: bool = False, help: str = "", low: int = 0, high: int = INT_MAX) -> Param:
+    return Param(name, "int", optional, help=help, low=low, high=high)
 
 
 def space_id(optional: bool = True) -> Param:
@@ -120,7 +128,8 @@ class Registry:
         raise UsageError(self._unknown(lowered))
 
     def _unknown(self, lowered: list[str]) -> str:
-        typed = " ".join(lowered[:2])
+        lowered = [clip(t) for t in lowered[:2]]
+        typed = " ".join(lowered)
         names = [" ".join(w) for w in self.commands]
         families = {w[0] for w in self.commands if len(w) > 1}
         if lowered and lowered[0] in families:
@@ -134,6 +143,11 @@ class Registry:
             lowered[0] if lowered else "", names, n=1)
         hint = f" Did you mean “{close[0]}”?" if close else ""
         return f"I don't know the command “{typed}”.{hint} Type help to see all commands."
+
+
+def clip(text: str, limit: int = ECHO) -> str:
+    """What someone typed, shortened for echoing in an error."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def split_args(text: str) -> list[str]:
@@ -156,7 +170,7 @@ def parse(spec: CommandSpec, tokens: list[str], prefix: str = "!") -> dict[str, 
             p = options[key.lower()]
             val = val.lower()
             if p.choices and val not in p.choices:
-                raise UsageError(f"{key}= takes one of {', '.join(p.choices)}, not “{val}”. {usage}")
+                raise UsageError(f"{clip(key)}= takes one of {', '.join(p.choices)}, not “{clip(val)}”. {usage}")
             values[p.name] = val
         else:
             rest.append(tok)
@@ -190,23 +204,29 @@ def parse(spec: CommandSpec, tokens: list[str], prefix: str = "!") -> dict[str, 
             continue
         tok = rest.pop(0)
         if p.kind == "int":
-            try:
-                values[p.name] = int(tok)
-            except ValueError:
-                raise UsageError(f"{p.name} must be a whole number, not “{tok}”. {usage}") from None
+            number = None
+            if len(tok) <= 12:
+                try:
+                    number = int(tok)
+                except ValueError:
+                    pass
+            if number is None or not p.low <= number <= p.high:
+                raise UsageError(f"{p.name} must be a whole number from {p.low} to {p.high}, "
+                                 f"not “{clip(tok)}”. {usage}")
+            values[p.name] = number
         elif p.kind == "word" and p.choices:
             tok_l = tok.lower()
             if tok_l not in p.choices:
-                close = difflib.get_close_matches(tok_l, p.choices, n=1)
+                close = difflib.get_close_matches(clip(tok_l), p.choices, n=1)
                 hint = f" Did you mean “{close[0]}”?" if close else ""
-                raise UsageError(f"“{tok}” is not one of {', '.join(p.choices)}.{hint} {usage}")
+                raise UsageError(f"“{clip(tok)}” is not one of {', '.join(p.choices)}.{hint} {usage}")
             values[p.name] = tok_l
         elif p.kind == "word":
             values[p.name] = tok
         else:  # user: raw, resolved by the dispatcher
             values[p.name] = tok
     if rest:
-        raise UsageError(f"Too many words: “{' '.join(rest)}”. {usage}")
+        raise UsageError(f"Too many words: “{clip(' '.join(rest))}”. {usage}")
     return values
 
 

@@ -7,6 +7,16 @@ import io
 import re
 
 _USER = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d{1,5})?$")
+#: the Matrix spec's longest user id
+MAX_USER_ID = 255
+#: counts are stored in a 32-bit signed column
+MAX_COUNT = 2**31 - 1
+#: what an error echoes of a bad cell
+_ECHO = 60
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _ECHO else text[: _ECHO - 1] + "…"
 
 
 class ImportError_(ValueError):
@@ -30,16 +40,18 @@ def parse_counts(text: str) -> dict[str, int]:
             errors.append(f"line {n}: expected “user id, count”, got {len(cells)} fields")
             continue
         user, raw = cells
-        if not _USER.match(user):
-            errors.append(f"line {n}: “{user}” is not a Matrix user id (@name:server)")
+        if len(user) > MAX_USER_ID or not _USER.match(user):
+            errors.append(f"line {n}: “{_clip(user)}” is not a Matrix user id (@name:server)")
             continue
         try:
-            count = int(raw)
+            count = int(raw) if len(raw) <= 12 else None
         except ValueError:
-            errors.append(f"line {n}: count “{raw}” is not a whole number")
+            count = None
+        if count is None:
+            errors.append(f"line {n}: count “{_clip(raw)}” is not a whole number from 0 to {MAX_COUNT}")
             continue
-        if count < 0:
-            errors.append(f"line {n}: count {count} is negative")
+        if not 0 <= count <= MAX_COUNT:
+            errors.append(f"line {n}: count {count} is not between 0 and {MAX_COUNT}")
             continue
         counts[user] = count
     if errors:

@@ -523,7 +523,7 @@ def _react(space: Space, cmd: React, actor: Actor, limits: Limits) -> Outcome:
     if actor.user_id not in space.people:
         raise Refused(f"Join space {space.id} to react in it.")
     if not is_reaction_key(cmd.key):
-        raise Refused(f"“{cmd.key}” is not an emoji. React with one emoji, e.g. !space react 👏")
+        raise Refused(f"“{cmd.key[:40]}” is not an emoji. React with one emoji, e.g. !space react 👏")
     return Outcome(space, (fx.ReactionAdded(space.id, actor.user_id, cmd.key),), f"Reacted {cmd.key}")
 
 

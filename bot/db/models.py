@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, Float, Index, LargeBinary, Table, Text, Unicode
+from sqlalchemy import BigInteger, Column, DateTime, Float, Index, LargeBinary, Table, Text, Unicode, true
 from sqlmodel import Field, SQLModel
 
 
@@ -180,6 +180,10 @@ class HandledEvent(SQLModel, table=True):
     __tablename__ = "handled_events"
     event_id: str = Field(primary_key=True, max_length=255)
     handled_at: datetime = Field(default_factory=utcnow, sa_column=_ts(index=True))
+    #: a command is claimed unfinished and marked done when answered; one still unfinished at
+    #: start-up was cut off by a crash, and its sender is told so in ``room_id``
+    done: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
+    room_id: str | None = Field(default=None, max_length=255)
 
 
 class RoomJoin(SQLModel, table=True):

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Engine, func
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import col, delete, select
 
 from bot.core.model import Actor, Role, Space, State, Visibility, _frozen
@@ -50,14 +51,30 @@ class Store:
             else:
                 row.value = value
 
-    def claim_event(self, event_id: str) -> bool:
-        """Record that we act on ``event_id``; False if it was acted on before."""
+    def claim_event(self, event_id: str, command_room: str | None = None) -> bool:
+        """Record that we act on ``event_id``; False if it was acted on before.
+
+        A command (``command_room`` given) is claimed unfinished until :meth:`finish_event`;
+        one left unfinished by a crash is found by :meth:`unfinished_commands`."""
         try:
             with session_scope(self.engine) as s:
-                s.add(m.HandledEvent(event_id=event_id))
+                s.add(m.HandledEvent(event_id=event_id, done=command_room is None, room_id=command_room))
             return True
         except IntegrityError:
             return False
+
+    def finish_event(self, event_id: str) -> None:
+        with session_scope(self.engine) as s:
+            row = s.get(m.HandledEvent, event_id)
+            if row is not None:
+                row.done = True
+
+    def unfinished_commands(self) -> list[tuple[str, str]]:
+        """(event id, room id) of commands claimed but never finished: cut off by a crash."""
+        with session_scope(self.engine) as s:
+            rows = s.exec(select(m.HandledEvent).where(m.HandledEvent.done == False)  # noqa: E712
+                          .order_by(m.HandledEvent.handled_at)).all()
+            return [(r.event_id, r.room_id or "") for r in rows]
 
     def prune_handled(self, older_than: datetime) -> int:
         """Forget handled event ids older than ``older_than`` (no sync returns them again)."""
@@ -386,6 +403,17 @@ class Store:
         with session_scope(self.engine) as s:
             return list(s.exec(select(m.AuditEntry).order_by(col(m.AuditEntry.id).desc())
                                .limit(n)).all())
+
+
+#: errors that mean "the database cannot be reached right now", not "this is a bug"
+_UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Is ``exc`` the database being unreachable (a blip to wait out), rather than a bug?"""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, _UNAVAILABLE)
 
 
 def as_utc(dt: datetime | None) -> datetime | None:

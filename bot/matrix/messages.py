@@ -7,16 +7,37 @@ import re
 from urllib.parse import unquote
 
 import markdown as _markdown
+import nh3
 
 USER_ID_RE = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d{1,5})?$")
-ROOM_ID_RE = re.compile(r"^![A-Za-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d{1,5})?$")
+#: a room id; from room version 12 on it has no server part
+ROOM_ID_RE = re.compile(r"^![A-Za-z0-9._=\-/+]+(:[A-Za-z0-9.\-]+(:\d{1,5})?)?$")
 ALIAS_RE = re.compile(r"^#[^:\s]+:[A-Za-z0-9.\-]+(:\d{1,5})?$")
-_PILL_RE = re.compile(r"""<a\s+href=["']https://matrix\.to/#/([^"'?]+)[^"']*["'][^>]*>(.*?)</a>""",
-                      re.IGNORECASE | re.DOTALL)
+#: the Matrix spec's limit for user ids, room ids and room aliases (in bytes; ours are ASCII)
+MAX_ID_LENGTH = 255
+#: a formatted body longer than this is not searched for pills (a command is far shorter)
+MAX_PILL_SCAN = 64 * 1024
+_MATRIX_TO = "https://matrix.to/#/"
 
 
 def is_user_id(text: str) -> bool:
-    return bool(USER_ID_RE.match(text))
+    """A user id by the Matrix grammar, and no longer than the spec allows."""
+    return len(text) <= MAX_ID_LENGTH and bool(USER_ID_RE.match(text))
+
+
+def is_room_id(text: str) -> bool:
+    return len(text) <= MAX_ID_LENGTH and bool(ROOM_ID_RE.match(text))
+
+
+def is_room_alias(text: str) -> bool:
+    return len(text) <= MAX_ID_LENGTH and bool(ALIAS_RE.match(text))
+
+
+def clip(text: str, limit: int = 80) -> str:
+    """``text`` shortened to ``limit`` characters with an ellipsis: for echoing what
+    someone typed back to them without echoing all of it."""
+    text = str(text)
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
 
 
 def server_of(user_id: str) -> str:
@@ -36,8 +57,40 @@ def text_to_html(text: str) -> str:
     return html.escape(text).replace("\n", "<br>")
 
 
+#: the HTML a Matrix client may render (the spec's m.room.message "HTML" subset)
+MATRIX_TAGS = frozenset({
+    "font", "del", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "p", "a", "ul", "ol", "sup",
+    "sub", "li", "b", "i", "u", "strong", "em", "s", "strike", "code", "hr", "br", "div", "table",
+    "thead", "tbody", "tr", "th", "td", "caption", "pre", "span", "img", "details", "summary"})
+MATRIX_ATTRIBUTES = {
+    "font": {"data-mx-bg-color", "data-mx-color", "color"},
+    "span": {"data-mx-bg-color", "data-mx-color", "data-mx-spoiler"},
+    "a": {"href", "target"},
+    "img": {"width", "height", "alt", "title", "src"},
+    "ol": {"start"},
+}
+MATRIX_URL_SCHEMES = frozenset({"https", "http", "ftp", "mailto", "magnet", "mxc"})
+
+
+def sanitize_html(fragment: str) -> str:
+    """Only the Matrix HTML subset survives: no script or style (with their content), no
+    event handlers, no javascript: or data: links; images only from mxc:// URIs."""
+    return nh3.clean(fragment, tags=set(MATRIX_TAGS), clean_content_tags={"script", "style"},
+                     attributes={k: set(v) for k, v in MATRIX_ATTRIBUTES.items()},
+                     attribute_filter=_attribute_filter, url_schemes=set(MATRIX_URL_SCHEMES),
+                     link_rel=None, strip_comments=True)
+
+
+def _attribute_filter(tag: str, attribute: str, value: str) -> str | None:
+    # an image may only come from the homeserver's media (mxc://), never a remote URL
+    if tag == "img" and attribute == "src" and not value.startswith("mxc://"):
+        return None
+    return value
+
+
 def markdown_to_html(text: str) -> str:
-    return _markdown.markdown(text, extensions=["extra", "nl2br"], output_format="html")
+    """Markdown typed by a person, as HTML a Matrix client may render (sanitised)."""
+    return sanitize_html(_markdown.markdown(text, extensions=["extra", "nl2br"], output_format="html"))
 
 
 def notice(body: str, html_body: str | None = None, reply_to: str | None = None) -> dict:
@@ -78,15 +131,73 @@ def strip_reply_fallback(body: str) -> str:
 
 
 def pills_in(formatted_body: str | None) -> list[tuple[str, str]]:
-    """(user id, the pill's visible text) for each user pill in an HTML body, in order."""
-    if not formatted_body:
+    """(user id, the pill's visible text) for each user pill in an HTML body, in order.
+
+    A scan with ``str.find`` that only moves forward: linear in the body's length, whatever
+    it holds (unclosed anchors, nested quotes). Bodies over MAX_PILL_SCAN are not searched."""
+    if not formatted_body or not isinstance(formatted_body, str) or len(formatted_body) > MAX_PILL_SCAN:
         return []
+    lower = formatted_body.lower()
     found = []
-    for target, label in _PILL_RE.findall(formatted_body):
-        target = unquote(target)
+    pos = 0
+    while True:
+        start = lower.find("<a", pos)
+        if start < 0:
+            break
+        if start + 2 < len(lower) and not lower[start + 2].isspace():
+            pos = start + 2  # <abbr>, <address>…
+            continue
+        tag_end = lower.find(">", start)
+        if tag_end < 0:
+            break  # no tag closes after here: no pill can follow
+        close = lower.find("</a>", tag_end)
+        if close < 0:
+            break  # nothing closes after here: no pill can follow
+        href = _href(formatted_body, lower, start, tag_end)
+        pos = close + 4
+        if href is None or not href.startswith(_MATRIX_TO):
+            continue
+        target = unquote(href[len(_MATRIX_TO):].split("?", 1)[0])
         if target.startswith("@"):
-            found.append((target, html.unescape(re.sub(r"<[^>]+>", "", label)).strip()))
+            label = _strip_tags(formatted_body[tag_end + 1:close])
+            found.append((target, html.unescape(label).strip()))
     return found
+
+
+def _href(text: str, lower: str, start: int, end: int) -> str | None:
+    """The value of the first ``href="…"`` in ``text[start:end]`` (one forward scan)."""
+    at = lower.find("href", start, end)
+    if at < 0:
+        return None
+    i = at + 4
+    while i < end and text[i].isspace():
+        i += 1
+    if i >= end or text[i] != "=":
+        return None
+    i += 1
+    while i < end and text[i].isspace():
+        i += 1
+    if i >= end or text[i] not in "\"'":
+        return None
+    quote_end = text.find(text[i], i + 1, end)
+    return None if quote_end < 0 else text[i + 1:quote_end]
+
+
+def _strip_tags(fragment: str) -> str:
+    """Text outside ``<…>`` in a fragment (linear; an unclosed ``<`` drops the rest)."""
+    out = []
+    pos = 0
+    while True:
+        lt = fragment.find("<", pos)
+        if lt < 0:
+            out.append(fragment[pos:])
+            break
+        out.append(fragment[pos:lt])
+        gt = fragment.find(">", lt)
+        if gt < 0:
+            break
+        pos = gt + 1
+    return "".join(out)
 
 
 def command_text(content: dict) -> str:

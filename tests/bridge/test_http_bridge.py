@@ -1,11 +1,13 @@
 """bot/bridge_http.py's HttpBridge against a real bridge: the BridgeControl contract."""
 
 import asyncio
+import logging
 
+import aiohttp
 import pytest
 
 from bot.bridge_api import BridgeError, StageStats
-from bot.bridge_http import HttpBridge
+from bot.bridge_http import BridgeAuthError, HttpBridge, describe
 from bridge import tokens
 from bridge.client import SpaceClient
 
@@ -50,14 +52,26 @@ async def test_stage_lifecycle_through_http(bridge, http_bridge):
         await hb.set_roles("sp1", {"@h:x": "king"})
 
 
-async def test_wrong_secret_raises_bridge_error(bridge):
-    hb = HttpBridge(bridge.url, bridge.url, "wrong-secret-wrong-secret")
-    await hb.start()
-    try:
-        with pytest.raises(BridgeError, match="401"):
-            await hb.open_stage("x", "t", public=True)
-    finally:
-        await hb.close()
+async def test_a_bridge_that_refuses_the_secret_stops_start_up_with_one_clear_line(bridge, caplog):
+    """Finding 5 of issue 13: a wrong secret used to be logged (in the request's repr) every
+    few seconds while the bot ran on; now start() refuses, and no log line holds the secret."""
+    wrong = "wrong-secret-wrong-secret"
+    hb = HttpBridge(bridge.url, bridge.url, wrong)
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(BridgeAuthError, match="refused the bot's shared secret") as err:
+            await hb.start()
+    assert wrong not in str(err.value) and "\n" not in str(err.value)
+    assert hb._events_task is None and hb._session is None
+    assert all(wrong not in r.getMessage() for r in caplog.records)
+
+
+async def test_client_errors_are_described_without_their_headers(bridge):
+    wrong = "wrong-secret-wrong-secret"
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {wrong}"}) as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await session.ws_connect(f"{bridge.url}/control/v1/events")
+    assert wrong in repr(err.value)  # the hazard: aiohttp's repr carries the request headers
+    assert wrong not in describe(err.value) and "401" in describe(err.value)
 
 
 async def test_unreachable_bridge_raises_bridge_error():

@@ -166,7 +166,8 @@ async def test_non_host_approve_is_refused_and_changes_nothing(chorus_factory, m
 
 
 async def test_end_closes_the_room_and_posts_a_summary(chorus_factory, make_user) -> None:
-    chorus = await chorus_factory(hosting={"min_followers": 0})
+    # reactions are batched; a long interval means they are posted when the space ends
+    chorus = await chorus_factory(hosting={"min_followers": 0}, options={"reaction_interval_seconds": 3600})
     host, fan = await make_user("host"), await make_user("fan")
     room = await room_with_bot(host, chorus.user_id, fan)
     sid = space_id_in(await ask(host, room, "!space start Short one"))
@@ -176,12 +177,20 @@ async def test_end_closes_the_room_and_posts_a_summary(chorus_factory, make_user
     # the bot answers a reaction command by reacting to it, and shows it in the space room
     await fan.wait_for_event(lambda r, e: e.source.get("type") == "m.reaction" and e.sender == chorus.user_id
                              and e.source["content"]["m.relates_to"]["event_id"] == reacted)
-    await host.wait_for_message(space_room, f"👏 from {fan.user_id}")
+    # a flood of reactions from one person: counted up to their share, posted as one message
+    for _ in range(7):
+        more = await fan.send_text(room, f"!space react {sid} 👏")
+        await fan.wait_for_event(lambda r, e, more=more: e.source.get("type") == "m.reaction"
+                                 and e.sender == chorus.user_id
+                                 and e.source["content"]["m.relates_to"]["event_id"] == more)
     refused = await ask(fan, room, f"!space end {sid}")
     assert "Only the host" in refused
     assert "has ended" in await ask(host, room, f"!space end {sid}")
+    await host.wait_for_message(space_room, "👏 ×5 — from 1 person")
     summary = await host.wait_for_message(space_room, lambda b: "has ended. Duration" in b)
-    assert "👏×1" in body(summary) and "peak listeners 1" in body(summary)
+    assert "👏×5" in body(summary) and "peak listeners 1" in body(summary)
+    await host.expect_no_event(lambda r, e: r == space_room and "from 1 person" in
+                               e.source.get("content", {}).get("body", ""), within=1)
     assert (await state_event(host, space_room, "m.room.join_rules")).content["join_rule"] == "invite"
     widget = await state_event(host, space_room, "im.vector.modular.widgets", f"chorus-{sid}")
     assert not isinstance(widget, RoomGetStateEventResponse) or widget.content == {}

@@ -16,6 +16,7 @@ import pytest
 
 from bot.app import Chorus
 from bot.bridge_api import BridgeControl, InMemoryBridge
+from bot.commands.registry import Registry
 from bot.config import settings_from_dict
 from bot.db.engine import make_engine, upgrade
 from bot.db.store import Store
@@ -26,7 +27,8 @@ from tests.support.matrix_user import unique_localpart
 
 class BotHarness:
     def __init__(self, homeserver: LocalHomeserver, data_dir: Path, overrides: dict,
-                 bridge: BridgeControl | None = None, use_token: bool = False) -> None:
+                 bridge: BridgeControl | None = None, use_token: bool = False,
+                 registry: Registry | None = None, options: dict | None = None) -> None:
         self.homeserver = homeserver
         self.data_dir = data_dir
         password = secrets.token_urlsafe(12)
@@ -44,14 +46,20 @@ class BotHarness:
         upgrade(self.engine)
         self.store = Store(self.engine)
         self.bridge = bridge or InMemoryBridge()
+        #: a command registry of the test's own (default: the bot's), and BotOptions fields to set
+        self.registry = registry
+        self.options = options or {}
         self.bot: Chorus | None = None
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
         opts = bot_options(self.settings, self.homeserver.base_url, self.user_id, self.password)
         opts.store_path = str(self.data_dir / "nio-store")
+        for key, value in self.options.items():
+            setattr(opts, key, value)
+        extra = {"registry": self.registry} if self.registry is not None else {}
         self.bot = Chorus(opts, self.store, self.bridge, space_settings(self.settings),
-                          schedule_settings(self.settings))
+                          schedule_settings(self.settings), **extra)
         self._task = asyncio.create_task(self.bot.run())
         ready = asyncio.create_task(self.bot.ready.wait())
         done, _ = await asyncio.wait({self._task, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
@@ -59,6 +67,24 @@ class BotHarness:
             self._task.result()
         if ready not in done:
             raise TimeoutError("the bot did not finish its first sync within 60 s")
+
+    async def kill(self) -> None:
+        """Stop the bot the hard way, as a crash would: its task is cancelled mid-work and
+        nothing is flushed or marked done."""
+        if self.bot is None:
+            return
+        assert self._task is not None
+        lanes = list(self.bot._lane_tasks)
+        self._task.cancel()
+        for task in lanes:
+            task.cancel()
+        await asyncio.gather(self._task, *lanes, return_exceptions=True)
+        for batcher in (self.bot.transcript, self.bot.reactions):
+            if batcher._task is not None:
+                batcher._task.cancel()
+        await self.bot.client.close()
+        self.bot.scheduler.shutdown()
+        self.bot = None
 
     async def stop(self) -> None:
         if self.bot is None:
@@ -82,8 +108,10 @@ ChorusFactory = Callable[..., Awaitable[BotHarness]]
 async def chorus_factory(homeserver: LocalHomeserver, tmp_path: Path) -> AsyncIterator[ChorusFactory]:
     harnesses: list[BotHarness] = []
 
-    async def make(bridge: BridgeControl | None = None, use_token: bool = False, **overrides: dict) -> BotHarness:
-        h = BotHarness(homeserver, tmp_path / f"bot{len(harnesses)}", overrides, bridge, use_token)
+    async def make(bridge: BridgeControl | None = None, use_token: bool = False, registry: Registry | None = None,
+                   options: dict | None = None, **overrides: dict) -> BotHarness:
+        h = BotHarness(homeserver, tmp_path / f"bot{len(harnesses)}", overrides, bridge, use_token,
+                       registry, options)
         harnesses.append(h)
         await h.start()
         return h
