@@ -509,6 +509,11 @@ class BridgeSettings(_Section):
     max_msg_size: int = _setting(16 * 1024, _int(1024, 16 * 1024 * 1024))
     opus_bitrate: int = _setting(48000, _int(6000, 510000))
     clip_seconds: int = _setting(30, _int(1, 600))
+    header_timeout_seconds: float = _setting(10.0, _number(0.1))
+    max_pending_connections_per_address: int = _setting(64, _int(0))
+    openid_attempts_per_address_per_minute: int = _setting(20, _int(1))
+    openid_attempts_per_minute: int = _setting(600, _int(1))
+    openid_allow_private_networks: bool = _setting(False, _bool)
 
     def _check_together(self) -> None:
         if self.mode != "remote":

@@ -10,7 +10,6 @@ import secrets
 import signal
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from pathlib import Path
 
 from bot.app import BotOptions, Chorus
 from bot.bridge_api import BridgeControl
@@ -18,6 +17,7 @@ from bot.config import ConfigError, Settings
 from bot.core.model import Limits
 from bot.db.engine import make_engine, upgrade
 from bot.db.store import Store
+from bot.files import private_dir
 from bot.scheduling import ScheduleSettings
 from bot.spaces import SpaceSettings
 
@@ -79,8 +79,7 @@ def start_local_homeserver(settings: Settings):
     from bot.local_homeserver import LocalHomeserver
 
     loc = settings.local
-    data_dir = Path(loc.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = private_dir(loc.data_dir)  # Synapse's keys and the bot's password live here
     hs = LocalHomeserver(data_dir, port=loc.port, server_name=loc.server_name)
     hs.start()
     cred_file = data_dir / "chorus-bot.json"
@@ -111,12 +110,18 @@ async def make_bridge(settings: Settings, stack: AsyncExitStack,
     from bridge.app import start_embedded
     from bridge.settings import BridgeSettings
 
+    private_dir(b.recordings_dir)  # what people said: the bot's alone (the bridge writes inside)
     bs = BridgeSettings(listen_host=b.listen_host, listen_port=b.listen_port,
                         public_url=settings.bridge_public_url, shared_secret=secret,
                         token_ttl_seconds=b.token_ttl_seconds, recordings_dir=b.recordings_dir,
                         redis_url=b.redis_url, listener_queue_frames=b.listener_queue_frames,
                         jitter_frames=b.jitter_frames, max_msg_size=b.max_msg_size,
                         opus_bitrate=b.opus_bitrate, clip_seconds=b.clip_seconds,
+                        header_timeout_seconds=b.header_timeout_seconds,
+                        max_pending_connections_per_address=b.max_pending_connections_per_address,
+                        openid_attempts_per_address_per_minute=b.openid_attempts_per_address_per_minute,
+                        openid_attempts_per_minute=b.openid_attempts_per_minute,
+                        openid_allow_private_networks=b.openid_allow_private_networks,
                         captions_engine=settings.captions.engine, captions_model_path=settings.captions.model_path,
                         captions_language=settings.captions.language,
                         captions_by_default=settings.spaces.captions_by_default,
@@ -147,8 +152,14 @@ async def serve(settings: Settings, *, print_=print, bridge: BridgeControl | Non
             # the widget's OpenID tokens from the local Synapse are checked at its own address
             local = {settings.local.server_name: hs_url} if hs_url else None
             bridge = await make_bridge(settings, stack, local)
-        bot = Chorus(bot_options(settings, hs_url, user_id, password), store, bridge, space_settings(settings),
-                     schedule_settings(settings))
+        from bot import redact
+
+        redact.install([settings.bridge.shared_secret, getattr(bridge, "_secret", ""), settings.matrix.password,
+                        settings.matrix.access_token, password or ""])
+        options = bot_options(settings, hs_url, user_id, password)
+        if options.encryption:
+            private_dir(options.store_path)  # the nio store: the bot's encryption keys
+        bot = Chorus(options, store, bridge, space_settings(settings), schedule_settings(settings))
         stack.push_async_callback(bot.close)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

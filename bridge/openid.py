@@ -3,56 +3,244 @@
 Inside Element the page runs as a widget and asks the widget API for an OpenID token; the
 bridge sends it to the user's homeserver (``/_matrix/federation/v1/openid/userinfo``) and
 learns the user id. The homeserver's address comes from ``openid_homeservers`` (server name
--> base URL) if set there, else from ``https://<server>/.well-known/matrix/server``, else
-``https://<server>:8448``.
+-> base URL, set by the operator or the bot, trusted as given) if the name is there, else
+from Matrix discovery: ``https://<name>:<port>`` for a name with an explicit port, else
+``https://<name>/.well-known/matrix/server``'s ``m.server``, else ``https://<name>:8448``.
+
+Anyone may call this, naming any server, so discovery is fenced in:
+
+- the caller's server name must be a DNS host name (optionally with a port); IP literals
+  are refused;
+- every host the bridge connects to is resolved once, and all its addresses must be
+  public (not loopback, private, link-local, shared or reserved) unless
+  ``allow_private`` is set; the connection goes to those checked addresses
+  (:class:`PublicOnlyResolver`); delegated IP literals are checked the same way;
+- redirects are followed only for ``.well-known`` (at most 3, https only, same checks);
+- answers are read up to 64 KiB and parsed with :mod:`bridge.jsonsafe`;
+- the whole check has one deadline.
+
+:class:`OpenIdError` carries the reason for the bridge's log; the caller only ever hears
+:data:`GENERIC_ERROR`, so the answers cannot tell a closed port from a silent service.
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import ipaddress
 import re
+import socket
+from typing import Any
+from urllib.parse import urljoin
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+from yarl import URL
 
-SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
+from . import jsonsafe
+
+#: what the caller hears for every verification failure
+GENERIC_ERROR = "could not verify your Matrix identity"
+#: largest answer read from a homeserver
+MAX_ANSWER_BYTES = 64 * 1024
+MAX_REDIRECTS = 3
+DEFAULT_PORT = 8448
+
+_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_PORT_RE = re.compile(r"[0-9]{1,5}")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class OpenIdError(Exception):
-    """The token could not be verified; the message says why (for the person)."""
+    """The token could not be verified; the message says why, for the bridge's log only."""
 
 
-async def _discover(session: aiohttp.ClientSession, server_name: str, timeout: aiohttp.ClientTimeout) -> str:
-    if ":" in server_name.rsplit("]", 1)[-1]:
-        return f"https://{server_name}"  # an explicit port: no delegation
+class ServerNameError(ValueError):
+    """Not a Matrix server name at all (a malformed request, not a failed check)."""
+
+
+def parse_server_name(name: str) -> tuple[str, int | None, IPAddress | None]:
+    """(host, explicit port or None, the IP address if the host is an IP literal).
+
+    Raises ServerNameError for anything that is not a Matrix server name."""
+    if not name or len(name) > 255:
+        raise ServerNameError("a Matrix server name has 1 to 255 characters")
+    host, port_text = name, None
+    if name.startswith("["):
+        host, sep, rest = name[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ServerNameError("a bracketed IPv6 address needs its closing ]")
+        port_text = rest[1:] if rest else None
+        try:
+            address: IPAddress | None = ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ServerNameError("not an IPv6 address inside the brackets") from None
+    else:
+        if ":" in name:
+            host, _, port_text = name.rpartition(":")
+        try:
+            address = ipaddress.IPv4Address(host)
+        except ValueError:
+            address = None
+            labels = host.split(".")
+            if not all(_LABEL_RE.fullmatch(label) for label in labels):
+                raise ServerNameError("not a DNS host name") from None
+    port = None
+    if port_text is not None:
+        if not _PORT_RE.fullmatch(port_text) or not 1 <= int(port_text) <= 65535:
+            raise ServerNameError("the port must be 1..65535")
+        port = int(port_text)
+    return host, port, address
+
+
+def is_public(address: IPAddress) -> bool:
+    """A globally routable unicast address (IPv4-mapped IPv6 judged as its IPv4)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+class PublicOnlyResolver(AbstractResolver):
+    """Resolves with aiohttp's default resolver and refuses a host if any of its
+    addresses is not public (unless it is a trusted host, or private networks are allowed).
+    The connector connects to the addresses returned here, so the check cannot be
+    undone by a second lookup."""
+
+    def __init__(self, *, allow_private: bool = False, trusted_hosts: frozenset[str] = frozenset()) -> None:
+        self._inner = DefaultResolver()
+        self.allow_private = allow_private
+        self.trusted_hosts = frozenset(h.lower() for h in trusted_hosts)
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        if self.allow_private or host.lower() in self.trusted_hosts:
+            return results
+        for result in results:
+            try:
+                address = ipaddress.ip_address(result["host"])
+            except ValueError:
+                raise OSError(errno.EACCES, f"{host} resolves to {result['host']}, not a plain IP address") from None
+            if not is_public(address):
+                raise OSError(errno.EACCES, f"{host} resolves to {address}, which is not a public address")
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def make_session(homeservers: dict[str, str], *, allow_private: bool) -> aiohttp.ClientSession:
+    """The outgoing session for OpenID checks: public addresses only, except the hosts
+    of the configured ``homeservers``."""
+    trusted = frozenset(URL(base).host or "" for base in homeservers.values())
+    resolver = PublicOnlyResolver(allow_private=allow_private, trusted_hosts=trusted)
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver, limit=100),
+                                 trust_env=False)
+
+
+class _Checks:
+    """The address checks and bounded reads of one verification."""
+
+    def __init__(self, session: aiohttp.ClientSession, allow_private: bool, secret: str,
+                 *, trusted: bool = False) -> None:
+        self.session = session
+        self.allow_private = allow_private
+        self.secret = secret
+        self.trusted = trusted  # a configured homeserver: its URL is used as given
+
+    def check_url(self, url: URL) -> None:
+        """Only https, and an IP-literal host must be public (host names are checked by
+        the session's resolver when connecting)."""
+        if self.trusted:
+            return
+        if url.scheme != "https" or not url.host:
+            raise OpenIdError(f"refusing to follow {url.scheme or 'a relative'} URL")
+        try:
+            address = ipaddress.ip_address(url.host)
+        except ValueError:
+            return
+        if not self.allow_private and not is_public(address):
+            raise OpenIdError(f"{address} is not a public address")
+
+    async def get_json(self, url: str, params: dict[str, str] | None = None, *,
+                       follow: int = 0) -> tuple[int, Any]:
+        """(status, parsed JSON or None) of a GET, following up to ``follow`` redirects."""
+        target = URL(url)
+        for _ in range(follow + 1):
+            self.check_url(target)
+            async with self.session.get(target, params=params, allow_redirects=False) as resp:
+                if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers and follow:
+                    target = URL(urljoin(str(target), resp.headers["Location"]))
+                    continue
+                data = await resp.content.read(MAX_ANSWER_BYTES + 1)
+                if len(data) > MAX_ANSWER_BYTES:
+                    raise OpenIdError(f"{target.host} answered more than {MAX_ANSWER_BYTES} bytes")
+                try:
+                    return resp.status, jsonsafe.loads(data, max_bytes=MAX_ANSWER_BYTES)
+                except jsonsafe.JsonRefused:
+                    return resp.status, None
+        raise OpenIdError(f"more than {follow} redirects")
+
+    def scrub(self, text: str) -> str:
+        return text.replace(self.secret, "<token>") if self.secret else text
+
+
+def _base_url(host: str, port: int | None) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"https://{shown}:{port or DEFAULT_PORT}"
+
+
+async def _discover(checks: _Checks, host: str, port: int | None) -> str:
+    """The federation base URL for a server name (a host name, not an IP literal)."""
+    if port is not None:
+        return _base_url(host, port)  # an explicit port: no delegation
     try:
-        async with session.get(f"https://{server_name}/.well-known/matrix/server", timeout=timeout) as resp:
-            if resp.status == 200:
-                delegated = (await resp.json(content_type=None)).get("m.server", "")
-                if isinstance(delegated, str) and SERVER_NAME_RE.match(delegated):
-                    host = delegated if ":" in delegated.rsplit("]", 1)[-1] else f"{delegated}:8448"
-                    return f"https://{host}"
-    except (aiohttp.ClientError, TimeoutError, ValueError):
-        pass
-    return f"https://{server_name}:8448"
+        status, data = await checks.get_json(f"https://{host}/.well-known/matrix/server", follow=MAX_REDIRECTS)
+    except (aiohttp.ClientError, OpenIdError, OSError, ValueError):
+        status, data = 0, None
+    delegated = data.get("m.server") if status == 200 and isinstance(data, dict) else None
+    if isinstance(delegated, str):
+        try:
+            d_host, d_port, _ = parse_server_name(delegated)
+        except ServerNameError:
+            raise OpenIdError(f"{host}'s .well-known delegates to an invalid server name") from None
+        return _base_url(d_host, d_port)
+    return _base_url(host, None)
 
 
 async def verify(session: aiohttp.ClientSession, access_token: str, server_name: str,
-                 homeservers: dict[str, str], timeout_s: float = 10.0) -> str:
-    """The Matrix user id the OpenID ``access_token`` belongs to, on ``server_name``."""
-    if not SERVER_NAME_RE.match(server_name):
-        raise OpenIdError(f"“{server_name}” is not a Matrix server name")
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
-    base = homeservers.get(server_name) or await _discover(session, server_name, timeout)
-    url = f"{base.rstrip('/')}/_matrix/federation/v1/openid/userinfo"
+                 homeservers: dict[str, str], *, allow_private: bool = False,
+                 timeout_s: float = 10.0) -> str:
+    """The Matrix user id the OpenID ``access_token`` belongs to, on ``server_name``.
+
+    Raises ServerNameError for a malformed name and OpenIdError (with the reason, for
+    the log) for every failed check."""
+    base = homeservers.get(server_name)
+    checks = _Checks(session, allow_private, access_token, trusted=base is not None)
     try:
-        async with session.get(url, params={"access_token": access_token}, timeout=timeout) as resp:
-            data = await resp.json(content_type=None) if resp.content_type.endswith("json") else {}
-            if resp.status != 200:
-                raise OpenIdError(f"{server_name} says: {data.get('error') or resp.status}")
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise OpenIdError(f"{server_name} could not be reached ({type(exc).__name__})") from None
-    user_id = data.get("sub")
+        async with asyncio.timeout(timeout_s):
+            if base is None:
+                host, port, address = parse_server_name(server_name)
+                if address is not None:
+                    raise OpenIdError("the server name is an IP literal; only DNS names are looked up")
+                base = await _discover(checks, host, port)
+            url = f"{base.rstrip('/')}/_matrix/federation/v1/openid/userinfo"
+            status, data = await checks.get_json(url, {"access_token": access_token})
+    except TimeoutError:
+        raise OpenIdError(f"no answer within {timeout_s:g}s") from None
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        if isinstance(exc, ServerNameError):
+            raise
+        raise OpenIdError(checks.scrub(f"{base or server_name} could not be reached: "
+                                       f"{type(exc).__name__}: {exc}")) from None
+    if status != 200:
+        errcode = data.get("errcode") if isinstance(data, dict) else None
+        raise OpenIdError(f"{base} answered {status}" + (f" ({errcode})" if isinstance(errcode, str) else ""))
+    user_id = data.get("sub") if isinstance(data, dict) else None
     if not isinstance(user_id, str) or not user_id.startswith("@"):
-        raise OpenIdError(f"{server_name} gave no user id")
+        raise OpenIdError(f"{base} gave no user id")
     if user_id.split(":", 1)[-1] != server_name:
-        raise OpenIdError(f"{user_id} does not belong to {server_name}")
+        raise OpenIdError(f"{user_id[:300]} does not belong to {server_name}")
     return user_id

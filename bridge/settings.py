@@ -6,6 +6,7 @@ the same ``[bridge]`` section with :func:`load_settings`.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -51,6 +52,20 @@ class BridgeSettings:
     captions_language: str = "en-US"
     captions_workers: int = 1
     captions_by_default: bool = False
+    #: a connection must send complete request headers within this many seconds (at
+    #: first, and between requests while it is neither a WebSocket/stream nor the bot).
+    header_timeout_seconds: float = 10.0
+    #: connections from one address that have not yet sent a request, upgraded or
+    #: signed in; beyond this, new ones from that address are closed at once. 0 = no cap.
+    max_pending_connections_per_address: int = 64
+    #: Element widget sign-ins (POST /spaces/{id}/openid) per minute, per remote address
+    #: and over all addresses (each is also the burst allowed).
+    openid_attempts_per_address_per_minute: int = 20
+    openid_attempts_per_minute: int = 600
+    #: let /openid reach homeservers on loopback, private or link-local addresses (only
+    #: for a private federation; the bot's own local Synapse is allowed through
+    #: openid_homeservers regardless).
+    openid_allow_private_networks: bool = False
 
     def __post_init__(self) -> None:
         if not self.shared_secret or len(self.shared_secret) < 16:
@@ -70,6 +85,15 @@ class BridgeSettings:
             raise SettingsError('captions.model_path: required when captions.engine = "vosk"')
         if not 1 <= self.captions_workers <= 64:
             raise SettingsError("bridge.captions_workers: must be 1..64")
+        if not (isinstance(self.header_timeout_seconds, int | float)
+                and 0.1 <= self.header_timeout_seconds <= 86400):
+            raise SettingsError("bridge.header_timeout_seconds: must be a number of seconds "
+                                f"from 0.1 to 86400, got {self.header_timeout_seconds!r}")
+        if self.max_pending_connections_per_address < 0:
+            raise SettingsError("bridge.max_pending_connections_per_address: must be 0 (no cap) or more")
+        for key in ("openid_attempts_per_address_per_minute", "openid_attempts_per_minute"):
+            if getattr(self, key) < 1:
+                raise SettingsError(f"bridge.{key}: must be at least 1")
 
 
 _TYPES = {f.name: f.type for f in fields(BridgeSettings)}
@@ -80,9 +104,13 @@ def settings_from_mapping(section: dict[str, Any]) -> BridgeSettings:
     for key, value in section.items():
         if key not in _TYPES or key == "openid_homeservers":
             raise SettingsError(f"bridge.{key}: unknown setting")
-        want = {"int": int, "bool": bool}.get(str(_TYPES[key]), str)
+        want = {"int": int, "bool": bool, "float": float}.get(str(_TYPES[key]), str)
         if want is int and (not isinstance(value, int) or isinstance(value, bool)):
             raise SettingsError(f"bridge.{key}: must be an integer, got {value!r}")
+        if want is float:
+            if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+                raise SettingsError(f"bridge.{key}: must be a number, got {value!r}")
+            value = float(value)
         if want is bool and not isinstance(value, bool):
             raise SettingsError(f"bridge.{key}: must be true or false, got {value!r}")
         if want is str and not isinstance(value, str):

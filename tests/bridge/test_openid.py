@@ -133,3 +133,122 @@ async def test_the_page_signs_in_inside_a_widget_host(homeserver, widget_bridge,
         assert stage.role_of(client) == "speaker"
     finally:
         await runner.cleanup()
+
+
+# -- the endpoint is anonymous: it must not become a network scanner ---------------------
+
+
+async def _bridge(tmp_path, **options):
+    return await run_bridge(make_settings(tmp_path, **options))
+
+
+async def _stop(running) -> None:
+    await running.session.close()
+    await running.runner.cleanup()
+
+
+async def test_every_failed_check_gets_the_same_answer_and_the_log_says_why(tmp_path, caplog) -> None:
+    """IP literals, names that resolve to loopback, closed ports and plain-HTTP ports: one
+    status and one body for the caller; the reasons (naming the space) only in the log."""
+    import logging
+
+    from aiohttp import web
+
+    from bridge import openid
+
+    async def userinfo(request: web.Request) -> web.Response:
+        return web.json_response({"sub": "@x:localhost"})
+
+    plain = web.Application()  # a plain-HTTP service on loopback that would say yes
+    plain.router.add_get("/{tail:.*}", userinfo)
+    runner = web.AppRunner(plain)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    plain_port = site._server.sockets[0].getsockname()[1]
+    caplog.set_level(logging.INFO, logger="bridge.app")
+    strict = await _bridge(tmp_path / "strict")
+    lenient = await _bridge(tmp_path / "lenient", openid_allow_private_networks=True)
+    answers = []
+    try:
+        for running in (strict, lenient):
+            await running.open("scan", public=True)
+        cases = [(strict, name) for name in ("127.0.0.1", "127.0.0.1:8008", "[::1]:8448", "8.8.8.8",
+                                               "localhost", "localhost:1", f"localhost:{plain_port}")]
+        cases += [(lenient, "localhost:1"), (lenient, f"localhost:{plain_port}"), (lenient, "127.0.0.1")]
+        for running, name in cases:
+            status, body = await _login(running, "scan", {"access_token": "a-token-from-a-stranger",
+                                                           "matrix_server_name": name})
+            answers.append((name, status, body))
+    finally:
+        await _stop(strict)
+        await _stop(lenient)
+        await runner.cleanup()
+    assert {(status, body["error"]) for _, status, body in answers} == {(401, openid.GENERIC_ERROR)}, answers
+    assert all(set(body) == {"error"} for _, _, body in answers)
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == len(answers) and all(line.startswith("space scan:") for line in refusals)
+    assert any("IP literal" in line for line in refusals)
+    assert any("not a public address" in line for line in refusals)
+    assert any("ClientConnectorError" in line for line in refusals)  # the closed port, when allowed
+    assert not any("a-token-from-a-stranger" in line for line in refusals)
+
+
+async def test_a_real_token_for_an_unmapped_loopback_server_is_refused(homeserver, tmp_path) -> None:
+    """Without the bot's openid_homeservers mapping, "localhost" is just a name that
+    resolves to loopback: not reachable through /openid."""
+    user = homeserver.register(unique_localpart("unmapped"), secrets.token_urlsafe(12))
+    oid = await _openid_token(homeserver, user)
+    running = await _bridge(tmp_path)
+    try:
+        await running.open("unmapped", public=True)
+        status, body = await _login(running, "unmapped", {"access_token": oid["access_token"],
+                                                         "matrix_server_name": oid["matrix_server_name"]})
+    finally:
+        await _stop(running)
+    assert status == 401 and body == {"error": "could not verify your Matrix identity"}
+
+
+@pytest.mark.parametrize("name", ["", "a b", "x" * 300, "host:99999", "[::1", "-bad-.org"])
+async def test_a_malformed_server_name_is_400_naming_the_field(bridge, name) -> None:
+    await bridge.open("malformed", public=True)
+    status, body = await _login(bridge, "malformed", {"access_token": "t", "matrix_server_name": name})
+    assert status == 400 and body["field"] == "matrix_server_name"
+
+
+async def test_sign_ins_are_rate_limited_per_address_and_overall(tmp_path) -> None:
+    running = await _bridge(tmp_path, openid_attempts_per_address_per_minute=2, openid_attempts_per_minute=3)
+    body = {"access_token": "t", "matrix_server_name": "127.0.0.1"}
+    try:
+        await running.open("busy", public=True)
+        statuses = [(await _login(running, "busy", body))[0] for _ in range(3)]
+        assert statuses == [401, 401, 429]
+        async with running.session.post(f"{running.url}/spaces/busy/openid", json=body) as resp:
+            assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1
+            assert (await resp.json())["error"] == "too many sign-in attempts; try again later"
+        other = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+        async with aiohttp.ClientSession(connector=other) as http:  # another address: one left overall
+            for expected in (401, 429):
+                async with http.post(f"{running.url}/spaces/busy/openid", json=body) as resp:
+                    assert resp.status == expected
+    finally:
+        await _stop(running)
+
+
+def test_server_names_and_public_addresses() -> None:
+    import ipaddress
+
+    from bridge.openid import ServerNameError, is_public, parse_server_name
+
+    assert parse_server_name("matrix.org") == ("matrix.org", None, None)
+    assert parse_server_name("example.org:8448") == ("example.org", 8448, None)
+    assert parse_server_name("1.2.3.4:80")[2] == ipaddress.IPv4Address("1.2.3.4")
+    assert parse_server_name("[2001:db8::1]:8448")[1:] == (8448, ipaddress.IPv6Address("2001:db8::1"))
+    for bad in ("", "exa mple.org", "example.org:0", "example.org:", "a..b", "[zz]", "x" * 256, "a_b.org"):
+        with pytest.raises(ServerNameError):
+            parse_server_name(bad)
+    for private in ("127.0.0.1", "10.1.2.3", "192.168.0.1", "172.16.0.1", "169.254.169.254", "100.64.0.1",
+                    "0.0.0.0", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "224.0.0.1"):
+        assert not is_public(ipaddress.ip_address(private)), private
+    for public in ("8.8.8.8", "2606:4700:4700::1111"):
+        assert is_public(ipaddress.ip_address(public))

@@ -24,6 +24,16 @@ def test_load_settings_from_bridge_section(tmp_path):
     ('[bridge]\nshared_secret = "short"', "bridge.shared_secret"),
     ('[bridge]\nshared_secret = "0123456789abcdef"\nbogus = 1', "bridge.bogus: unknown"),
     ("[bot]\n", "missing [bridge] section"),
+    ('[bridge]\nshared_secret = "0123456789abcdef"\nheader_timeout_seconds = 0',
+     "bridge.header_timeout_seconds: must be a number of seconds from 0.1"),
+    ('[bridge]\nshared_secret = "0123456789abcdef"\nheader_timeout_seconds = "10"',
+     "bridge.header_timeout_seconds: must be a number"),
+    ('[bridge]\nshared_secret = "0123456789abcdef"\nmax_pending_connections_per_address = -1',
+     "bridge.max_pending_connections_per_address: must be 0"),
+    ('[bridge]\nshared_secret = "0123456789abcdef"\nopenid_attempts_per_minute = 0',
+     "bridge.openid_attempts_per_minute: must be at least 1"),
+    ('[bridge]\nshared_secret = "0123456789abcdef"\nopenid_allow_private_networks = "yes"',
+     "bridge.openid_allow_private_networks: must be true or false"),
     ("[bridge\n", "not valid TOML"),
 ])
 def test_bad_settings_name_the_key(tmp_path, body, message):
@@ -31,6 +41,18 @@ def test_bad_settings_name_the_key(tmp_path, body, message):
     cfg.write_text(body)
     with pytest.raises(SettingsError, match=message.replace("[", r"\[")):
         load_settings(cfg)
+
+
+def test_hardening_settings_are_read(tmp_path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[bridge]\nshared_secret = "{SECRET}"\nheader_timeout_seconds = 3\n'
+                   "max_pending_connections_per_address = 0\nopenid_attempts_per_minute = 5\n"
+                   "openid_allow_private_networks = true\n")
+    s = load_settings(cfg)
+    assert s.header_timeout_seconds == 3.0 and isinstance(s.header_timeout_seconds, float)
+    assert (s.max_pending_connections_per_address, s.openid_attempts_per_minute) == (0, 5)
+    assert s.openid_allow_private_networks is True
+    assert BridgeSettings(shared_secret=SECRET).openid_allow_private_networks is False
 
 
 def test_main_reports_bad_config_in_one_line(tmp_path, capsys):
