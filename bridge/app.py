@@ -15,6 +15,7 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 import random
 import socket
 from pathlib import Path
@@ -23,9 +24,11 @@ from typing import Any
 import aiohttp
 from aiohttp import WSMsgType, web
 
-from . import openid, tokens, voice
+from . import jsonsafe, openid, tokens, voice
 from .captions import CaptionPool, CaptionsError
 from .events import EventBus
+from .guard import ConnectionGuard, GuardedSite, PathOnlyAccessLogger
+from .limits import RateLimiter, Slots, Throttle
 from .ogg import OggOpusWriter
 from .settings import BridgeSettings
 from .stage import (
@@ -55,6 +58,10 @@ EVENTS: web.AppKey[EventBus] = web.AppKey("events", EventBus)
 SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("control_sockets", set)
 BACKGROUND: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("background", set)
 CAPTIONS: web.AppKey[CaptionPool] = web.AppKey("captions", CaptionPool)
+GUARD: web.AppKey[ConnectionGuard] = web.AppKey("connection_guard", ConnectionGuard)
+OPENID_LIMIT: web.AppKey[RateLimiter] = web.AppKey("openid_limit", RateLimiter)
+OPENID_LOG: web.AppKey[Throttle] = web.AppKey("openid_log", Throttle)
+OPENID_SLOTS: web.AppKey[Slots] = web.AppKey("openid_slots", Slots)
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -73,6 +80,7 @@ def _check_secret(request: web.Request) -> None:
         raise _json_error(web.HTTPUnauthorized, "missing bearer token")
     if not hmac.compare_digest(given.strip().encode(), settings.shared_secret.encode()):
         raise _json_error(web.HTTPUnauthorized, "wrong shared secret")
+    request.app[GUARD].trust(request)  # the bot's connection: no header timeout, no cap
 
 
 def _space_id(request: web.Request) -> str:
@@ -91,13 +99,11 @@ def _stage(request: web.Request) -> Stage:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
+    """The JSON object in the body, bounded in size and nesting (bridge/jsonsafe.py)."""
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise _json_error(web.HTTPBadRequest, "body is not JSON", field="body") from None
-    if not isinstance(body, dict):
-        raise _json_error(web.HTTPBadRequest, "body must be a JSON object", field="body")
-    return body
+        return jsonsafe.loads_object(await request.read())
+    except jsonsafe.JsonRefused as exc:
+        raise _json_error(web.HTTPBadRequest, f"body refused: {exc}", field="body") from None
 
 
 def _field(body: dict[str, Any], name: str, kind: type, *, default: Any = ...) -> Any:
@@ -347,10 +353,29 @@ def _limit_buffers(request: web.Request, settings: BridgeSettings) -> None:
         transport.set_write_buffer_limits(high=settings.client_sndbuf_bytes)
 
 
+def _close_reason(reason: str) -> bytes:
+    """A close reason within the 123 bytes a close frame allows, still valid UTF-8."""
+    return reason.encode()[:120].decode(errors="ignore").encode()
+
+
+async def _close_or_abort(ws: web.WebSocketResponse, request: web.Request, code: int,
+                          reason: str, seconds: float = 2.5) -> None:
+    """Close gracefully if the peer lets us within ``seconds``; else (or if data is still
+    stuck in our buffer) abort the TCP connection, so its file descriptor is freed now."""
+    transport = request.transport
+    timed_out = False
+    try:
+        await asyncio.wait_for(ws.close(code=code, message=_close_reason(reason)), seconds)
+    except (TimeoutError, ConnectionError):
+        timed_out = True
+    if transport is not None and (timed_out or transport.get_write_buffer_size() > 0):
+        transport.abort()
+
+
 async def _refuse_ws(request: web.Request, code: int, reason: str) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(timeout=2.0)
     await ws.prepare(request)
-    await ws.close(code=code, message=reason.encode()[:120])
+    await _close_or_abort(ws, request, code, reason)
     return ws
 
 
@@ -358,13 +383,9 @@ async def _wait_for_kick(sink: Sink, ws: web.WebSocketResponse, request: web.Req
     await sink.kick_event.wait()
     assert sink.kicked is not None
     code, reason = sink.kicked
-    try:
-        await asyncio.wait_for(ws.close(code=code, message=reason.encode()[:120]), 2.0)
-    except (TimeoutError, ConnectionError):
-        # the peer is not reading: a graceful close would wait for the send buffer to
-        # drain forever, so drop the connection outright.
-        if request.transport is not None:
-            request.transport.abort()
+    # a peer that is not reading would keep a graceful close waiting for its send
+    # buffer forever: _close_or_abort drops it outright after a few seconds.
+    await _close_or_abort(ws, request, code, reason)
 
 
 async def client_ws(request: web.Request) -> web.StreamResponse:
@@ -380,22 +401,35 @@ async def client_ws(request: web.Request) -> web.StreamResponse:
     except PermissionError as exc:
         return await _refuse_ws(request, CLOSE_FORBIDDEN, str(exc))
 
-    ws = web.WebSocketResponse(max_msg_size=settings.max_msg_size, heartbeat=30.0,
-                               timeout=2.0, compress=False,
+    # Liveness is ours, not aiohttp's heartbeat (which never pings a client that keeps
+    # sending): the writer pings every PING_EVERY_SECONDS and a client that has not
+    # answered within PONG_DEADLINE_SECONDS is not reading, so it is closed as too slow
+    # even while kernel buffers still swallow its audio.
+    ws = web.WebSocketResponse(max_msg_size=settings.max_msg_size, heartbeat=None,
+                               autoping=False, timeout=2.0, compress=False,
                                writer_limit=max(1024, settings.client_sndbuf_bytes // 4))
     await ws.prepare(request)
     _limit_buffers(request, settings)
     client = Client(claims.user if claims else None, claims.role if claims else "listener",
                     settings.listener_queue_frames)
+    loop = asyncio.get_running_loop()
 
     async def write_loop() -> None:
+        """Control first, then audio: everything the outbox holds, then a liveness check."""
         try:
-            while True:
-                item = await client.queue.get()
-                if isinstance(item, bytes):
-                    await ws.send_bytes(item)
-                else:
-                    await ws.send_str(item)
+            while client.kicked is None:
+                control, audio = await client.outbox.take()
+                for text in control:
+                    await ws.send_str(text)
+                for frame in audio:
+                    await ws.send_bytes(frame)
+                liveness = client.liveness(loop.time())
+                if liveness == "ping":
+                    await ws.ping()
+                elif liveness == "dead":
+                    log.info("space %s: closing %r: no answer to a ping (not reading)",
+                             space_id, client)
+                    client.kick_unresponsive()
         except (ConnectionError, RuntimeError) as exc:
             client.kick(1011, f"send failed: {exc}")
 
@@ -406,10 +440,19 @@ async def client_ws(request: web.Request) -> web.StreamResponse:
         async for msg in ws:
             if client.kicked is not None or not stage.open:
                 break
-            if msg.type == WSMsgType.BINARY:
-                stage.on_audio(client, msg.data)
-            elif msg.type == WSMsgType.TEXT:
-                stage.on_json(client, msg.data)
+            if msg.type in (WSMsgType.BINARY, WSMsgType.TEXT):
+                binary = msg.type == WSMsgType.BINARY
+                if binary:
+                    stage.on_audio(client, msg.data)
+                else:
+                    stage.on_json(client, msg.data)
+                pause = client.read_pause(loop.time(), binary)
+                if pause > 0:  # over its message rate: read this client more slowly
+                    await asyncio.sleep(pause)
+            elif msg.type == WSMsgType.PONG:
+                client.pong_received()
+            elif msg.type == WSMsgType.PING:
+                await ws.pong(msg.data)
             elif msg.type == WSMsgType.ERROR:
                 log.info("client %s in %s: %s", client.user_id, space_id, ws.exception())
                 break
@@ -444,8 +487,8 @@ async def live_ogg(request: web.Request) -> web.StreamResponse:
     async def pump() -> None:
         await resp.write(writer.headers())
         while True:
-            packet = await listener.queue.get()
-            await resp.write(writer.audio(packet))
+            _control, packets = await listener.outbox.take()
+            await resp.write(b"".join(writer.audio(packet) for packet in packets))
 
     stage.add_ogg(listener)
     pump_task = asyncio.create_task(pump())
@@ -521,8 +564,15 @@ async def _stop_captions(app: web.Application) -> None:
 
 
 def create_app(settings: BridgeSettings) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
+    guard = ConnectionGuard(settings.header_timeout_seconds, settings.max_pending_connections_per_address)
+    app = web.Application(client_max_size=64 * 1024, middlewares=[guard.middleware])
     app[SETTINGS] = settings
+    app[GUARD] = guard
+    app.on_response_prepare.append(guard.on_response_prepare)
+    app[OPENID_LIMIT] = RateLimiter(settings.openid_attempts_per_address_per_minute,
+                                    settings.openid_attempts_per_minute)
+    app[OPENID_LOG] = Throttle(60.0)
+    app[OPENID_SLOTS] = Slots(OPENID_CONCURRENT_CHECKS)
     app[STAGES] = {}
     app[EVENTS] = EventBus()
     app[SOCKETS] = set()
@@ -549,38 +599,106 @@ def create_app(settings: BridgeSettings) -> web.Application:
     app[CAPTIONS] = CaptionPool(settings.captions_engine, settings.captions_model_path,
                                 settings.captions_language, settings.captions_workers)
     app.on_startup.append(_start_captions)
+    app.on_startup.append(_log_accept_errors)
+    app.on_cleanup.append(_stop_logging_accept_errors)
     app.cleanup_ctx.append(_http_session)
     app.on_cleanup.append(_stop_captions)
     return app
 
 
+async def _log_accept_errors(app: web.Application) -> None:
+    app[GUARD].install_accept_error_log(asyncio.get_running_loop())
+
+
+async def _stop_logging_accept_errors(app: web.Application) -> None:
+    app[GUARD].uninstall_accept_error_log()
+
+
 async def _http_session(app: web.Application):
-    """One outgoing HTTP session (OpenID checks), closed at cleanup."""
-    async with aiohttp.ClientSession() as session:
+    """One outgoing HTTP session (OpenID checks: public addresses only, except the
+    configured homeservers), closed at cleanup."""
+    settings = app[SETTINGS]
+    async with openid.make_session(dict(settings.openid_homeservers),
+                                   allow_private=settings.openid_allow_private_networks) as session:
         app[HTTP] = session
         yield
 
 
+OPENID_BODY_BYTES = 16 * 1024
+#: homeserver checks running at once (each may wait up to 10 s on DNS or a silent host)
+OPENID_CONCURRENT_CHECKS = 32
+
+
+async def _small_body(request: web.Request, limit: int, seconds: float) -> bytes:
+    """The body, if it is at most ``limit`` bytes and arrives within ``seconds``."""
+    if request.content_length is not None and request.content_length > limit:
+        raise jsonsafe.JsonRefused(f"message too large (more than {limit} bytes)")
+    data = bytearray()
+    async with asyncio.timeout(seconds):
+        while len(data) <= limit:
+            chunk = await request.content.read(limit + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    if len(data) > limit:
+        raise jsonsafe.JsonRefused(f"message too large (more than {limit} bytes)")
+    return bytes(data)
+
+
 async def openid_login(request: web.Request) -> web.Response:
-    """Element widget sign-in: an OpenID token from the widget API -> a bridge token."""
+    """Element widget sign-in: an OpenID token from the widget API -> a bridge token.
+
+    Rate-limited per remote address and overall (429). Every failed check answers the
+    same 401 (bridge/openid.py); the reason is logged with the space, never sent back.
+    """
     settings = request.app[SETTINGS]
-    stage = request.app[STAGES].get(request.match_info["space_id"])
+    remote = request.remote or "unknown"
+    space_id = request.match_info["space_id"][:MAX_SPACE_ID]
+    limiter = request.app[OPENID_LIMIT]
+    if not limiter.allow(remote):
+        held = request.app[OPENID_LOG].ready(("rate", remote))
+        if held is not None:
+            log.warning("space %s: Element sign-ins from %s are over the rate limit, refused with 429%s",
+                        space_id, remote, f" ({held} more in the last minute)" if held else "")
+        return web.json_response({"error": "too many sign-in attempts; try again later"}, status=429,
+                                 headers={"Retry-After": str(max(1, math.ceil(limiter.retry_after(remote))))})
+    stage = request.app[STAGES].get(space_id)
     if stage is None or not stage.open:
         return web.json_response({"error": "no such live space"}, status=404)
     try:
-        body = await request.json()
-    except ValueError:
-        return web.json_response({"error": "body must be JSON", "field": "body"}, status=400)
+        body = jsonsafe.loads_object(await _small_body(request, OPENID_BODY_BYTES,
+                                                       settings.header_timeout_seconds))
+    except jsonsafe.JsonRefused as exc:
+        return web.json_response({"error": f"body refused: {exc}", "field": "body"}, status=400)
+    except TimeoutError:
+        return web.json_response({"error": "the request body did not arrive in time", "field": "body"},
+                                 status=408)
     for field in ("access_token", "matrix_server_name"):
-        if not isinstance(body, dict) or not isinstance(body.get(field), str) or not body[field]:
+        if not isinstance(body.get(field), str) or not body[field]:
             return web.json_response({"error": f"{field} must be a non-empty string", "field": field},
                                      status=400)
+    server_name = body["matrix_server_name"]
+    slots = request.app[OPENID_SLOTS]
+    if not slots.try_take():
+        held = request.app[OPENID_LOG].ready("slots")
+        if held is not None:
+            log.warning("space %s: Element sign-in from %s refused with 429: %d homeserver checks already "
+                        "running%s", space_id, remote, slots.size, f" ({held} more in the last minute)" if held else "")
+        return web.json_response({"error": "too many sign-in attempts; try again later"}, status=429,
+                                 headers={"Retry-After": "5"})
     try:
-        user_id = await openid.verify(request.app[HTTP], body["access_token"], body["matrix_server_name"],
-                                      dict(settings.openid_homeservers))
+        user_id = await openid.verify(request.app[HTTP], body["access_token"], server_name,
+                                      dict(settings.openid_homeservers),
+                                      allow_private=settings.openid_allow_private_networks)
+    except openid.ServerNameError as exc:
+        return web.json_response({"error": f"matrix_server_name is not a Matrix server name: {exc}",
+                                  "field": "matrix_server_name"}, status=400)
     except openid.OpenIdError as exc:
-        log.info("space %s: OpenID sign-in refused: %s", stage.space_id, exc)
-        return web.json_response({"error": f"could not verify your Matrix identity: {exc}"}, status=401)
+        log.info("space %s: Element sign-in from %s (server %s) refused: %s", stage.space_id, remote,
+                 server_name[:255], exc)
+        return web.json_response({"error": openid.GENERIC_ERROR}, status=401)
+    finally:
+        slots.give_back()
     role = stage.roles.get(user_id)
     if role is None and not stage.public:
         return web.json_response({"error": f"{user_id} is not in this space; ask the host to invite you"},
@@ -595,14 +713,14 @@ async def start_embedded(settings: BridgeSettings) -> tuple[web.AppRunner, int]:
     """Run the bridge inside the caller's event loop; returns (runner, actual port).
 
     ``settings.listen_port`` 0 picks a free port. Stop with ``await runner.cleanup()``.
+    Connections go through the app's ConnectionGuard (header timeout, per-address cap;
+    bridge/guard.py) and the access log leaves query strings out. ``python -m bridge``
+    runs the bridge through here too.
     """
-    runner = web.AppRunner(create_app(settings), handle_signals=False,
-                           shutdown_timeout=5.0)
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0,
+                           access_log_class=PathOnlyAccessLogger)
     await runner.setup()
-    site = web.TCPSite(runner, settings.listen_host, settings.listen_port)
+    site = GuardedSite(runner, settings.listen_host, settings.listen_port, app[GUARD])
     await site.start()
-    port = settings.listen_port
-    server = getattr(site, "_server", None)
-    if server is not None and server.sockets:
-        port = server.sockets[0].getsockname()[1]
-    return runner, port
+    return runner, site.port

@@ -1,8 +1,11 @@
 """One open stage: its connections, its roles, its 20 ms tick, its recording.
 
 Everything here runs on the event loop; nothing blocks it except the numpy/Opus work
-of one tick. A connection never gets more than a bounded queue of outgoing messages:
-the tick only ``put_nowait``s, and a connection whose queue is full is kicked.
+of one tick. A connection never gets more than a bounded outbox (bridge/outbox.py): the
+tick only appends, a connection whose *audio* queue is full is kicked, and control
+messages are bounded apart from audio (a newer state replaces an older unsent one).
+Reactions and hand changes are rate-limited and sent in batches (bridge/activity.py), so
+what one person does costs every listener at most one message per flush.
 """
 
 from __future__ import annotations
@@ -14,16 +17,18 @@ import re
 import time
 import wave
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import opus, wire
+from . import jsonsafe, opus, wire
+from .activity import ActivityBatch, ActivityLimits, Budget, TokenBucket
 from .captions import CaptionPool, CaptionsError, StageCaptions
 from .mixer import FRAME_SAMPLES, FRAME_SECONDS, SILENCE_DBFS, Mixer, TickResult
+from .outbox import Outbox
 from .settings import BridgeSettings
 from .voice import VoiceQueue
 
@@ -39,9 +44,29 @@ CLOSE_NO_SPACE = 4404
 CLOSE_TOO_SLOW = 4408
 CLOSE_SPACE_ENDED = 4410
 CLOSE_SHUTDOWN = 1001
+CLOSE_POLICY = 1008
 
 LEVELS_EVERY_TICKS = 5
 PARTICIPANTS_EVERY_TICKS = 10
+#: reactions and hand changes go out as one ``activity`` message this often (200 ms)
+ACTIVITY_EVERY_TICKS = 10
+#: forget the rate-limit budgets of users who left, this often (10 s)
+FORGET_BUDGETS_EVERY_TICKS = 500
+#: control messages whose newest version is all a client needs (see Outbox)
+STATE_MESSAGES = frozenset({"levels", "participants", "roles", "you", "captions", "pong"})
+#: a client's JSON messages are tiny; anything larger or deeper is refused unparsed
+MAX_CLIENT_JSON_BYTES = 4096
+MAX_CLIENT_JSON_DEPTH = 4
+#: WebSocket liveness: ping every so often; a client that has not answered a ping within
+#: the deadline is not reading (its data sits in kernel buffers) and is closed as too slow
+PING_EVERY_SECONDS = 2.0
+PONG_DEADLINE_SECONDS = 4.0
+STALL_SECONDS = 1.0
+#: how fast one connection's messages are read: JSON 20/s (burst 60), audio 75/s (burst
+#: 150; a speaker sends 50/s). Beyond that the connection is read more slowly (TCP pushes
+#: back on the sender), so no client can keep the event loop busy with messages.
+INBOUND_TEXT_BURST, INBOUND_TEXT_RATE = 60, 20.0
+INBOUND_AUDIO_BURST, INBOUND_AUDIO_RATE = 150, 75.0
 Emit = Callable[[dict[str, Any]], None]
 
 
@@ -50,28 +75,48 @@ def safe_name(space_id: str) -> str:
 
 
 class Sink:
-    """Something that receives what the tick sends: a WebSocket client or an Ogg stream."""
+    """Something that receives what the tick sends: a WebSocket client or an Ogg stream.
+
+    Its :class:`Outbox` keeps audio and control messages apart: only a full audio queue
+    (``queue_size`` frames, 1 s by default) means "too slow"; control messages are bounded
+    on their own and never get anyone disconnected.
+    """
 
     def __init__(self, queue_size: int) -> None:
-        self.queue: asyncio.Queue[Any] = asyncio.Queue(queue_size)
+        self.outbox = Outbox(queue_size)
         self.kicked: tuple[int, str] | None = None
         self.kick_event = asyncio.Event()
 
-    def send(self, item: Any) -> bool:
+    def send(self, frame: bytes) -> bool:
+        """Queue one audio frame (shared bytes); a full audio queue kicks the sink."""
         if self.kicked is not None:
             return False
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
-            log.info("disconnecting %r: its send queue is full", self)
+        if not self.outbox.put_audio(frame):
+            log.info("disconnecting %r: its audio queue is full", self)
             self.kick(CLOSE_TOO_SLOW, "too slow: fell behind the live audio")
             return False
         return True
+
+    def send_control(self, text: str, key: Hashable | None = None) -> None:
+        """Queue a JSON text; with ``key`` it replaces an unsent one with the same key."""
+        if self.kicked is None:
+            self.outbox.put_control(text, key)
 
     def kick(self, code: int, reason: str) -> None:
         if self.kicked is None:
             self.kicked = (code, reason)
             self.kick_event.set()
+
+
+def state_key(obj: dict[str, Any]) -> Hashable | None:
+    """Messages that carry a state (a newer one makes an unsent older one useless) get a
+    key; events (errors, activity batches, closing) get None and are all delivered."""
+    kind = obj.get("type")
+    if kind in STATE_MESSAGES:
+        return kind
+    if kind == "caption":  # partials of one utterance replace each other, then the final
+        return ("caption", obj.get("utterance"))
+    return None
 
 
 class Client(Sink):
@@ -87,17 +132,26 @@ class Client(Sink):
         self.token_role = token_role
         self.decoder: opus.Decoder | None = None
         self.encoder: opus.Encoder | None = None
-        self.hand_raised = False
         self.errors = 0
         self.frames_in = 0
         self.frames_refused = 0
-        self._reaction_times: deque[float] = deque(maxlen=10)
+        #: this connection's own reaction and hand budget (bridge/activity.py)
+        self.budget = Budget()
+        #: liveness: when the unanswered WebSocket ping was sent (None: none outstanding)
+        self.ping_sent_at: float | None = None
+        self.last_ping_at = 0.0
+        self._liveness_checked_at = 0.0
+        self._inbound = {True: TokenBucket(INBOUND_AUDIO_BURST, INBOUND_AUDIO_RATE),
+                         False: TokenBucket(INBOUND_TEXT_BURST, INBOUND_TEXT_RATE)}
+        #: seconds this connection's reads were held back by the pacing above, and when
+        self.paced_seconds = 0.0
+        self.paced_at = 0.0
 
     def __repr__(self) -> str:
         return f"<Client {self.id} {self.user_id or 'anonymous'}>"
 
-    def send_json(self, obj: dict[str, Any]) -> bool:
-        return self.send(json.dumps(obj, separators=(",", ":")))
+    def send_json(self, obj: dict[str, Any]) -> None:
+        self.send_control(json.dumps(obj, separators=(",", ":")), state_key(obj))
 
     def error(self, code: str, reason: str) -> None:
         """Tell the client something was refused (1st, 2nd, 4th, 8th... time only)."""
@@ -106,17 +160,53 @@ class Client(Sink):
             self.send_json({"type": "error", "code": code, "reason": reason,
                             "count": self.errors})
 
-    def reaction_allowed(self, now: float) -> bool:
-        if len(self._reaction_times) == self._reaction_times.maxlen and (
-            now - self._reaction_times[0] < 10.0
-        ):
-            return False
-        self._reaction_times.append(now)
-        return True
+    # -- liveness: a reader answers WebSocket pings; one that never reads does not ------
+
+    def liveness(self, now: float) -> str | None:
+        """Called by the writer after each batch: ``"ping"`` when a ping is due (the caller
+        sends it), ``"dead"`` when one has gone unanswered for PONG_DEADLINE_SECONDS.
+
+        A gap of more than STALL_SECONDS since the previous call (the event loop was busy,
+        or the writer was blocked sending) restarts an outstanding ping's deadline: the
+        pong may be waiting unread in our own socket. (A writer blocked on a client that
+        does not read is caught by its audio queue filling up instead.)"""
+        stalled = now - self._liveness_checked_at > STALL_SECONDS
+        self._liveness_checked_at = now
+        if self.ping_sent_at is None:
+            if now - self.last_ping_at >= PING_EVERY_SECONDS:
+                self.ping_sent_at = self.last_ping_at = now
+                return "ping"
+            return None
+        if stalled:
+            self.ping_sent_at = now
+            return None
+        return "dead" if now - self.ping_sent_at > PONG_DEADLINE_SECONDS else None
+
+    def read_pause(self, now: float, binary: bool) -> float:
+        """After reading one message: seconds to wait before reading the next (0 within
+        the connection's budget). The message itself is always handled."""
+        bucket = self._inbound[binary]
+        bucket.take(now)
+        if bucket.tokens >= 0:
+            return 0.0
+        pause = -bucket.tokens / bucket.rate
+        self.paced_seconds += pause
+        self.paced_at = now
+        return pause
+
+    def pong_received(self) -> None:
+        self.ping_sent_at = None
+
+    def kick_unresponsive(self) -> None:
+        if self.ping_sent_at is not None and self.paced_at >= self.ping_sent_at:
+            # its pong is stuck behind its own flood of messages, read at the paced rate
+            self.kick(CLOSE_POLICY, "too many messages: slow down")
+        else:
+            self.kick(CLOSE_TOO_SLOW, "too slow: not reading (no answer to ping)")
 
 
 class OggListener(Sink):
-    """An HTTP Ogg/Opus stream; its queue holds Opus packets (None = end)."""
+    """An HTTP Ogg/Opus stream; its outbox's audio holds Opus packets."""
 
 
 class Recorder:
@@ -218,6 +308,13 @@ class Stage:
         self._pending: set[asyncio.Task[Any]] = set()
         self.open = True
         self._participants_dirty = False
+        #: signed-in users whose hand is up (one state per user, whatever their sockets)
+        self.hands: set[str] = set()
+        self.limits = ActivityLimits()
+        self.activity = ActivityBatch()
+        #: what was accepted and refused from clients (tests, bench, logs)
+        self.counters = {"reactions_accepted": 0, "reactions_refused": 0, "hands_accepted": 0,
+                         "hands_refused": 0, "bad_messages": 0, "activity_messages": 0}
         #: called after each tick (tests, bench); must not block
         self.tick_hooks: list[Callable[[TickResult], None]] = []
         if captions:
@@ -309,8 +406,9 @@ class Stage:
                 self.mixer.remove_speaker(client.id)
                 client.decoder = None
                 client.encoder = None
-            if client.hand_raised and self.may_speak(client.user_id):
-                client.hand_raised = False
+        for user_id in [u for u in self.hands if self.may_speak(u)]:
+            self.hands.discard(user_id)  # on stage now: the hand has done its job
+            self.activity.set_hand(user_id, False)
         self._broadcast_json({"type": "roles", "roles": self.roles})
         for client in self.clients.values():
             client.send_json({"type": "you", "role": self.role_of(client),
@@ -412,6 +510,10 @@ class Stage:
             return
         self.mixer.remove_speaker(client.id)
         client.decoder = client.encoder = None
+        user_id = client.user_id
+        if user_id in self.hands and not any(c.user_id == user_id for c in self.clients.values()):
+            self.hands.discard(user_id)  # their last connection left: the hand goes with it
+            self.activity.set_hand(user_id, False)
         if self.open:
             self._count_changed("listener_left", client.user_id)
             self._broadcast_participants()
@@ -428,14 +530,10 @@ class Stage:
 
     def participants(self) -> list[dict[str, Any]]:
         seen: dict[str, dict[str, Any]] = {}
-        anonymous = 0
         for c in self.clients.values():
-            if c.user_id is None:
-                anonymous += 1
-                continue
-            entry = seen.setdefault(c.user_id, {"user_id": c.user_id, "role": self.role_of(c),
-                                                "hand_raised": False})
-            entry["hand_raised"] = entry["hand_raised"] or c.hand_raised
+            if c.user_id is not None and c.user_id not in seen:
+                seen[c.user_id] = {"user_id": c.user_id, "role": self.role_of(c),
+                                   "hand_raised": c.user_id in self.hands}
         return sorted(seen.values(), key=lambda e: (e["role"] == "listener", e["user_id"]))
 
     def _broadcast_participants(self) -> None:
@@ -450,9 +548,11 @@ class Stage:
                               "anonymous": anonymous + len(self.ogg_listeners)})
 
     def _broadcast_json(self, obj: dict[str, Any]) -> None:
+        """One encode, the same text to every client's control queue (never its audio)."""
         text = json.dumps(obj, separators=(",", ":"))
+        key = state_key(obj)
         for client in list(self.clients.values()):
-            client.send(text)
+            client.send_control(text, key)
 
     # -- from clients ------------------------------------------------------------
 
@@ -489,46 +589,84 @@ class Stage:
 
         return decode
 
-    def on_json(self, client: Client, text: str) -> None:
+    def on_json(self, client: Client, text: str | bytes) -> None:
+        """One text message from ``client``: checked (size, depth, shape), then done or
+        refused with an ``error`` to that client alone."""
         try:
-            msg = json.loads(text)
-        except json.JSONDecodeError:
-            client.error("bad_message", "not JSON")
+            msg = jsonsafe.loads(text, max_bytes=MAX_CLIENT_JSON_BYTES,
+                                 max_depth=MAX_CLIENT_JSON_DEPTH)
+        except jsonsafe.JsonRefused as exc:
+            self._refuse(client, "bad_message", f"bad message: {exc}")
             return
         if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
-            client.error("bad_message", "expected an object with a string 'type'")
+            self._refuse(client, "bad_message", "expected an object with a string 'type'")
             return
         kind = msg["type"]
         if kind == "ping":
-            client.send_json({"type": "pong", "id": msg.get("id")})
+            ping_id = msg.get("id")
+            if not (ping_id is None or isinstance(ping_id, int | str) and len(str(ping_id)) <= 64):
+                self._refuse(client, "bad_message", "ping 'id' must be a short string or number")
+                return
+            client.send_json({"type": "pong", "id": ping_id})
         elif kind in ("raise_hand", "lower_hand"):
-            if client.user_id is None:
-                client.error("not_allowed", "sign in to raise your hand")
-                return
-            raised = kind == "raise_hand"
-            if raised and self.may_speak(client.user_id):
-                client.error("not_allowed", "you can already speak")
-                return
-            if client.hand_raised == raised:
-                return
-            client.hand_raised = raised
-            event = "hand_raised" if raised else "hand_lowered"
-            self._emit({"type": event, "space_id": self.space_id, "user_id": client.user_id})
-            self._broadcast_json({"type": event, "user_id": client.user_id})
-            self._broadcast_participants()
+            self._on_hand(client, kind == "raise_hand")
         elif kind == "reaction":
-            key = msg.get("key")
-            if not isinstance(key, str) or not 0 < len(key) <= 16 or not key.isprintable():
-                client.error("bad_message", "reaction needs a short printable 'key'")
-                return
-            if not client.reaction_allowed(time.monotonic()):
-                client.error("rate_limited", "too many reactions; slow down")
-                return
-            self._emit({"type": "reaction", "space_id": self.space_id,
-                        "user_id": client.user_id, "key": key})
-            self._broadcast_json({"type": "reaction", "user_id": client.user_id, "key": key})
+            self._on_reaction(client, msg.get("key"))
         else:
-            client.error("bad_message", f"unknown message type {kind!r}")
+            self._refuse(client, "bad_message", f"unknown message type {kind[:32]!r}")
+
+    def _refuse(self, client: Client, code: str, reason: str) -> None:
+        self.counters["bad_messages"] += code == "bad_message"
+        client.error(code, reason)
+
+    def _on_hand(self, client: Client, raised: bool) -> None:
+        user_id = client.user_id
+        if user_id is None:
+            client.error("not_allowed", "sign in to raise your hand")
+            return
+        if raised and self.may_speak(user_id):
+            client.error("not_allowed", "you can already speak")
+            return
+        if (user_id in self.hands) == raised:
+            return  # already so: nothing changes, nothing is spent
+        if not self.limits.allow_hand(client.budget, user_id, time.monotonic()):
+            self.counters["hands_refused"] += 1
+            client.error("rate_limited", "too many hand changes; wait a few seconds")
+            return
+        self.counters["hands_accepted"] += 1
+        if raised:
+            self.hands.add(user_id)
+        else:
+            self.hands.discard(user_id)
+        self.activity.set_hand(user_id, raised)
+        self._emit({"type": "hand_raised" if raised else "hand_lowered",
+                    "space_id": self.space_id, "user_id": user_id})
+        self._broadcast_participants()
+
+    def _on_reaction(self, client: Client, key: Any) -> None:
+        if not isinstance(key, str) or not 0 < len(key) <= 16 or not key.isprintable():
+            self._refuse(client, "bad_message", "reaction needs a short printable 'key'")
+            return
+        if not self.activity.has_room_for(key):
+            self.counters["reactions_refused"] += 1
+            client.error("rate_limited", "too many different reactions right now; try again")
+            return
+        if not self.limits.allow_reaction(client.budget, client.user_id, time.monotonic()):
+            self.counters["reactions_refused"] += 1
+            why = ("too many reactions; slow down" if client.user_id is not None else
+                   "too many reactions (anonymous listeners share a limit); slow down")
+            client.error("rate_limited", why)
+            return
+        self.counters["reactions_accepted"] += 1
+        self.activity.add_reaction(key)
+        self._emit({"type": "reaction", "space_id": self.space_id,
+                    "user_id": client.user_id, "key": key})
+
+    def _flush_activity(self) -> None:
+        message = self.activity.flush()
+        if message is not None:
+            self.counters["activity_messages"] += 1
+            self._broadcast_json(message)
 
     # -- the tick ----------------------------------------------------------------
 
@@ -579,8 +717,13 @@ class Stage:
                 log.exception("recording write failed for %s; recording stopped",
                               self.space_id)
                 self.set_record(False)
+        if seq % ACTIVITY_EVERY_TICKS == 0:
+            self._flush_activity()
         if self._participants_dirty and seq % PARTICIPANTS_EVERY_TICKS == 0:
             self._send_participants()
+        if seq % FORGET_BUDGETS_EVERY_TICKS == 0 and len(self.limits):
+            self.limits.forget_idle(time.monotonic(),
+                                    {c.user_id for c in self.clients.values() if c.user_id})
         if seq % LEVELS_EVERY_TICKS == 0 and result.levels:
             self._broadcast_levels(result)
         if self.captioner is not None and self.captioner.enabled:

@@ -1,6 +1,8 @@
 // Chorus space page: listen (WebCodecs Opus decode → Web Audio), speak (getUserMedia →
 // AudioWorklet → WebCodecs Opus encode), hands, reactions, speaking indicators.
 // Wire format: docs/protocol.md (1 byte 0x11, uint32 seq, uint32 timestamp, Opus packet).
+// The connection comes back by itself (backoff with jitter) unless the space ended or the
+// link was refused; the banner at the top says which.
 "use strict";
 
 const spaceId = decodeURIComponent(location.pathname.split("/")[2] || "");
@@ -16,6 +18,9 @@ const state = {
   ctx: null, decoder: null, playAt: 0, listening: false,
   encoder: null, micStream: null, micNode: null, seq: 0,
   stats: { framesIn: 0, framesDecoded: 0, framesSent: 0, reactions: 0, errors: [] },
+  // connection: "connecting" | "connected" | "waiting" (to reconnect) | "ended" | "refused"
+  conn: "connecting", closed: null, reconnects: 0, retryAttempt: 0, retryTimer: null,
+  retryAt: 0, connectedAt: 0,
 };
 window.chorus = state; // for tests and debugging
 
@@ -26,7 +31,31 @@ setOggLink();
 
 function status(text) { $("status").textContent = text; }
 
+// ---- the connection, and getting it back ------------------------------------------
+// Close codes after which trying again cannot help (docs/protocol.md): say why, stop.
+const FINAL_CLOSES = {
+  4401: ["refused", "Your link was refused. Ask the Chorus bot for a new one"],
+  4403: ["refused", "This space is not public: open it with your personal link"],
+  4404: ["ended", "This space is not live"],
+  4410: ["ended", "The space ended"],
+};
+const RETRY_FIRST_MS = 1000;
+const RETRY_MAX_MS = 30000;
+const STABLE_MS = 10000;  // a connection that lasted this long resets the backoff
+
+function setConn(kind, text) {
+  state.conn = kind;
+  const banner = $("conn");
+  banner.dataset.state = kind;
+  $("conn-text").textContent = text;
+  $("retry").hidden = kind !== "waiting";
+  banner.hidden = kind === "connected";
+}
+
 function connect() {
+  clearTimeout(state.retryTimer);
+  state.retryTimer = null;
+  setConn("connecting", state.reconnects ? "Reconnecting…" : "Connecting…");
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   let url = `${proto}//${location.host}/spaces/${encodeURIComponent(spaceId)}/ws`;
   if (token) url += `?token=${encodeURIComponent(token)}`;
@@ -34,19 +63,67 @@ function connect() {
   ws.binaryType = "arraybuffer";
   state.ws = ws;
   ws.onmessage = (ev) => {
-    if (typeof ev.data === "string") onJson(JSON.parse(ev.data));
-    else onAudio(ev.data);
+    if (ws !== state.ws) return;
+    if (typeof ev.data !== "string") { onAudio(ev.data); return; }
+    let m;
+    try { m = JSON.parse(ev.data); } catch { return; }
+    if (m && typeof m === "object") onJson(m);
   };
   ws.onclose = (ev) => {
-    status(`Disconnected: ${ev.reason || ev.code}`);
+    if (ws !== state.ws) return;
     state.closed = { code: ev.code, reason: ev.reason };
     stopMic();
+    const final = FINAL_CLOSES[ev.code];
+    if (final) {
+      const [kind, text] = final;
+      setConn(kind, ev.reason ? `${text} (${ev.reason}).` : `${text}.`);
+      status("");
+      return;
+    }
+    if (state.connectedAt && Date.now() - state.connectedAt >= STABLE_MS) state.retryAttempt = 0;
+    state.connectedAt = 0;
+    scheduleReconnect(ev.reason || `code ${ev.code}`);
   };
+}
+
+// Exponential backoff, capped, with jitter (a random half to full delay) so that a whole
+// audience dropped at once does not come back at the same instant.
+function retryDelay(attempt) {
+  const ceiling = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** Math.min(attempt, 16));
+  return ceiling / 2 + Math.random() * ceiling / 2;
+}
+
+function scheduleReconnect(why) {
+  const delay = retryDelay(state.retryAttempt++);
+  state.retryAt = Date.now() + delay;
+  const show = () => {
+    if (state.conn !== "waiting") return;
+    const left = Math.max(0, Math.ceil((state.retryAt - Date.now()) / 1000));
+    $("conn-text").textContent = `Connection lost (${why}). Reconnecting in ${left} s…`;
+    if (left > 0) setTimeout(show, 1000);
+  };
+  setConn("waiting", "");
+  show();
+  state.retryTimer = setTimeout(() => { state.reconnects++; connect(); }, delay);
+}
+
+function reconnectNow() {
+  if (state.conn !== "waiting") return;
+  state.reconnects++;
+  connect();
+}
+$("retry").onclick = reconnectNow;
+window.addEventListener("online", reconnectNow);
+
+function sendJson(obj) {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(obj));
 }
 
 function onJson(m) {
   switch (m.type) {
     case "hello":
+      state.connectedAt = Date.now();
+      setConn("connected", "");
       $("title").textContent = m.title;
       document.title = `${m.title} — Chorus`;
       state.me = m.user_id; state.roles = m.roles;
@@ -58,18 +135,27 @@ function onJson(m) {
     case "caption": onCaption(m); break;
     case "you": setRole(m.role, m.may_speak); break;
     case "roles": state.roles = m.roles; render(); break;
-    case "participants":
+    case "participants": {
       state.participants = m.participants;
       $("anon").textContent = m.anonymous ? `+ ${m.anonymous} anonymous listener(s)` : "";
+      const mine = m.participants.find((p) => p.user_id === state.me);
+      if (mine) setHand(mine.hand_raised);
       render(); break;
+    }
     case "levels": state.levels = m.levels; render(); break;
-    case "reaction": showReaction(m); break;
-    case "hand_raised": case "hand_lowered":
-      if (m.user_id === state.me) { state.hand = m.type === "hand_raised"; setRole(state.role, state.maySpeak); }
+    case "activity":  // reactions counted since the last batch, the latest hand per user
+      showReactions(m.reactions || {});
+      if (m.hands && state.me && Object.hasOwn(m.hands, state.me)) setHand(m.hands[state.me]);
       break;
     case "closing": status(`The space ended: ${m.reason}`); break;
     case "error": state.stats.errors.push(m); if (m.count === 1) status(m.reason); break;
   }
+}
+
+function setHand(raised) {
+  if (state.hand === !!raised) return;
+  state.hand = !!raised;
+  setRole(state.role, state.maySpeak);
 }
 
 function setRole(role, maySpeak) {
@@ -125,13 +211,24 @@ function onCaption(m) {
   render();
 }
 
-function showReaction(m) {
-  state.stats.reactions++;
-  const span = document.createElement("span");
-  span.textContent = m.key;
-  span.title = m.user_id || "someone";
-  $("reactions-feed").append(span);
-  setTimeout(() => span.remove(), 4000);
+const FEED_MAX = 24;  // reactions shown at once; older ones make room
+
+function showReactions(counts) {
+  const feed = $("reactions-feed");
+  for (const [key, n] of Object.entries(counts)) {
+    if (typeof n !== "number" || n < 1) continue;
+    state.stats.reactions += n;
+    const span = document.createElement("span");
+    span.textContent = key;
+    if (n > 1) {
+      const times = document.createElement("small");
+      times.textContent = `×${n}`;
+      span.append(times);
+    }
+    feed.append(span);
+    setTimeout(() => span.remove(), 4000);
+  }
+  while (feed.childElementCount > FEED_MAX) feed.firstElementChild.remove();
 }
 
 // ---- listening ----------------------------------------------------------------
@@ -269,24 +366,34 @@ function stopMic() {
 // ---- buttons ------------------------------------------------------------------
 $("listen").onclick = () => (state.listening ? stopListening() : startListening());
 $("mic").onclick = () => (state.micStream ? stopMic() : startMic().catch((e) => status(String(e))));
-$("hand").onclick = () => {
-  state.ws.send(JSON.stringify({ type: state.hand ? "lower_hand" : "raise_hand" }));
-};
+$("hand").onclick = () => sendJson({ type: state.hand ? "lower_hand" : "raise_hand" });
 $("cc").onclick = () => {
   state.showCaptions = !state.showCaptions;
   localStorage.setItem("chorus.captions", state.showCaptions ? "on" : "off");
   setCaptionsOn(state.captionsOn);
 };
 document.querySelectorAll("#react button").forEach((b) => {
-  b.onclick = () => state.ws.send(JSON.stringify({ type: "reaction", key: b.dataset.key }));
+  b.onclick = () => sendJson({ type: "reaction", key: b.dataset.key });
 });
 
 // ---- inside Element: the widget API gives an OpenID token, the bridge checks it --------
 // Matrix widget API over postMessage: answer the client's toWidget requests (capabilities
 // first), ask fromWidget "get_openid", then trade the credentials for a bridge token.
+// Only the parent that embeds us, at the origin it was given as (parentUrl), is listened
+// to: a message from any other window or origin is ignored.
+function widgetParentOrigin() {
+  try {
+    const origin = new URL(query.get("parentUrl")).origin;
+    return origin && origin !== "null" ? origin : null;
+  } catch {
+    return null;
+  }
+}
+
 function widgetSignIn() {
   const widgetId = query.get("widgetId") || "";
-  const parentOrigin = query.get("parentUrl") ? new URL(query.get("parentUrl")).origin : "*";
+  const parentOrigin = widgetParentOrigin();
+  if (!parentOrigin) return Promise.reject(new Error("the widget host did not say where it is (no parentUrl)"));
   let requestNo = 0;
   const pending = {};
   const post = (msg) => window.parent.postMessage(msg, parentOrigin);
@@ -315,7 +422,9 @@ function widgetSignIn() {
       useCredentials(reply).catch(reject);
     };
     window.addEventListener("message", (ev) => {
+      if (ev.source !== window.parent || ev.origin !== parentOrigin) return;
       const m = ev.data || {};
+      if (typeof m !== "object") return;
       if (m.api === "fromWidget" && m.response !== undefined && pending[m.requestId]) {
         pending[m.requestId](m.response); delete pending[m.requestId]; return;
       }

@@ -11,7 +11,7 @@ import pytest
 
 from bridge.client import SpaceClient
 
-from .conftest import rms, sine
+from .conftest import make_settings, rms, run_bridge, sine
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
@@ -104,10 +104,11 @@ async def test_space_page_listens_speaks_and_reacts(bridge, browser):
                 await asyncio.sleep(0.05)
         await asyncio.wait_for(heard_browser(), 15)
         assert await browser.js("window.chorus.stats.errors.length") == 0
-        # reactions from the page reach everyone
+        # reactions from the page reach everyone, counted in the next batch
         await browser.js("document.querySelector('#react button').click()")
-        r = await py.wait_type("reaction")
-        assert r["user_id"] == "@web:x" and r["key"] == "👏"
+        r = await py.wait_type("activity", where=lambda m: m["reactions"])
+        assert r["reactions"] == {"👏": 1}
+        await browser.wait_js("window.chorus.stats.reactions === 1")
         # speaking indicator for the browser's user
         await browser.wait_js(
             "[...document.querySelectorAll('#people li.speaking')]"
@@ -121,3 +122,137 @@ async def test_index_lists_public_spaces(bridge, browser):
     links = await browser.wait_js(
         "[...document.querySelectorAll('#spaces a')].map(a => a.textContent).join('|')")
     assert links == "Test pub"
+
+
+async def test_page_reconnects_after_the_bridge_drops_it_and_stops_when_the_space_ends(
+        bridge, browser):
+    await bridge.open("rc", roles={"@h:x": "host"})
+    stage = bridge.stage("rc")
+    await browser.call("Page.navigate", url=f"{bridge.url}/spaces/rc")
+    await browser.wait_js("window.chorus && window.chorus.conn === 'connected'")
+    assert await browser.js("document.getElementById('conn').hidden") is True
+    (first,) = stage.clients.values()
+    # the bridge drops the page's socket (as it would a client it found too slow)
+    first.kick(4408, "too slow: fell behind the live audio")
+    await browser.wait_js("window.chorus.closed && window.chorus.closed.code === 4408")
+    await browser.wait_js("window.chorus.reconnects >= 1 && window.chorus.conn === 'connected'",
+                          timeout=20)
+    (second,) = stage.clients.values()
+    assert second.id != first.id
+    frames = await browser.js("window.chorus.stats.framesIn")
+    await browser.wait_js(f"window.chorus.stats.framesIn > {frames + 10}")
+    # the space ends: the page says so and does not try again
+    status, _ = await bridge.control("DELETE", "/spaces/rc")
+    assert status == 200
+    await browser.wait_js("window.chorus.conn === 'ended'")
+    assert "The space ended" in await browser.js("document.getElementById('conn-text').textContent")
+    assert await browser.js("window.chorus.retryTimer") is None
+    assert await browser.js("document.getElementById('conn').hidden") is False
+
+
+async def test_page_comes_back_after_a_bridge_restart(tmp_path, browser):
+    """A dead bridge (connection refused) means retrying with growing, jittered delays;
+    when the bridge is back on the same address the page is listening again."""
+    running = await run_bridge(make_settings(tmp_path))
+    port = int(running.url.rsplit(":", 1)[1])
+    second = None
+    try:
+        await running.open("rs")
+        await browser.call("Page.navigate", url=f"{running.url}/spaces/rs")
+        await browser.wait_js("window.chorus && window.chorus.conn === 'connected'")
+        await running.session.close()
+        await running.runner.cleanup()  # closes with 1001 "bridge shutting down"
+        await browser.wait_js("window.chorus.conn === 'waiting' && window.chorus.reconnects >= 1")
+        text = await browser.js("document.getElementById('conn-text').textContent")
+        assert text.startswith("Connection lost") and "Reconnecting in" in text
+        second = await run_bridge(make_settings(tmp_path, listen_port=port))
+        await second.open("rs")
+        await browser.wait_js("window.chorus.conn === 'connected'", timeout=60)
+        assert len(second.stage("rs").clients) == 1
+    finally:
+        if second is not None:
+            await second.session.close()
+            await second.runner.cleanup()
+        if not running.session.closed:
+            await running.session.close()
+            await running.runner.cleanup()
+
+
+async def test_refused_link_is_explained_and_not_retried(bridge, browser):
+    await bridge.open("priv", public=False)
+    await browser.call("Page.navigate", url=f"{bridge.url}/spaces/priv?token=forged")
+    await browser.wait_js("window.chorus && window.chorus.conn === 'refused'")
+    text = await browser.js("document.getElementById('conn-text').textContent")
+    assert "Your link was refused" in text and "malformed" in text
+    assert await browser.js("window.chorus.retryTimer") is None
+
+
+async def test_widget_listens_only_to_its_parent(bridge, browser):
+    """The widget answers the window that embeds it, at the origin it was given
+    (parentUrl); a sibling frame (same origin as the parent, or another origin) posting
+    widget-API requests gets nothing."""
+    from aiohttp import web
+
+    await bridge.open("wid", public=True)
+
+    async def parent(request: web.Request) -> web.Response:
+        evil_same = f"http://127.0.0.1:{request.url.port}/evil"
+        evil_other = f"http://127.0.0.1:{other_port}/evil"
+        page = f"""<!doctype html>
+          <iframe id="w" src="{bridge.url}/spaces/wid?widget=1&widgetId=w1&parentUrl={request.url}"></iframe>
+          <script>
+          window.fromWidget = [];
+          window.evilSent = 0;
+          window.addEventListener("message", (ev) => {{
+            if (ev.data === "evil-sent") {{
+              if (++window.evilSent === 2) {{  // both siblings have posted: now the real parent asks
+                document.getElementById("w").contentWindow.postMessage(
+                  {{api: "toWidget", widgetId: "w1", requestId: "after-evil", action: "probe", data: {{}}}}, "*");
+              }}
+              return;
+            }}
+            if (ev.data && ev.data.api) window.fromWidget.push(ev.data);
+          }});
+          document.getElementById("w").onload = () => {{
+            for (const src of ["{evil_same}", "{evil_other}"]) {{
+              const f = document.createElement("iframe");
+              f.src = src;
+              document.body.append(f);
+            }}
+          }};
+          </script>"""
+        return web.Response(text=page, content_type="text/html")
+
+    async def evil(request: web.Request) -> web.Response:
+        page = """<!doctype html><script>
+          const widget = window.parent.frames[0];
+          for (const action of ["capabilities", "openid_credentials"]) {
+            widget.postMessage({api: "toWidget", widgetId: "w1", requestId: "evil-" + action + location.port,
+                                action, data: {state: "allowed", access_token: "stolen",
+                                               matrix_server_name: "evil.example"}}, "*");
+          }
+          window.parent.postMessage("evil-sent", "*");
+          </script>"""
+        return web.Response(text=page, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", parent)
+    app.router.add_get("/evil", evil)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    sites = [web.TCPSite(runner, "127.0.0.1", 0), web.TCPSite(runner, "127.0.0.1", 0)]
+    for site in sites:
+        await site.start()
+    parent_port, other_port = (s._server.sockets[0].getsockname()[1] for s in sites)
+    try:
+        await browser.call("Page.navigate", url=f"http://127.0.0.1:{parent_port}/")
+        answered = await browser.wait_js(
+            "window.fromWidget && window.fromWidget.find(m => m.requestId === 'after-evil'"
+            " && m.response !== undefined)")
+        assert answered["response"] == {}
+        # the siblings' requests came first and were never answered
+        ids = await browser.js("window.fromWidget.map(m => m.requestId || m.action)")
+        assert not [i for i in ids if i.startswith("evil-")], ids
+        assert not bridge.stage("wid").clients  # and nobody signed in with the stolen token
+    finally:
+        await runner.cleanup()
