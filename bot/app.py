@@ -63,6 +63,9 @@ MAX_VOICE_BYTES = 20 * 1024 * 1024
 MAX_COMMAND_CHARS = 16_384
 #: the longest reply the bot sends, in characters (an event may be at most 64 KiB)
 MAX_REPLY_CHARS = 8_000
+#: an event waits for the events before it (from anyone) to finish, but for no longer than
+#: this once the one before it has started: a slow command is overtaken, never waited out
+HEAD_START_SECONDS = 2.0
 #: events of one sender waiting or running at once; more are skipped (a flood)
 MAX_PENDING_PER_SENDER = 1000
 #: the longest wait between two tries while the database is unreachable
@@ -141,6 +144,8 @@ class Chorus:
         self._join_ts: dict[str, int] = {}
         #: per sender: the last task of their lane, and how many of their events wait or run
         self._lanes: dict[str, asyncio.Task] = {}
+        #: the newest event's task and its "started" flag: the next event waits for it
+        self._tail: tuple[asyncio.Task, asyncio.Event] | None = None
         self._pending: dict[str, int] = {}
         self._lane_tasks: set[asyncio.Task] = set()
 
@@ -361,7 +366,7 @@ class Chorus:
         Claiming happens here, in order, so the batch's token is saved only once every event
         in it is claimed (a command claimed but not finished when the bot dies is answered as
         failed at the next start). The work runs in lanes: one sender's events in order,
-        different senders side by side, so one person's slow command never holds up another's.
+        different senders side by side once one is slow, so one person's slow command never holds up another's.
         Raises when the database is unreachable (the caller handles the batch again)."""
         for room_id, info in resp.rooms.invite.items():
             try:
@@ -426,8 +431,14 @@ class Chorus:
     # ------------------------------------------------------------------ lanes
 
     def _enqueue(self, sender: str, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` after the sender's earlier events, and after everyone's earlier events
+        unless one of those has run for HEAD_START_SECONDS: events are handled in the order
+        they came (an invitation before the join it allows), but a slow one is overtaken."""
         self._pending[sender] = self._pending.get(sender, 0) + 1
-        task = asyncio.create_task(self._lane_step(self._lanes.get(sender), work, sender), name=f"lane {sender}")
+        started = asyncio.Event()
+        task = asyncio.create_task(self._lane_step(self._tail, self._lanes.get(sender), work, sender, started),
+                                   name=f"lane {sender}")
+        self._tail = (task, started)
         self._lanes[sender] = task
         self._lane_tasks.add(task)
 
@@ -435,22 +446,35 @@ class Chorus:
             self._lane_tasks.discard(t)
             if self._lanes.get(sender) is t:
                 del self._lanes[sender]
+            if self._tail is not None and self._tail[0] is t:
+                self._tail = None
 
         task.add_done_callback(done)
 
-    async def _lane_step(self, previous: asyncio.Task | None, work: Coroutine[Any, Any, None], sender: str) -> None:
-        started = False
+    async def _lane_step(self, before: tuple[asyncio.Task, asyncio.Event] | None, same_sender: asyncio.Task | None,
+                         work: Coroutine[Any, Any, None], sender: str, started: asyncio.Event) -> None:
+        begun = False
         try:
-            if previous is not None:
-                await asyncio.wait({previous})  # its own errors were handled (and logged) in it
-            started = True
+            if same_sender is not None:
+                await asyncio.wait({same_sender})  # its own errors were handled (and logged) in it
+            if before is not None and not before[0].done():
+                previous, previous_started = before
+                waiter = asyncio.ensure_future(previous_started.wait())
+                try:
+                    await asyncio.wait({previous, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+                await asyncio.wait({previous}, timeout=HEAD_START_SECONDS)
+            begun = True
+            started.set()
             await work
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - one bad event must not stop the lane
             log.exception("an event from %s failed", sender)
         finally:
-            if not started:
+            started.set()
+            if not begun:
                 work.close()
             left = self._pending.get(sender, 1) - 1
             if left > 0:

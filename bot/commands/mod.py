@@ -50,7 +50,7 @@ async def default_host(ctx: Ctx, user: str) -> None:
                              "The follower threshold decides again whether {} may host.")
 
 
-@_cmd("mod threshold", integer("followers"), help="Set how many followers hosting needs.",
+@_cmd("mod threshold", integer("followers", high=10_000_000), help="Set how many followers hosting needs.",
       examples=("mod threshold 100",))
 async def threshold(ctx: Ctx, followers: int) -> None:
     _need_mod(ctx)
@@ -113,7 +113,7 @@ async def unban(ctx: Ctx, user: str) -> None:
     await ctx.reply(f"{target} is no longer banned.")
 
 
-@_cmd("mod audit", integer("n", optional=True), help="The latest moderation and space actions.")
+@_cmd("mod audit", integer("n", optional=True, low=1, high=200), help="The latest moderation and space actions.")
 async def audit(ctx: Ctx, n: int | None) -> None:
     _need_mod(ctx)
     n = 20 if n is None else n
