@@ -285,17 +285,21 @@ class Chorus:
             for event in info.timeline.events:
                 if (not isinstance(event, RoomMessageText) or event.sender == self.client.user_id
                         or join_ts is None or event.server_timestamp < join_ts
-                        or event.event_id in self._told_waiting
                         or not command_text(event.source.get("content", {})).startswith(self.options.prefix)):
                     continue
-                self._told_waiting.add(event.event_id)
-                log.warning("room %s: command %s from %s waits for the database", room_id, event.event_id,
-                            event.sender)
-                try:
-                    await self.matrix.reply(room_id, event.event_id, DB_WAIT_NOTICE)
-                except (MatrixError, *NETWORK_ERRORS) as exc:
-                    log.error("room %s: could not tell %s to wait: %s", room_id, event.sender, _brief(exc))
+                await self._tell_to_wait(room_id, event)
         return resp.next_batch
+
+    async def _tell_to_wait(self, room_id: str, event) -> None:
+        """Tell a command's sender, once, that it runs when the database is back."""
+        if event.event_id in self._told_waiting:
+            return
+        self._told_waiting.add(event.event_id)
+        log.warning("room %s: command %s from %s waits for the database", room_id, event.event_id, event.sender)
+        try:
+            await self.matrix.reply(room_id, event.event_id, DB_WAIT_NOTICE)
+        except (MatrixError, *NETWORK_ERRORS) as exc:
+            log.error("room %s: could not tell %s to wait: %s", room_id, event.sender, _brief(exc))
 
     def _finish_pending(self) -> None:
         for event_id in list(self._finish_later):
@@ -545,14 +549,8 @@ class Chorus:
         try:
             return self.store.claim_event(event.event_id, room_id)
         except Exception as exc:
-            if database_unavailable(exc) and event.event_id not in self._told_waiting:
-                self._told_waiting.add(event.event_id)
-                log.warning("room %s: command %s from %s waits for the database", room_id, event.event_id,
-                            event.sender)
-                try:
-                    await self.matrix.reply(room_id, event.event_id, DB_WAIT_NOTICE)
-                except (MatrixError, *NETWORK_ERRORS) as err:
-                    log.error("room %s: could not tell %s to wait: %s", room_id, event.sender, err)
+            if database_unavailable(exc):
+                await self._tell_to_wait(room_id, event)
             raise
 
     def _finish(self, event_id: str) -> None:

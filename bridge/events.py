@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+DROP_LOG_SECONDS = 10.0
 
 
 class EventBus:
@@ -20,6 +24,9 @@ class EventBus:
         self._backlog: deque[dict[str, Any]] = deque(maxlen=backlog)
         self._queue_size = queue_size
         self.dropped = 0
+        #: drops are logged at most once per DROP_LOG_SECONDS, with the count since the last line
+        self._dropped_unlogged = 0
+        self._last_drop_log = float("-inf")
 
     def emit(self, event: dict[str, Any]) -> None:
         if not self._subscribers:
@@ -30,7 +37,12 @@ class EventBus:
                 queue.put_nowait(event)
             except asyncio.QueueFull:
                 self.dropped += 1
-                log.warning("control event subscriber is behind; dropped %s", event["type"])
+                self._dropped_unlogged += 1
+                now = time.monotonic()
+                if now - self._last_drop_log >= DROP_LOG_SECONDS:
+                    log.warning("control event subscriber is behind; dropped %d event(s), the latest %s (space %s)",
+                                self._dropped_unlogged, event.get("type"), event.get("space_id"))
+                    self._last_drop_log, self._dropped_unlogged = now, 0
 
     def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self._queue_size)

@@ -17,6 +17,9 @@ from bot.files import private_file, tighten_file
 
 log = logging.getLogger(__name__)
 
+#: how long a PostgreSQL connection attempt may take
+CONNECT_TIMEOUT_SECONDS = 5
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 #: files SQLite keeps next to a database
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -35,6 +38,10 @@ def make_engine(url: str) -> Engine:
             for suffix in SQLITE_SIDE_FILES:
                 tighten_file(parsed.database + suffix)
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    elif parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        # a server that went silent must not hold the bot for the OS's TCP timeout (minutes):
+        # fail within seconds, and the bot waits the outage out (bot/app.py)
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import struct
@@ -554,3 +555,15 @@ def test_silence_frames_are_bounded_per_tick(tmp_path):
         assert fa is fb and fa[0] == 0x11 and wire.unpack(fa).seq == stage.tick_count
     finally:
         stage.encoder.close()
+
+
+def test_a_behind_bot_costs_one_log_line_not_one_per_dropped_event(caplog) -> None:
+    from bridge.events import EventBus
+
+    bus = EventBus(queue_size=10)
+    bus.subscribe()
+    with caplog.at_level(logging.WARNING, logger="bridge.events"):
+        for i in range(5_000):
+            bus.emit({"type": "reaction", "space_id": "s1", "n": i})
+    assert bus.dropped == 4_990
+    assert len([r for r in caplog.records if "behind" in r.getMessage()]) == 1

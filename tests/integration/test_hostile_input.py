@@ -139,3 +139,41 @@ async def test_the_bot_outlives_a_database_outage(postgres_url, chorus_factory, 
         if chorus is not None:
             await chorus.stop()
         proxy.close()
+
+
+async def test_the_bot_refuses_to_run_when_the_bridge_refuses_its_secret(homeserver, tmp_path) -> None:
+    """Finding 5: `python -m bot run` against a bridge with another secret stops with one line
+    naming the problem (exit 2), and the secret it holds is in no line it printed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.bridge.conftest import make_settings, run_bridge
+    from tests.support.matrix_user import unique_localpart
+
+    bridge = await run_bridge(make_settings(tmp_path))  # the bridge's secret is tests.bridge.conftest.SECRET
+    bots_secret = "the-bots-own-secret-which-the-bridge-does-not-know"
+    bot_user = homeserver.register(unique_localpart("chorus"), "pw-" + bots_secret[:12])
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[matrix]\nhomeserver = "{homeserver.base_url}"\nuser_id = "{bot_user.user_id}"\n'
+        f'access_token = "{bot_user.access_token}"\nstore_path = "{tmp_path / "store"}"\n'
+        f'[database]\nurl = "sqlite:///{tmp_path}/chorus.db"\n'
+        f'[bridge]\nmode = "remote"\ncontrol_url = "{bridge.url}"\npublic_url = "{bridge.url}"\n'
+        f'shared_secret = "{bots_secret}"\n')
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "bot", "--config", str(config), "run"], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = await asyncio.to_thread(proc.communicate, timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        await bridge.session.close()
+        await bridge.runner.cleanup()
+    assert proc.returncode == 2, (out, err)
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("chorus: the bridge at") and "refused the bot's shared secret" in last
+    assert "Traceback" not in err
+    assert bots_secret not in out + err
