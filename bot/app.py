@@ -37,10 +37,11 @@ from bot.commands import registry as default_registry
 from bot.commands.context import Ctx, Services
 from bot.commands.registry import Registry, UsageError, parse, split_args
 from bot.core import rules
+from bot.core.bounds import clip
 from bot.core.model import Role, State
 from bot.db.store import Store, database_unavailable
 from bot.matrix.client import DmRooms, MatrixError, MatrixIO
-from bot.matrix.messages import clip, command_text, pills_in, server_of
+from bot.matrix.messages import command_text, pills_in, server_of
 from bot.reactions import ReactionBatcher
 from bot.scheduler import Scheduler
 from bot.scheduling import ScheduleService, ScheduleSettings
@@ -222,13 +223,12 @@ class Chorus:
             await self._handle_batch(resp, since)
             await self._crypto_housekeeping()
 
-    async def _pause(self, seconds: float) -> bool:
-        """Wait ``seconds`` or until :meth:`stop`; True if stopping."""
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` or until :meth:`stop`."""
         try:
             await asyncio.wait_for(self._stopping.wait(), seconds)
         except TimeoutError:
             pass
-        return self._stopping.is_set()
 
     async def _handle_batch(self, resp: SyncResponse, since: str | None) -> None:
         """Handle one sync batch, then save its token. While the database is unreachable the
@@ -425,12 +425,6 @@ class Chorus:
                 # downloading and decoding a voice message takes longer than a command
                 return self._bounded(self.on_voice_message(room_id, event), max(deadline, 180.0), room_id, event)
         return None
-
-    async def route(self, room_id: str, event) -> None:
-        """Claim and act on one event now (without a lane)."""
-        work = await self._claim(room_id, event)
-        if work is not None:
-            await work
 
     # ------------------------------------------------------------------ lanes
 

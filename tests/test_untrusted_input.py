@@ -18,10 +18,11 @@ from hypothesis import strategies as st
 
 import bot.commands  # noqa: F401 - registers the commands
 from bot.commands.announce import parse_spec
-from bot.commands.registry import INT_MAX, UsageError, parse, registry, split_args
+from bot.commands.registry import UsageError, parse, registry, split_args
+from bot.core.bounds import INT_MAX, MAX_ID_LENGTH
 from bot.core.followers_csv import ImportError_, parse_counts
 from bot.core.when import WhenError, parse_recurrence, parse_when
-from bot.matrix.messages import MAX_ID_LENGTH, command_text, is_room_alias, is_user_id, markdown_to_html, pills_in
+from bot.matrix.messages import command_text, is_room_alias, is_user_id, markdown_to_html, pills_in
 from bot.redact import HIDDEN, RedactingFilter, redact
 
 MEGABYTE = 1 << 20

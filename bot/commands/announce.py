@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 from datetime import UTC, datetime
 
+from bot.core.bounds import clip
 from bot.core.when import (
     WhenError,
     check_window,
@@ -16,7 +17,7 @@ from bot.core.when import (
     zone_name,
 )
 from bot.matrix.client import MatrixError
-from bot.matrix.messages import clip, is_room_alias, is_room_id
+from bot.matrix.messages import is_room_alias, is_room_id
 
 from .context import Ctx
 from .registry import UsageError, integer, registry, text

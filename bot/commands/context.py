@@ -6,9 +6,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.core.bounds import MAX_ID_LENGTH, clip
 from bot.db.store import Store
 from bot.matrix.client import MatrixError, MatrixIO
-from bot.matrix.messages import MAX_ID_LENGTH, clip, is_user_id, pills_in
+from bot.matrix.messages import is_user_id, pills_in
 from bot.spaces import SpaceService
 
 from .registry import Registry, UsageError

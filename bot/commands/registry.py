@@ -12,12 +12,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.core.bounds import INT_MAX, clip, whole_number
+
 SPACE_ID_RE = re.compile(r"^[a-z2-9]{6}$")
-#: whole-number arguments fit a 32-bit signed column (PostgreSQL's INTEGER) unless a
-#: command declares a narrower range
-INT_MAX = 2**31 - 1
-#: how much of what someone typed an error message echoes back
-ECHO = 60
+
 #: the order of the families in help and in docs/commands.md
 GROUP_ORDER = ("Basics", "Following", "Spaces", "Hosts and co-hosts", "Scheduling", "Tip jar",
                "Announcements", "Moderators")
@@ -35,7 +33,7 @@ class Param:
     choices: tuple[str, ...] = ()
     default: Any = None
     help: str = ""
-    #: the range of an int param
+    #: the range of an int param (by default what a 32-bit column holds)
     low: int = 0
     high: int = INT_MAX
 
@@ -145,11 +143,6 @@ class Registry:
         return f"I don't know the command “{typed}”.{hint} Type help to see all commands."
 
 
-def clip(text: str, limit: int = ECHO) -> str:
-    """What someone typed, shortened for echoing in an error."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def split_args(text: str) -> list[str]:
     """Split on white space; "double quotes" keep words together."""
     tokens: list[str] = []
@@ -204,12 +197,7 @@ def parse(spec: CommandSpec, tokens: list[str], prefix: str = "!") -> dict[str, 
             continue
         tok = rest.pop(0)
         if p.kind == "int":
-            number = None
-            if len(tok) <= 12:
-                try:
-                    number = int(tok)
-                except ValueError:
-                    pass
+            number = whole_number(tok)
             if number is None or not p.low <= number <= p.high:
                 raise UsageError(f"{p.name} must be a whole number from {p.low} to {p.high}, "
                                  f"not “{clip(tok)}”. {usage}")

@@ -6,17 +6,9 @@ import csv
 import io
 import re
 
+from .bounds import INT_MAX, MAX_ID_LENGTH, clip, whole_number
+
 _USER = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d{1,5})?$")
-#: the Matrix spec's longest user id
-MAX_USER_ID = 255
-#: counts are stored in a 32-bit signed column
-MAX_COUNT = 2**31 - 1
-#: what an error echoes of a bad cell
-_ECHO = 60
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= _ECHO else text[: _ECHO - 1] + "…"
 
 
 class ImportError_(ValueError):
@@ -40,18 +32,15 @@ def parse_counts(text: str) -> dict[str, int]:
             errors.append(f"line {n}: expected “user id, count”, got {len(cells)} fields")
             continue
         user, raw = cells
-        if len(user) > MAX_USER_ID or not _USER.match(user):
-            errors.append(f"line {n}: “{_clip(user)}” is not a Matrix user id (@name:server)")
+        if len(user) > MAX_ID_LENGTH or not _USER.match(user):
+            errors.append(f"line {n}: “{clip(user)}” is not a Matrix user id (@name:server)")
             continue
-        try:
-            count = int(raw) if len(raw) <= 12 else None
-        except ValueError:
-            count = None
+        count = whole_number(raw)
         if count is None:
-            errors.append(f"line {n}: count “{_clip(raw)}” is not a whole number from 0 to {MAX_COUNT}")
+            errors.append(f"line {n}: count “{clip(raw)}” is not a whole number from 0 to {INT_MAX}")
             continue
-        if not 0 <= count <= MAX_COUNT:
-            errors.append(f"line {n}: count {count} is not between 0 and {MAX_COUNT}")
+        if not 0 <= count <= INT_MAX:
+            errors.append(f"line {n}: count {count} is not between 0 and {INT_MAX}")
             continue
         counts[user] = count
     if errors:

@@ -9,12 +9,12 @@ from urllib.parse import unquote
 import markdown as _markdown
 import nh3
 
+from bot.core.bounds import MAX_ID_LENGTH
+
 USER_ID_RE = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d{1,5})?$")
 #: a room id; from room version 12 on it has no server part
 ROOM_ID_RE = re.compile(r"^![A-Za-z0-9._=\-/+]+(:[A-Za-z0-9.\-]+(:\d{1,5})?)?$")
 ALIAS_RE = re.compile(r"^#[^:\s]+:[A-Za-z0-9.\-]+(:\d{1,5})?$")
-#: the Matrix spec's limit for user ids, room ids and room aliases (in bytes; ours are ASCII)
-MAX_ID_LENGTH = 255
 #: a formatted body longer than this is not searched for pills (a command is far shorter)
 MAX_PILL_SCAN = 64 * 1024
 _MATRIX_TO = "https://matrix.to/#/"
@@ -31,13 +31,6 @@ def is_room_id(text: str) -> bool:
 
 def is_room_alias(text: str) -> bool:
     return len(text) <= MAX_ID_LENGTH and bool(ALIAS_RE.match(text))
-
-
-def clip(text: str, limit: int = 80) -> str:
-    """``text`` shortened to ``limit`` characters with an ellipsis: for echoing what
-    someone typed back to them without echoing all of it."""
-    text = str(text)
-    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
 
 
 def server_of(user_id: str) -> str:

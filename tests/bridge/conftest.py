@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import shutil
+import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import numpy as np
@@ -57,6 +60,26 @@ class RunningBridge:
             status, body = await self.control("PUT", f"/spaces/{space_id}/roles",
                                               {"roles": roles})
             assert status == 200, body
+
+
+async def raw_ws_that_never_reads(url: str, path: str, receive_buffer: int) -> socket.socket:
+    """A WebSocket client that completes the handshake, then never reads; its kernel receive
+    buffer is ``receive_buffer`` bytes (small: the bridge's sends back up at once)."""
+    host, port = urlsplit(url).netloc.split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, (host, int(port)))
+    req = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+           "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+           "Sec-WebSocket-Version: 13\r\n\r\n")
+    await loop.sock_sendall(sock, req.encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await loop.sock_recv(sock, 1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> BridgeSettings:

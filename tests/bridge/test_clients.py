@@ -1,7 +1,6 @@
 """Client WebSocket protocol against a real bridge on 127.0.0.1."""
 
 import asyncio
-import socket
 
 import numpy as np
 import pytest
@@ -9,7 +8,7 @@ import pytest
 from bridge import opus, tokens, wire
 from bridge.client import SpaceClient, frames_of
 
-from .conftest import SECRET, make_settings, rms, run_bridge, sine
+from .conftest import SECRET, make_settings, raw_ws_that_never_reads, rms, run_bridge, sine
 
 
 async def _refused(bridge, space, token):
@@ -173,25 +172,6 @@ async def test_revoked_speaker_is_cut_on_the_next_tick(bridge):
     assert stage.mixer.speakers == []
 
 
-async def _raw_ws_that_never_reads(url: str, path: str) -> socket.socket:
-    """A WebSocket client with a tiny receive buffer that never reads after the upgrade."""
-    host, port = url.removeprefix("http://").split(":")
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    loop = asyncio.get_running_loop()
-    await loop.sock_connect(sock, (host, int(port)))
-    req = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-           "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-           "Sec-WebSocket-Version: 13\r\n\r\n")
-    await loop.sock_sendall(sock, req.encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += await loop.sock_recv(sock, 1)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
-
-
 async def test_slow_listener_is_dropped_without_harming_others(tmp_path):
     running = await run_bridge(make_settings(tmp_path, listener_queue_frames=8,
                                              opus_bitrate=256000))
@@ -201,7 +181,7 @@ async def test_slow_listener_is_dropped_without_harming_others(tmp_path):
         noise = np.random.default_rng(1).integers(-20000, 20000, 48000 * 60).astype(np.int16)
         async with SpaceClient(running.url, "s1", running.token("s1", "@a:x", "speaker")) as a, \
                 SpaceClient(running.url, "s1") as good:
-            slow = await _raw_ws_that_never_reads(running.url, "/spaces/s1/ws")
+            slow = await raw_ws_that_never_reads(running.url, "/spaces/s1/ws", receive_buffer=4096)
             speaking = asyncio.create_task(a.speak(noise))
 
             async def slow_dropped():

@@ -13,7 +13,6 @@ import logging
 import os
 import socket
 import struct
-from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,7 +24,7 @@ from bridge.client import SpaceClient
 from bridge.outbox import CONTROL_LIMIT, Outbox
 from bridge.stage import ACTIVITY_EVERY_TICKS, CLOSE_TOO_SLOW, Client, Stage
 
-from .conftest import make_settings
+from .conftest import make_settings, raw_ws_that_never_reads
 
 LISTENERS = 5
 
@@ -259,21 +258,7 @@ def _mask_frame(opcode: int, payload: bytes) -> bytes:
 async def _never_reading_socket(url: str, path: str) -> socket.socket:
     """A WebSocket handshake, then nothing is ever read: with a 1 MiB receive buffer the
     live audio (6 KB/s) would take minutes to back up to the bridge."""
-    host, port = urlsplit(url).netloc.split(":")
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-    sock.setblocking(False)
-    loop = asyncio.get_running_loop()
-    await loop.sock_connect(sock, (host, int(port)))
-    req = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-           "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-           "Sec-WebSocket-Version: 13\r\n\r\n")
-    await loop.sock_sendall(sock, req.encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += await loop.sock_recv(sock, 1)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
+    return await raw_ws_that_never_reads(url, path, receive_buffer=1 << 20)
 
 
 async def _closed_by_peer(sock: socket.socket) -> None:
