@@ -177,8 +177,8 @@ class Bench:
             f'listen_host = "127.0.0.1"\nlisten_port = {self.port}\n'
             f'public_url = "{self.url}"\nshared_secret = "{SECRET}"\n'
             f'recordings_dir = "{self.tmp / "rec"}"\n'
-            # every simulated listener connects from 127.0.0.1: no per-address cap on handshakes
-            "max_pending_connections_per_address = 0\n"
+            # every simulated listener connects from 127.0.0.1: no per-address caps
+            "max_pending_connections_per_address = 0\nmax_streams_per_address = 0\n"
         )
         self.proc = subprocess.Popen([sys.executable, "-m", "bridge", str(cfg),
                                       "--log-level", "WARNING"], cwd=ROOT)

@@ -160,7 +160,9 @@ async def result(proc: asyncio.subprocess.Process, timeout: float) -> dict:
 
 async def scenario(name: str, args: argparse.Namespace, floods: list[list[str]]) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="chorus-flood-"))
-    settings = BridgeSettings(shared_secret=SECRET, listen_port=0, recordings_dir=str(tmp / "rec"))
+    # every simulated listener and flooder connects from 127.0.0.1: no per-address caps
+    settings = BridgeSettings(shared_secret=SECRET, listen_port=0, recordings_dir=str(tmp / "rec"),
+                              max_pending_connections_per_address=0, max_streams_per_address=0)
     runner, port = await start_embedded(settings)
     url = f"http://127.0.0.1:{port}"
     procs: list[asyncio.subprocess.Process] = []

@@ -198,13 +198,17 @@ def _int(lo: int | None = None, hi: int | None = None) -> Parser:
     return parse
 
 
-def _number(lo: float | None = None) -> Parser:
-    desc = f"a number ≥ {lo:g}" if lo is not None else "a number"
+def _number(lo: float | None = None, hi: float | None = None) -> Parser:
+    if lo is not None and hi is not None:
+        desc = f"a number from {lo:g} to {hi:g}"
+    else:
+        desc = f"a number ≥ {lo:g}" if lo is not None else "a number"
 
     def parse(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _expected(desc, value)
-        if not math.isfinite(value) or (lo is not None and value < lo):
+        if (not math.isfinite(value) or (lo is not None and value < lo)
+                or (hi is not None and value > hi)):
             raise _expected(desc, value)
         return float(value)
 
@@ -511,9 +515,11 @@ class BridgeSettings(_Section):
     clip_seconds: int = _setting(30, _int(1, 600))
     header_timeout_seconds: float = _setting(10.0, _number(0.1))
     max_pending_connections_per_address: int = _setting(64, _int(0))
+    max_streams_per_address: int = _setting(64, _int(0))
     openid_attempts_per_address_per_minute: int = _setting(20, _int(1))
     openid_attempts_per_minute: int = _setting(600, _int(1))
     openid_allow_private_networks: bool = _setting(False, _bool)
+    openid_timeout_seconds: float = _setting(10.0, _number(0.1, 300))
 
     def _check_together(self) -> None:
         if self.mode != "remote":

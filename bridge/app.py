@@ -27,7 +27,7 @@ from aiohttp import WSMsgType, web
 from . import jsonsafe, openid, tokens, voice
 from .captions import CaptionPool, CaptionsError
 from .events import EventBus
-from .guard import ConnectionGuard, GuardedSite, PathOnlyAccessLogger
+from .guard import ConnectionGuard, GuardedSite, PathOnlyAccessLogger, address_key
 from .limits import RateLimiter, Slots, Throttle
 from .ogg import OggOpusWriter
 from .settings import BridgeSettings
@@ -36,6 +36,7 @@ from .stage import (
     CLOSE_FORBIDDEN,
     CLOSE_NO_SPACE,
     CLOSE_SHUTDOWN,
+    CLOSE_TOO_MANY,
     ROLES,
     Client,
     OggListener,
@@ -340,6 +341,19 @@ def _claims(request: web.Request, stage: Stage) -> tokens.TokenClaims | None:
     return tokens.verify(request.app[SETTINGS].shared_secret, token, stage.space_id)
 
 
+#: what a listener connection over its address's cap hears (close 4429 / HTTP 429)
+TOO_MANY_LISTENERS = "too many listener connections from your network address; try again later"
+
+
+def _admit_listener(request: web.Request, claims: tokens.TokenClaims | None) -> bool:
+    """Count a listener connection against its address's cap (max_streams_per_address).
+    Speakers, co-hosts and hosts (signed in with such a role) are never refused, so a
+    space can always be run from a crowded network."""
+    if claims is not None and claims.role != "listener":
+        return True
+    return request.app[GUARD].admit_stream(request)
+
+
 def _limit_buffers(request: web.Request, settings: BridgeSettings) -> None:
     """Keep per-client buffering small so a stalled client shows up as a full queue."""
     transport = request.transport
@@ -400,6 +414,8 @@ async def client_ws(request: web.Request) -> web.StreamResponse:
         return await _refuse_ws(request, CLOSE_BAD_TOKEN, f"token refused: {exc.reason}")
     except PermissionError as exc:
         return await _refuse_ws(request, CLOSE_FORBIDDEN, str(exc))
+    if not _admit_listener(request, claims):
+        return await _refuse_ws(request, CLOSE_TOO_MANY, TOO_MANY_LISTENERS)
 
     # Liveness is ours, not aiohttp's heartbeat (which never pings a client that keeps
     # sending): the writer pings every PING_EVERY_SECONDS and a client that has not
@@ -474,6 +490,9 @@ async def live_ogg(request: web.Request) -> web.StreamResponse:
         raise _json_error(web.HTTPUnauthorized, f"token refused: {exc.reason}") from None
     except PermissionError as exc:
         raise _json_error(web.HTTPForbidden, str(exc)) from None
+    if not _admit_listener(request, None):
+        raise web.HTTPTooManyRequests(text=json.dumps({"error": TOO_MANY_LISTENERS}),
+                                      content_type="application/json", headers={"Retry-After": "30"})
     resp = web.StreamResponse(headers={
         "Content-Type": "audio/ogg; codecs=opus",
         "Cache-Control": "no-cache, no-store",
@@ -564,7 +583,8 @@ async def _stop_captions(app: web.Application) -> None:
 
 
 def create_app(settings: BridgeSettings) -> web.Application:
-    guard = ConnectionGuard(settings.header_timeout_seconds, settings.max_pending_connections_per_address)
+    guard = ConnectionGuard(settings.header_timeout_seconds, settings.max_pending_connections_per_address,
+                            settings.max_streams_per_address)
     app = web.Application(client_max_size=64 * 1024, middlewares=[guard.middleware])
     app[SETTINGS] = settings
     app[GUARD] = guard
@@ -652,7 +672,7 @@ async def openid_login(request: web.Request) -> web.Response:
     same 401 (bridge/openid.py); the reason is logged with the space, never sent back.
     """
     settings = request.app[SETTINGS]
-    remote = request.remote or "unknown"
+    remote = address_key(request.remote or "unknown")  # an IPv6 caller counts by its /64
     space_id = request.match_info["space_id"][:MAX_SPACE_ID]
     limiter = request.app[OPENID_LIMIT]
     if not limiter.allow(remote):
@@ -689,7 +709,8 @@ async def openid_login(request: web.Request) -> web.Response:
     try:
         user_id = await openid.verify(request.app[HTTP], body["access_token"], server_name,
                                       dict(settings.openid_homeservers),
-                                      allow_private=settings.openid_allow_private_networks)
+                                      allow_private=settings.openid_allow_private_networks,
+                                      timeout_s=settings.openid_timeout_seconds)
     except openid.ServerNameError as exc:
         return web.json_response({"error": f"matrix_server_name is not a Matrix server name: {exc}",
                                   "field": "matrix_server_name"}, status=400)

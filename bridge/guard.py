@@ -9,7 +9,14 @@ plain answer) or presents the shared secret. Pending connections
 - must send complete request headers within ``header_timeout`` seconds, at accept and
   again after each answer on a kept-alive connection, or they are cut;
 - are capped per remote address (``max_pending_per_address``; 0 = no cap): beyond it a
-  new connection from that address is closed at once.
+  new connection from that address is closed at once. An IPv6 "address" here is its /64
+  (:func:`address_key`).
+
+Established listener connections (WebSockets and ``live.ogg`` streams) are capped per
+address too (``max_streams_per_address``; :meth:`ConnectionGuard.admit_stream`): a plain
+HTTP stream whose client never reads cannot be told from one that reads until kernel
+buffers fill (minutes at Opus bitrates), so what one address can hold open is bounded
+instead.
 
 Accept errors such as "Too many open files" are logged once a minute with a count,
 instead of a traceback per attempt (:meth:`ConnectionGuard.install_accept_error_log`).
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -38,33 +46,52 @@ LOG_INTERVAL = 60.0
 
 
 class _Conn:
-    __slots__ = ("transport", "address", "pending", "trusted", "timer")
+    __slots__ = ("transport", "address", "pending", "trusted", "stream", "timer")
 
     def __init__(self, transport: asyncio.BaseTransport, address: str) -> None:
         self.transport = transport
         self.address = address
         self.pending = True
         self.trusted = False
+        self.stream = False
         self.timer: asyncio.TimerHandle | None = None
 
 
 def _address(transport: asyncio.BaseTransport) -> str:
     peer = transport.get_extra_info("peername")
     if isinstance(peer, list | tuple) and peer:
-        return str(peer[0])
+        return address_key(str(peer[0]))
     return str(peer or "unknown")
 
 
-class ConnectionGuard:
-    """Header timeout and per-address cap for the connections of one listening site."""
+def address_key(host: str) -> str:
+    """What the per-address caps count by: an IPv4 address as it is (also when written as
+    IPv4-mapped IPv6), an IPv6 address by its /64, since one subscriber usually holds a
+    whole /64 and could otherwise open each connection from a fresh address."""
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
-    def __init__(self, header_timeout: float, max_pending_per_address: int) -> None:
+
+class ConnectionGuard:
+    """Header timeout and per-address caps for the connections of one listening site."""
+
+    def __init__(self, header_timeout: float, max_pending_per_address: int,
+                 max_streams_per_address: int = 0) -> None:
         if header_timeout <= 0:
             raise ValueError("header_timeout must be positive")
         self.header_timeout = header_timeout
         self.max_pending_per_address = max_pending_per_address
+        self.max_streams_per_address = max_streams_per_address
         self._conns: dict[asyncio.BaseTransport, _Conn] = {}
         self._pending: dict[str, int] = {}
+        self._streams: dict[str, int] = {}
         self._log_throttle = Throttle(LOG_INTERVAL)
         self._installed_on: asyncio.AbstractEventLoop | None = None
         self._previous_handler: Any = None
@@ -76,6 +103,12 @@ class ConnectionGuard:
         if address is None:
             return sum(self._pending.values())
         return self._pending.get(address, 0)
+
+    def streams(self, address: str | None = None) -> int:
+        """Admitted listener connections from ``address``, or from everyone."""
+        if address is None:
+            return sum(self._streams.values())
+        return self._streams.get(address, 0)
 
     @property
     def connections(self) -> int:
@@ -109,14 +142,13 @@ class ConnectionGuard:
         self._disarm(conn)
         if conn.pending:
             self._unpend(conn)
+        if conn.stream:
+            conn.stream = False
+            _decrement(self._streams, conn.address)
 
     def _unpend(self, conn: _Conn) -> None:
         conn.pending = False
-        left = self._pending.get(conn.address, 0) - 1
-        if left > 0:
-            self._pending[conn.address] = left
-        else:
-            self._pending.pop(conn.address, None)
+        _decrement(self._pending, conn.address)
 
     def _arm(self, conn: _Conn) -> None:
         self._disarm(conn)
@@ -167,6 +199,25 @@ class ConnectionGuard:
         if conn is not None and conn.pending:
             self._unpend(conn)
 
+    def admit_stream(self, request: web.Request) -> bool:
+        """May this request become a listener connection? False when its address already
+        holds ``max_streams_per_address`` of them (the caller refuses it); True otherwise,
+        and the connection counts until it closes. Connections the guard did not accept
+        (tests' own sites) are always admitted."""
+        conn = self._conn_of(request)
+        if conn is None or conn.stream:
+            return True
+        cap = self.max_streams_per_address
+        if cap and self._streams.get(conn.address, 0) >= cap:
+            held = self._log_throttle.ready(("streams", conn.address))
+            if held is not None:
+                log.warning("refusing a listener connection from %s: it already holds %d "
+                            "(max_streams_per_address)%s", conn.address, cap, _more(held))
+            return False
+        conn.stream = True
+        self._streams[conn.address] = self._streams.get(conn.address, 0) + 1
+        return True
+
     def trust(self, request: web.Request) -> None:
         """The request proved the shared secret: this connection is never pending again."""
         conn = self._conn_of(request)
@@ -206,6 +257,14 @@ class ConnectionGuard:
             self._previous_handler(loop, context)
         else:
             loop.default_exception_handler(context)
+
+
+def _decrement(counts: dict[str, int], address: str) -> None:
+    left = counts.get(address, 0) - 1
+    if left > 0:
+        counts[address] = left
+    else:
+        counts.pop(address, None)
 
 
 def _more(held: int) -> str:

@@ -58,6 +58,10 @@ class BridgeSettings:
     #: connections from one address that have not yet sent a request, upgraded or
     #: signed in; beyond this, new ones from that address are closed at once. 0 = no cap.
     max_pending_connections_per_address: int = 64
+    #: listener connections (WebSockets and live.ogg streams; speakers and hosts are not
+    #: counted) one address may hold open at once; beyond this a new one is refused
+    #: (WebSocket close 4429, HTTP 429). 0 = no cap.
+    max_streams_per_address: int = 64
     #: Element widget sign-ins (POST /spaces/{id}/openid) per minute, per remote address
     #: and over all addresses (each is also the burst allowed).
     openid_attempts_per_address_per_minute: int = 20
@@ -66,6 +70,9 @@ class BridgeSettings:
     #: for a private federation; the bot's own local Synapse is allowed through
     #: openid_homeservers regardless).
     openid_allow_private_networks: bool = False
+    #: one deadline for the whole homeserver check of a widget sign-in (discovery and
+    #: userinfo); past it the sign-in gets the generic refusal.
+    openid_timeout_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         if not self.shared_secret or len(self.shared_secret) < 16:
@@ -91,6 +98,12 @@ class BridgeSettings:
                                 f"from 0.1 to 86400, got {self.header_timeout_seconds!r}")
         if self.max_pending_connections_per_address < 0:
             raise SettingsError("bridge.max_pending_connections_per_address: must be 0 (no cap) or more")
+        if self.max_streams_per_address < 0:
+            raise SettingsError("bridge.max_streams_per_address: must be 0 (no cap) or more")
+        if not (isinstance(self.openid_timeout_seconds, int | float)
+                and 0.1 <= self.openid_timeout_seconds <= 300):
+            raise SettingsError("bridge.openid_timeout_seconds: must be a number of seconds "
+                                f"from 0.1 to 300, got {self.openid_timeout_seconds!r}")
         for key in ("openid_attempts_per_address_per_minute", "openid_attempts_per_minute"):
             if getattr(self, key) < 1:
                 raise SettingsError(f"bridge.{key}: must be at least 1")

@@ -312,6 +312,9 @@ def test_long_values_are_shortened_in_messages() -> None:
         ("bridge", "listen_port", -1, "an integer from 0 to 65535"),
         ("bridge", "token_ttl_seconds", 0, "an integer ≥ 1"),
         ("bridge", "listener_queue_frames", 1, "an integer from 2 to 3000"),
+        ("bridge", "max_streams_per_address", -1, "an integer ≥ 0"),
+        ("bridge", "openid_timeout_seconds", 0.05, "a number from 0.1 to 300"),
+        ("bridge", "openid_timeout_seconds", 301, "a number from 0.1 to 300"),
         ("local", "port", 70000, "an integer from 0 to 65535"),
     ],
 )
@@ -332,6 +335,8 @@ def test_out_of_range(section: str, key: str, value: object, expected: str) -> N
         ("scheduling", "notify_interval_seconds", 0),
         ("bridge", "listen_port", 0),
         ("bridge", "listen_port", 65535),
+        ("bridge", "max_streams_per_address", 0),
+        ("bridge", "openid_timeout_seconds", 300),
         ("matrix", "sync_timeout_ms", 1000),
     ],
 )

@@ -21,8 +21,8 @@ import aiohttp
 import pytest
 
 from bridge.__main__ import RedactCredentials
-from bridge.app import GUARD
-from bridge.guard import ConnectionGuard
+from bridge.app import GUARD, TOO_MANY_LISTENERS
+from bridge.guard import ConnectionGuard, address_key
 
 from .conftest import SECRET, make_settings, run_bridge
 
@@ -166,6 +166,70 @@ async def test_websockets_and_the_bot_do_not_count_against_the_cap(guarded) -> N
         finally:
             for ws in sockets:
                 await ws.close()
+
+
+# -- established listener connections per address ---------------------------------------
+
+
+async def _ogg_that_never_reads(url: str, source: str) -> asyncio.StreamWriter:
+    """A live.ogg request from ``source`` whose client then never reads a byte."""
+    reader, writer = await _connect(url, source)
+    writer.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    writer.transport.pause_reading()
+    writer.write(b"GET /spaces/cap/live.ogg HTTP/1.1\r\nHost: bridge\r\n\r\n")
+    return writer
+
+
+@pytest.mark.parametrize("guarded", [{"max_streams_per_address": 3}], indirect=True)
+async def test_listener_connections_beyond_the_cap_are_refused_but_speakers_and_others_are_not(
+        guarded) -> None:
+    """One address holds at most max_streams_per_address listener connections: never-reading
+    Ogg streams count, the next WebSocket gets 4429 and the next stream 429; a host from
+    the same address and listeners from other addresses still get in; a freed slot is
+    reusable."""
+    await guarded.open("cap", public=True, roles={"@host:x": "host"})
+    guard = guarded.app[GUARD]
+    stage = guarded.stage("cap")
+    ws_url = f"{guarded.url.replace('http', 'ws', 1)}/spaces/cap/ws"
+    connector = aiohttp.TCPConnector(local_addr=(ATTACKER, 0))
+    streams = []
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as http:
+        held = [await http.ws_connect(ws_url)]
+        try:
+            streams = [await _ogg_that_never_reads(guarded.url, ATTACKER) for _ in range(2)]
+            await _wait_for(lambda: guard.streams(ATTACKER) == 3 and stage.listeners == 3, "3 listeners")
+            refused = await http.ws_connect(ws_url)
+            msg = await refused.receive(timeout=10)
+            assert msg.type == aiohttp.WSMsgType.CLOSE
+            assert (msg.data, msg.extra) == (4429, TOO_MANY_LISTENERS)
+            async with http.get(f"{guarded.url}/spaces/cap/live.ogg") as resp:
+                assert resp.status == 429
+                assert resp.headers["Retry-After"] == "30"
+                assert await resp.json() == {"error": TOO_MANY_LISTENERS}
+            assert (guard.streams(ATTACKER), stage.listeners) == (3, 3)
+            # the host, from the same crowded address, is never refused
+            host = await http.ws_connect(f"{ws_url}?token={guarded.token('cap', '@host:x', 'host')}")
+            held.append(host)
+            hello = await host.receive_json(timeout=10)
+            assert hello["type"] == "hello"
+            # another address is served
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as other:
+                ws = await other.ws_connect(ws_url)
+                assert (await ws.receive_json(timeout=10))["type"] == "hello"
+                assert guard.streams("127.0.0.1") == 1
+                await ws.close()
+            # a never-reading stream goes away: its slot is free again
+            _close(streams.pop())
+            await _wait_for(lambda: guard.streams(ATTACKER) == 2, "the stream's slot to be freed")
+            again = await http.ws_connect(ws_url)
+            held.append(again)
+            assert (await again.receive_json(timeout=10))["type"] == "hello"
+            assert guard.streams(ATTACKER) == 3
+        finally:
+            _close(*streams)
+            for ws in held:
+                await ws.close()
+    await _wait_for(lambda: guard.streams() == 0, "every slot to be released")
 
 
 # -- accept errors (file descriptors exhausted) ------------------------------------------
@@ -331,6 +395,19 @@ def test_the_standalone_log_filter_redacts_credentials() -> None:
 
 
 # -- the arithmetic of the limits (no network, a fake clock) ------------------------------
+
+
+@pytest.mark.parametrize("host,key", [
+    ("203.0.113.7", "203.0.113.7"),
+    ("::ffff:203.0.113.7", "203.0.113.7"),  # IPv4-mapped: the IPv4 address
+    ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),  # same /64, same key
+    ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+    ("fe80::1%eth0", "fe80::/64"),
+    ("unknown", "unknown"),
+])
+def test_caps_count_ipv6_callers_by_their_64(host, key) -> None:
+    assert address_key(host) == key
 
 
 def test_rate_limiter_counts_per_key_and_overall_and_refills() -> None:

@@ -3,6 +3,7 @@ token for that user with the role the bot pushed; anything else is refused."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from urllib.parse import quote
 
@@ -148,8 +149,9 @@ async def _stop(running) -> None:
 
 
 async def test_every_failed_check_gets_the_same_answer_and_the_log_says_why(tmp_path, caplog) -> None:
-    """IP literals, names that resolve to loopback, closed ports and plain-HTTP ports: one
-    status and one body for the caller; the reasons (naming the space) only in the log."""
+    """IP literals, names that resolve to loopback, closed ports, plain-HTTP ports and a
+    service that accepts but never answers: one status and one body for the caller; the
+    reasons (naming the space) only in the log."""
     import logging
 
     from aiohttp import web
@@ -166,16 +168,25 @@ async def test_every_failed_check_gets_the_same_answer_and_the_log_says_why(tmp_
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     plain_port = site._server.sockets[0].getsockname()[1]
+    silent_peers: list[asyncio.StreamWriter] = []
+
+    async def say_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent_peers.append(writer)  # held open, never answered
+
+    silent = await asyncio.start_server(say_nothing, "127.0.0.1", 0)
+    silent_port = silent.sockets[0].getsockname()[1]
     caplog.set_level(logging.INFO, logger="bridge.app")
     strict = await _bridge(tmp_path / "strict")
-    lenient = await _bridge(tmp_path / "lenient", openid_allow_private_networks=True)
+    lenient = await _bridge(tmp_path / "lenient", openid_allow_private_networks=True,
+                            openid_timeout_seconds=1.0)
     answers = []
     try:
         for running in (strict, lenient):
             await running.open("scan", public=True)
         cases = [(strict, name) for name in ("127.0.0.1", "127.0.0.1:8008", "[::1]:8448", "8.8.8.8",
                                                "localhost", "localhost:1", f"localhost:{plain_port}")]
-        cases += [(lenient, "localhost:1"), (lenient, f"localhost:{plain_port}"), (lenient, "127.0.0.1")]
+        cases += [(lenient, "localhost:1"), (lenient, f"localhost:{plain_port}"), (lenient, "127.0.0.1"),
+                  (lenient, f"localhost:{silent_port}")]
         for running, name in cases:
             status, body = await _login(running, "scan", {"access_token": "a-token-from-a-stranger",
                                                            "matrix_server_name": name})
@@ -184,6 +195,10 @@ async def test_every_failed_check_gets_the_same_answer_and_the_log_says_why(tmp_
         await _stop(strict)
         await _stop(lenient)
         await runner.cleanup()
+        for writer in silent_peers:
+            writer.transport.abort()
+        silent.close()
+    assert silent_peers, "the silent service was reached"
     assert {(status, body["error"]) for _, status, body in answers} == {(401, openid.GENERIC_ERROR)}, answers
     assert all(set(body) == {"error"} for _, _, body in answers)
     refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
@@ -191,6 +206,7 @@ async def test_every_failed_check_gets_the_same_answer_and_the_log_says_why(tmp_
     assert any("IP literal" in line for line in refusals)
     assert any("not a public address" in line for line in refusals)
     assert any("ClientConnectorError" in line for line in refusals)  # the closed port, when allowed
+    assert any("no answer within 1s" in line for line in refusals)  # the silent service
     assert not any("a-token-from-a-stranger" in line for line in refusals)
 
 

@@ -30,6 +30,12 @@ def test_load_settings_from_bridge_section(tmp_path):
      "bridge.header_timeout_seconds: must be a number"),
     ('[bridge]\nshared_secret = "0123456789abcdef"\nmax_pending_connections_per_address = -1',
      "bridge.max_pending_connections_per_address: must be 0"),
+    ('[bridge]\nshared_secret = "0123456789abcdef"\nmax_streams_per_address = -3',
+     "bridge.max_streams_per_address: must be 0"),
+    ('[bridge]\nshared_secret = "0123456789abcdef"\nopenid_timeout_seconds = 0',
+     "bridge.openid_timeout_seconds: must be a number of seconds from 0.1 to 300"),
+    ('[bridge]\nshared_secret = "0123456789abcdef"\nopenid_timeout_seconds = 301',
+     "bridge.openid_timeout_seconds: must be a number of seconds from 0.1 to 300"),
     ('[bridge]\nshared_secret = "0123456789abcdef"\nopenid_attempts_per_minute = 0',
      "bridge.openid_attempts_per_minute: must be at least 1"),
     ('[bridge]\nshared_secret = "0123456789abcdef"\nopenid_allow_private_networks = "yes"',
@@ -47,8 +53,10 @@ def test_hardening_settings_are_read(tmp_path):
     cfg = tmp_path / "config.toml"
     cfg.write_text(f'[bridge]\nshared_secret = "{SECRET}"\nheader_timeout_seconds = 3\n'
                    "max_pending_connections_per_address = 0\nopenid_attempts_per_minute = 5\n"
-                   "openid_allow_private_networks = true\n")
+                   "openid_allow_private_networks = true\nmax_streams_per_address = 7\n"
+                   "openid_timeout_seconds = 2\n")
     s = load_settings(cfg)
+    assert (s.max_streams_per_address, s.openid_timeout_seconds) == (7, 2.0)
     assert s.header_timeout_seconds == 3.0 and isinstance(s.header_timeout_seconds, float)
     assert (s.max_pending_connections_per_address, s.openid_attempts_per_minute) == (0, 5)
     assert s.openid_allow_private_networks is True
