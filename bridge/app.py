@@ -16,20 +16,18 @@ import hmac
 import json
 import logging
 import math
-import random
 import socket
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType, hdrs, web
 
 from . import jsonsafe, openid, tokens, voice
 from .captions import CaptionPool, CaptionsError
 from .events import EventBus
 from .guard import ConnectionGuard, GuardedSite, PathOnlyAccessLogger, address_key
 from .limits import RateLimiter, Slots, Throttle
-from .ogg import OggOpusWriter
 from .settings import BridgeSettings
 from .stage import (
     CLOSE_BAD_TOKEN,
@@ -37,6 +35,7 @@ from .stage import (
     CLOSE_NO_SPACE,
     CLOSE_SHUTDOWN,
     CLOSE_TOO_MANY,
+    CLOSE_TOO_SLOW,
     ROLES,
     Client,
     OggListener,
@@ -148,6 +147,7 @@ async def open_space(request: web.Request) -> web.Response:
         status = 201
     else:  # idempotent: same call again updates what it names
         stage.title, stage.public = title, public
+        stage.ogg.retitle(title)
         stage.set_record(record)
         if captions != stage.captions:
             stage.set_captions(captions)
@@ -499,34 +499,27 @@ async def live_ogg(request: web.Request) -> web.StreamResponse:
         "X-Content-Type-Options": "nosniff",
     })
     await resp.prepare(request)
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        return resp  # gone before the first byte
     _limit_buffers(request, settings)
-    listener = OggListener(settings.listener_queue_frames)
-    writer = OggOpusWriter(random.getrandbits(32), pre_skip=stage.pre_skip, title=stage.title)
-
-    async def pump() -> None:
-        await resp.write(writer.headers())
-        while True:
-            _control, packets = await listener.outbox.take()
-            await resp.write(b"".join(writer.audio(packet) for packet in packets))
-
+    # the head and the header pages go through aiohttp (which frames them as it chose);
+    # from then on the stage writes each page straight to the transport (bridge/oggstream.py)
+    chunked = resp.headers.get(hdrs.TRANSFER_ENCODING, "").lower() == "chunked"
+    await resp.write(stage.ogg.headers())
+    listener = OggListener(transport, chunked, stage.space_id)
     stage.add_ogg(listener)
-    pump_task = asyncio.create_task(pump())
-    kick_task = asyncio.create_task(listener.kick_event.wait())
     try:
-        await asyncio.wait({pump_task, kick_task}, return_when=asyncio.FIRST_COMPLETED)
+        await listener.kick_event.wait()
     finally:
         stage.remove_ogg(listener)
-        pump_task.cancel()
-        kick_task.cancel()
-        await asyncio.gather(pump_task, kick_task, return_exceptions=True)
-    if listener.kicked is not None and listener.kicked[0] != 4408:
-        try:  # a clean end of stream for a space that ended
-            await asyncio.wait_for(resp.write(writer.audio(b"\xf8\xff\xfe", last=True)), 1.0)
+    if listener.kicked is not None and listener.kicked[0] != CLOSE_TOO_SLOW:
+        try:  # the space ended: its last page is out; finish the response cleanly
             await asyncio.wait_for(resp.write_eof(), 1.0)
         except (TimeoutError, ConnectionError):
-            pass
-    elif request.transport is not None:
-        request.transport.abort()  # too slow, or gone: cut it without draining
+            transport.abort()
+    else:
+        transport.abort()  # too slow, or gone: cut it without draining
     return resp
 
 

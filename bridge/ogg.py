@@ -1,8 +1,9 @@
 """Ogg page framing for an Opus stream (RFC 3533, RFC 7845), written by hand.
 
-:class:`OggOpusWriter` turns Opus packets into Ogg pages: first the OpusHead page
-(beginning of stream), then OpusTags, then one page per audio packet (low latency
-for live listeners).
+:class:`OggOpusWriter` turns Opus packets into Ogg pages: the OpusHead page (beginning
+of stream) and OpusTags are pages 0 and 1 and can be built again at any time (a live
+listener who joins later gets them, then the next audio page); audio pages hold one or
+more packets (:meth:`OggOpusWriter.audio_page`).
 """
 
 from __future__ import annotations
@@ -75,20 +76,31 @@ class OggOpusWriter:
         self.serial = serial & 0xFFFFFFFF
         self.pre_skip = pre_skip
         self.title = title
-        self._seq = 0
+        self._seq = 2  # 0 and 1 are the header pages
         self.granule = 0
 
-    def _page(self, packets: list[bytes], granule: int, flags: int = 0) -> bytes:
-        out = page(packets, granule, self.serial, self._seq, flags)
+    def headers(self) -> bytes:
+        """The OpusHead and OpusTags pages (sequence 0 and 1), for any listener's start."""
+        comments = (f"TITLE={self.title}",) if self.title else ()
+        return (page([opus_head(self.pre_skip)], 0, self.serial, 0, FLAG_BOS)
+                + page([opus_tags(comments=comments)], 0, self.serial, 1))
+
+    def audio_page(self, packets: list[bytes], samples: int = 960, last: bool = False) -> bytes:
+        """One page of ``packets`` (``samples`` per packet); advances the granule."""
+        self.granule += samples * len(packets)
+        out = page(packets, self.granule, self.serial, self._seq, FLAG_EOS if last else 0)
         self._seq += 1
         return out
 
-    def headers(self) -> bytes:
-        comments = (f"TITLE={self.title}",) if self.title else ()
-        return self._page([opus_head(self.pre_skip)], 0, FLAG_BOS) + self._page(
-            [opus_tags(comments=comments)], 0
-        )
+    def skip_page(self, count: int, samples: int = 960) -> None:
+        """Account for a page of ``count`` packets that nobody needs built."""
+        self.granule += samples * count
+        self._seq += 1
 
     def audio(self, packet: bytes, samples: int = 960, last: bool = False) -> bytes:
-        self.granule += samples
-        return self._page([packet], self.granule, FLAG_EOS if last else 0)
+        return self.audio_page([packet], samples, last)
+
+
+def lacing_values(packet: bytes) -> int:
+    """Segment-table entries a packet takes in a page (255 at most per page)."""
+    return len(packet) // 255 + 1

@@ -36,6 +36,10 @@ class BridgeSettings:
     #: kernel send buffer per client socket (bytes): bounds memory and hidden latency per
     #: listener, and lets a stalled listener be noticed within seconds; 0 = OS default.
     client_sndbuf_bytes: int = 32768
+    #: live.ogg page duration, in ms (20..1000, a multiple of 20): each page is built once
+    #: per space and written to every listener; longer pages cost fewer writes per
+    #: listener and less framing, and add up to this much latency before a player hears it.
+    ogg_page_ms: int = 200
     #: per-speaker jitter buffer depth, in frames.
     jitter_frames: int = 4
     #: largest WebSocket message accepted from a client, in bytes.
@@ -96,6 +100,9 @@ class BridgeSettings:
                 and 0.1 <= self.header_timeout_seconds <= 86400):
             raise SettingsError("bridge.header_timeout_seconds: must be a number of seconds "
                                 f"from 0.1 to 86400, got {self.header_timeout_seconds!r}")
+        if not (20 <= self.ogg_page_ms <= 1000 and self.ogg_page_ms % 20 == 0):
+            raise SettingsError("bridge.ogg_page_ms: must be a multiple of 20 from 20 to 1000, "
+                                f"got {self.ogg_page_ms!r}")
         if self.max_pending_connections_per_address < 0:
             raise SettingsError("bridge.max_pending_connections_per_address: must be 0 (no cap) or more")
         if self.max_streams_per_address < 0:

@@ -28,6 +28,7 @@ from . import jsonsafe, opus, wire
 from .activity import ActivityBatch, ActivityLimits, Budget, TokenBucket
 from .captions import CaptionPool, CaptionsError, StageCaptions
 from .mixer import FRAME_SAMPLES, FRAME_SECONDS, SILENCE_DBFS, Mixer, TickResult
+from .oggstream import LiveOgg, OggListener
 from .outbox import Outbox
 from .settings import BridgeSettings
 from .voice import VoiceQueue
@@ -71,12 +72,24 @@ INBOUND_AUDIO_BURST, INBOUND_AUDIO_RATE = 150, 75.0
 Emit = Callable[[dict[str, Any]], None]
 
 
+#: one tick's frame, in milliseconds (ogg_page_ms is a whole number of these)
+FRAME_MS = 20
+
+
+def ogg_buffer_limit(settings: BridgeSettings) -> int:
+    """Unsent bytes a live.ogg listener may have before it counts as too slow: the audio
+    of ``listener_queue_frames`` frames plus two pages, at the mix's bitrate (a packet is
+    at most bitrate/400 bytes; 32 more for page and chunk framing)."""
+    per_packet = settings.opus_bitrate // 400 + 32
+    return (settings.listener_queue_frames + 2 * (settings.ogg_page_ms // FRAME_MS)) * per_packet
+
+
 def safe_name(space_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", space_id)[:80] or "space"
 
 
 class Sink:
-    """Something that receives what the tick sends: a WebSocket client or an Ogg stream.
+    """A WebSocket client as the tick sees it (live.ogg streams are bridge/oggstream.py's).
 
     Its :class:`Outbox` keeps audio and control messages apart: only a full audio queue
     (``queue_size`` frames, 1 s by default) means "too slow"; control messages are bounded
@@ -206,10 +219,6 @@ class Client(Sink):
             self.kick(CLOSE_TOO_SLOW, "too slow: not reading (no answer to ping)")
 
 
-class OggListener(Sink):
-    """An HTTP Ogg/Opus stream; its outbox's audio holds Opus packets."""
-
-
 class Recorder:
     """Appends the mix to a WAV file tick by tick; converts to Ogg/Opus at the end."""
 
@@ -294,9 +303,14 @@ class Stage:
         #: voice messages played into the mix (bridge/voice.py)
         self.voice = VoiceQueue(self.mixer)
         self.clients: dict[int, Client] = {}
-        self.ogg_listeners: set[OggListener] = set()
         self.encoder = opus.Encoder(settings.opus_bitrate)
         self.pre_skip = self.encoder.lookahead
+        #: the live.ogg stream, shared by all its listeners (bridge/oggstream.py)
+        self.ogg = LiveOgg(pre_skip=self.pre_skip, title=title,
+                           page_packets=settings.ogg_page_ms // FRAME_MS,
+                           buffer_limit=ogg_buffer_limit(settings),
+                           too_slow=(CLOSE_TOO_SLOW, "too slow: fell behind the live audio"),
+                           space_id=space_id)
         self.peak_listeners = 0
         self.tick_count = 0
         self.clock_resyncs = 0
@@ -353,8 +367,7 @@ class Stage:
         for client in list(self.clients.values()):
             client.send_json({"type": "closing", "reason": reason})
             client.kick(code, reason)
-        for listener in list(self.ogg_listeners):
-            listener.kick(code, reason)
+        self.ogg.end(code, reason)
         if self.captioner is not None and self.recorder is None:
             self._spawn(self._finish_transcript())
         self.voice.clear()
@@ -369,6 +382,10 @@ class Stage:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
 
     # -- state -------------------------------------------------------------------
+
+    @property
+    def ogg_listeners(self) -> set[OggListener]:
+        return self.ogg.listeners
 
     @property
     def listeners(self) -> int:
@@ -520,12 +537,12 @@ class Stage:
             self._broadcast_participants()
 
     def add_ogg(self, listener: OggListener) -> None:
-        self.ogg_listeners.add(listener)
+        self.ogg.add(listener)
         self._count_changed("listener_joined", None)
 
     def remove_ogg(self, listener: OggListener) -> None:
-        if listener in self.ogg_listeners:
-            self.ogg_listeners.discard(listener)
+        if listener in self.ogg.listeners:
+            self.ogg.discard(listener)
             if self.open:
                 self._count_changed("listener_left", None)
 
@@ -708,8 +725,7 @@ class Stage:
                 client.send(wire.pack(seq, ts, own))
             else:
                 client.send(shared)
-        for listener in list(self.ogg_listeners):
-            listener.send(packet)
+        self.ogg.push(packet)
         self.clip_ring.append(result.mix)
         if self.recorder is not None:
             try:

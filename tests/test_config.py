@@ -313,6 +313,8 @@ def test_long_values_are_shortened_in_messages() -> None:
         ("bridge", "token_ttl_seconds", 0, "an integer ≥ 1"),
         ("bridge", "listener_queue_frames", 1, "an integer from 2 to 3000"),
         ("bridge", "max_streams_per_address", -1, "an integer ≥ 0"),
+        ("bridge", "ogg_page_ms", 0, "an integer from 20 to 1000"),
+        ("bridge", "ogg_page_ms", 1020, "an integer from 20 to 1000"),
         ("bridge", "openid_timeout_seconds", 0.05, "a number from 0.1 to 300"),
         ("bridge", "openid_timeout_seconds", 301, "a number from 0.1 to 300"),
         ("local", "port", 70000, "an integer from 0 to 65535"),
@@ -345,6 +347,13 @@ def test_boundaries_are_accepted(section: str, key: str, value: object) -> None:
     data.setdefault(section, {})[key] = value
     settings = settings_from_dict(data)
     assert getattr(getattr(settings, section), key) == value
+
+
+@pytest.mark.parametrize("value", [30, 110, 999])
+def test_ogg_page_ms_is_a_multiple_of_20(value: int) -> None:
+    err = error_for({"bridge": {"ogg_page_ms": value}})
+    assert err.key == "bridge.ogg_page_ms"
+    assert f"expected a multiple of 20 (ms), got {value}" in str(err)
 
 
 def test_cohosts_must_be_fewer_than_speakers() -> None:
