@@ -37,9 +37,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # about 10 minutes: 11 speakers, a ladder of listeners, 60 s a step; stops at the first failing step
+# then about 6 minutes: live.ogg against Icecast, 1,000 listeners each, three page durations
 bench: $(STAMP)
+	bash scripts/install-system-deps.sh --bench
 	$(BIN)/python bench/bridge_bench.py --speakers 11 --listeners 200,400,600,800,1000,1200,1500,2000,3000,5000,10000 --seconds 60 --results bench/RESULTS.md
 	$(BIN)/python bench/captions_bench.py --max-speakers 10
+	$(BIN)/python bench/ogg_bench.py --listeners 1000 --page-ms 20,200,1000 --seconds 30 --results bench/RESULTS.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check bot bridge tests bench migrations

@@ -3,10 +3,14 @@
 #   ffmpeg, libopus0   the audio path (pydub decodes/encodes files with ffmpeg; Opus on the wire)
 #   festival + HTS     synthesised test speech for the audio and caption tests
 #   chromium, driver   the headless browser that tests the bridge's web page
+#   icecast2           (with --bench only) the peer the live.ogg benchmark runs against
 # Does nothing when every package is already there. Needs root (or sudo).
 set -euo pipefail
 
 PACKAGES=(ffmpeg libopus0 festival festvox-us-slt-hts chromium chromium-driver sox)
+if [ "${1:-}" = "--bench" ]; then
+    PACKAGES+=(icecast2)
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
