@@ -99,6 +99,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cpu_model() -> str:
+    """The machine's CPU, as /proc/cpuinfo names it."""
+    with open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+async def stop_process(proc: subprocess.Popen | None, seconds: float) -> None:
+    """SIGTERM, then SIGKILL if ``proc`` has not exited within ``seconds``."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        await asyncio.wait_for(asyncio.to_thread(proc.wait), seconds)
+    except TimeoutError:
+        proc.kill()
+        proc.wait()
+
+
 def proc_cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -357,12 +378,7 @@ TITLE = "# Bridge benchmark results"
 
 def section(rows: list[dict], args: argparse.Namespace) -> str:
     """This run's Markdown, between markers so a later run replaces only its own."""
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     ok = [r for r in rows if not failed(r)]
     best = max(ok, key=lambda r: r["listeners"]) if ok else None
     n = args.speakers

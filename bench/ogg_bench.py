@@ -68,7 +68,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bridge_bench import TEXTS, free_port, proc_cpu_seconds, proc_rss_mb  # noqa: E402
+from bridge_bench import (  # noqa: E402
+    TEXTS,
+    cpu_model,
+    free_port,
+    proc_cpu_seconds,
+    proc_rss_mb,
+    stop_process,
+)
 
 SECRET = "bench-secret-0123456789abcdef"
 SPACE = "bench"
@@ -418,13 +425,7 @@ class Server:
         raise NotImplementedError
 
     async def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(asyncio.to_thread(self.proc.wait), 10)
-            except TimeoutError:
-                self.proc.kill()
-                self.proc.wait()
+        await stop_process(self.proc, 10)
 
     def rss_mb(self) -> float:
         try:
@@ -613,13 +614,7 @@ class Icecast(Server):
         return log.read_text()[-800:] if log.exists() else "(no error.log)"
 
     async def stop(self) -> None:
-        if self.ffmpeg is not None and self.ffmpeg.poll() is None:
-            self.ffmpeg.terminate()
-            try:
-                await asyncio.wait_for(asyncio.to_thread(self.ffmpeg.wait), 5)
-            except TimeoutError:
-                self.ffmpeg.kill()
-                self.ffmpeg.wait()
+        await stop_process(self.ffmpeg, 5)
         await super().stop()
 
 
@@ -871,12 +866,7 @@ NOTES = (
 
 
 def section(rows: list[dict], args: argparse.Namespace) -> str:
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     icecast = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "icecast2"],
                              capture_output=True, text=True).stdout.strip() or "?"
     lines = [
