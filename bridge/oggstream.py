@@ -114,7 +114,7 @@ class LiveOgg:
         if not self._packets:
             self._packets.append(SILENT_PACKET)
         self._flush(last=True)
-        for listener in list(self.listeners):
+        for listener in self.listeners:
             listener.kick(code, reason)
 
     def _flush(self, last: bool = False) -> None:
@@ -127,7 +127,8 @@ class LiveOgg:
             return
         data = self.writer.audio_page(packets, last=last)
         framed: bytes | None = None
-        for listener in list(self.listeners):
+        # no copy of the set: kicking only flags a listener; its handler removes it later
+        for listener in self.listeners:
             if listener.kicked is not None:
                 continue
             transport = listener.transport
