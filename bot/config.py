@@ -511,6 +511,7 @@ class BridgeSettings(_Section):
     listener_queue_frames: int = _setting(50, _int(2, 3000))
     jitter_frames: int = _setting(4, _int(1, 50))
     ogg_page_ms: int = _setting(200, _int(20, 1000))
+    listener_bundle_ms: int = _setting(100, _int(20, 500))
     max_msg_size: int = _setting(16 * 1024, _int(1024, 16 * 1024 * 1024))
     opus_bitrate: int = _setting(48000, _int(6000, 510000))
     clip_seconds: int = _setting(30, _int(1, 600))
@@ -525,6 +526,9 @@ class BridgeSettings(_Section):
     def _check_together(self) -> None:
         if self.ogg_page_ms % 20:
             self._fail("ogg_page_ms", f"expected a multiple of 20 (ms), got {self.ogg_page_ms}")
+        if self.listener_bundle_ms % 20:
+            self._fail("listener_bundle_ms",
+                       f"expected a multiple of 20 (ms), got {self.listener_bundle_ms}")
         if self.mode != "remote":
             return
         if not self.control_url:

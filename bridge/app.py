@@ -25,23 +25,22 @@ from aiohttp import WSMsgType, hdrs, web
 
 from . import jsonsafe, openid, tokens, voice
 from .captions import CaptionPool, CaptionsError
-from .events import EventBus
-from .guard import ConnectionGuard, GuardedSite, PathOnlyAccessLogger, address_key
-from .limits import RateLimiter, Slots, Throttle
-from .settings import BridgeSettings
-from .stage import (
+from .connection import (
     CLOSE_BAD_TOKEN,
     CLOSE_FORBIDDEN,
     CLOSE_NO_SPACE,
     CLOSE_SHUTDOWN,
     CLOSE_TOO_MANY,
     CLOSE_TOO_SLOW,
-    ROLES,
     Client,
-    OggListener,
-    Sink,
-    Stage,
+    audio_backlog_limit,
 )
+from .events import EventBus
+from .guard import ConnectionGuard, GuardedSite, PathOnlyAccessLogger, address_key
+from .limits import RateLimiter, Slots, Throttle
+from .oggstream import OggListener
+from .settings import BridgeSettings
+from .stage import ROLES, Stage
 
 log = logging.getLogger(__name__)
 
@@ -393,10 +392,11 @@ async def _refuse_ws(request: web.Request, code: int, reason: str) -> web.WebSoc
     return ws
 
 
-async def _wait_for_kick(sink: Sink, ws: web.WebSocketResponse, request: web.Request) -> None:
-    await sink.kick_event.wait()
-    assert sink.kicked is not None
-    code, reason = sink.kicked
+async def _wait_for_kick(client: Client, ws: web.WebSocketResponse,
+                         request: web.Request) -> None:
+    await client.kick_event.wait()
+    assert client.kicked is not None
+    code, reason = client.kicked
     # a peer that is not reading would keep a graceful close waiting for its send
     # buffer forever: _close_or_abort drops it outright after a few seconds.
     await _close_or_abort(ws, request, code, reason)
@@ -418,38 +418,24 @@ async def client_ws(request: web.Request) -> web.StreamResponse:
         return await _refuse_ws(request, CLOSE_TOO_MANY, TOO_MANY_LISTENERS)
 
     # Liveness is ours, not aiohttp's heartbeat (which never pings a client that keeps
-    # sending): the writer pings every PING_EVERY_SECONDS and a client that has not
-    # answered within PONG_DEADLINE_SECONDS is not reading, so it is closed as too slow
-    # even while kernel buffers still swallow its audio.
+    # sending): the tick pings every PING_EVERY_SECONDS and a client that has not answered
+    # within PONG_DEADLINE_SECONDS is not reading, so it is closed as too slow even while
+    # kernel buffers still swallow its audio. Audio and control messages are written by
+    # the tick straight to the transport (bridge/connection.py); this handler only reads.
     ws = web.WebSocketResponse(max_msg_size=settings.max_msg_size, heartbeat=None,
                                autoping=False, timeout=2.0, compress=False,
                                writer_limit=max(1024, settings.client_sndbuf_bytes // 4))
     await ws.prepare(request)
     _limit_buffers(request, settings)
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        return ws  # gone during the upgrade
     client = Client(claims.user if claims else None, claims.role if claims else "listener",
-                    settings.listener_queue_frames)
+                    audio_backlog_limit(settings),
+                    bundles=request.query.get("bundles") == "1")
+    client.attach(transport, lambda: not ws.closed)
     loop = asyncio.get_running_loop()
 
-    async def write_loop() -> None:
-        """Control first, then audio: everything the outbox holds, then a liveness check."""
-        try:
-            while client.kicked is None:
-                control, audio = await client.outbox.take()
-                for text in control:
-                    await ws.send_str(text)
-                for frame in audio:
-                    await ws.send_bytes(frame)
-                liveness = client.liveness(loop.time())
-                if liveness == "ping":
-                    await ws.ping()
-                elif liveness == "dead":
-                    log.info("space %s: closing %r: no answer to a ping (not reading)",
-                             space_id, client)
-                    client.kick_unresponsive()
-        except (ConnectionError, RuntimeError) as exc:
-            client.kick(1011, f"send failed: {exc}")
-
-    writer = asyncio.create_task(write_loop())
     kicker = asyncio.create_task(_wait_for_kick(client, ws, request))
     stage.add_client(client)
     try:
@@ -474,10 +460,9 @@ async def client_ws(request: web.Request) -> web.StreamResponse:
                 break
     finally:
         stage.remove_client(client)
-        writer.cancel()
         if client.kicked is None:
             kicker.cancel()
-        await asyncio.gather(writer, kicker, return_exceptions=True)
+        await asyncio.gather(kicker, return_exceptions=True)
     return ws
 
 

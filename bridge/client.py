@@ -56,12 +56,15 @@ def frames_of(pcm: np.ndarray) -> list[np.ndarray]:
 class SpaceClient:
     def __init__(self, base_url: str, space_id: str, token: str | None = None, *,
                  keep_audio: bool = True, session: aiohttp.ClientSession | None = None,
-                 read: bool = True) -> None:
+                 read: bool = True, bundles: bool = False) -> None:
         self.base_url = base_url.rstrip("/")
         self.space_id = space_id
         self.token = token
         self.keep_audio = keep_audio
         self.read = read
+        #: ask for bundles (several frames per message) while listen-only
+        self.bundles = bundles
+        self.bundles_received = 0
         self._session = session
         self._own_session = session is None
         self.ws: aiohttp.ClientWebSocketResponse | None = None
@@ -82,7 +85,10 @@ class SpaceClient:
     @property
     def ws_url(self) -> str:
         url = self.base_url.replace("http", "ws", 1) + f"/spaces/{self.space_id}/ws"
-        return f"{url}?token={self.token}" if self.token else url
+        query = [f"token={self.token}"] if self.token else []
+        if self.bundles:
+            query.append("bundles=1")
+        return f"{url}?{'&'.join(query)}" if query else url
 
     async def __aenter__(self) -> SpaceClient:
         await self.connect()
@@ -121,11 +127,19 @@ class SpaceClient:
                 self._changed.notify_all()
 
     def _on_binary(self, data: bytes) -> None:
+        if wire.is_bundle(data):
+            self.bundles_received += 1
+            for frame in wire.unpack_bundle(data):
+                self._on_frame(frame, 0)
+            self.bytes_received += len(data)
+        else:
+            self._on_frame(wire.unpack(data), len(data))
+
+    def _on_frame(self, frame: wire.AudioFrame, size: int) -> None:
         now = time.perf_counter()
-        frame = wire.unpack(data)
         pcm = self._decoder.decode(frame.payload)
         self.frames_received += 1
-        self.bytes_received += len(data)
+        self.bytes_received += size
         if self.keep_audio:
             self.audio.append(pcm)
         if self.on_frame is not None:

@@ -40,6 +40,10 @@ class BridgeSettings:
     #: per space and written to every listener; longer pages cost fewer writes per
     #: listener and less framing, and add up to this much latency before a player hears it.
     ogg_page_ms: int = 200
+    #: listen-only WebSocket clients that ask for bundles (``?bundles=1``; the page does)
+    #: get this many ms of audio in one message (20..500, a multiple of 20; 20 = one frame
+    #: per message): fewer writes per listener, and up to this much more latency.
+    listener_bundle_ms: int = 100
     #: per-speaker jitter buffer depth, in frames.
     jitter_frames: int = 4
     #: largest WebSocket message accepted from a client, in bytes.
@@ -103,6 +107,9 @@ class BridgeSettings:
         if not (20 <= self.ogg_page_ms <= 1000 and self.ogg_page_ms % 20 == 0):
             raise SettingsError("bridge.ogg_page_ms: must be a multiple of 20 from 20 to 1000, "
                                 f"got {self.ogg_page_ms!r}")
+        if not (20 <= self.listener_bundle_ms <= 500 and self.listener_bundle_ms % 20 == 0):
+            raise SettingsError("bridge.listener_bundle_ms: must be a multiple of 20 from 20 "
+                                f"to 500, got {self.listener_bundle_ms!r}")
         if self.max_pending_connections_per_address < 0:
             raise SettingsError("bridge.max_pending_connections_per_address: must be 0 (no cap) or more")
         if self.max_streams_per_address < 0:

@@ -1,11 +1,14 @@
 """One open stage: its connections, its roles, its 20 ms tick, its recording.
 
 Everything here runs on the event loop; nothing blocks it except the numpy/Opus work
-of one tick. A connection never gets more than a bounded outbox (bridge/outbox.py): the
-tick only appends, a connection whose *audio* queue is full is kicked, and control
-messages are bounded apart from audio (a newer state replaces an older unsent one).
-Reactions and hand changes are rate-limited and sent in batches (bridge/activity.py), so
-what one person does costs every listener at most one message per flush.
+of one tick. Each tick's audio is encoded once and framed once; the same bytes are
+written to every listener's transport (bridge/connection.py), or, for listen-only
+clients that asked for them, gathered into one bundle every ``listener_bundle_ms``.
+Speakers get their own mix-minus, frame by frame. A connection whose unsent audio passes
+its bound is kicked; control messages wait, bounded and coalesced, for the next audio
+write. Reactions and hand changes are rate-limited and sent in batches
+(bridge/activity.py), so what one person does costs every listener at most one message
+per flush.
 """
 
 from __future__ import annotations
@@ -17,19 +20,19 @@ import re
 import time
 import wave
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import jsonsafe, opus, wire
-from .activity import ActivityBatch, ActivityLimits, Budget, TokenBucket
+from . import jsonsafe, opus, wire, wsframe
+from .activity import ActivityBatch, ActivityLimits
 from .captions import CaptionPool, CaptionsError, StageCaptions
+from .connection import CLOSE_SPACE_ENDED, CLOSE_TOO_SLOW, FRAME_MS, Client, state_key
 from .mixer import FRAME_SAMPLES, FRAME_SECONDS, SILENCE_DBFS, Mixer, TickResult
 from .oggstream import LiveOgg, OggListener
-from .outbox import Outbox
 from .settings import BridgeSettings
 from .voice import VoiceQueue
 
@@ -38,42 +41,16 @@ log = logging.getLogger(__name__)
 AUDIO_ROLES = frozenset({"host", "cohost", "speaker"})
 ROLES = AUDIO_ROLES | {"listener"}
 
-# WebSocket close codes sent to clients (see docs/protocol.md)
-CLOSE_BAD_TOKEN = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_NO_SPACE = 4404
-CLOSE_TOO_SLOW = 4408
-CLOSE_SPACE_ENDED = 4410
-CLOSE_TOO_MANY = 4429
-CLOSE_SHUTDOWN = 1001
-CLOSE_POLICY = 1008
-
 LEVELS_EVERY_TICKS = 5
 PARTICIPANTS_EVERY_TICKS = 10
 #: reactions and hand changes go out as one ``activity`` message this often (200 ms)
 ACTIVITY_EVERY_TICKS = 10
 #: forget the rate-limit budgets of users who left, this often (10 s)
 FORGET_BUDGETS_EVERY_TICKS = 500
-#: control messages whose newest version is all a client needs (see Outbox)
-STATE_MESSAGES = frozenset({"levels", "participants", "roles", "you", "captions", "pong"})
 #: a client's JSON messages are tiny; anything larger or deeper is refused unparsed
 MAX_CLIENT_JSON_BYTES = 4096
 MAX_CLIENT_JSON_DEPTH = 4
-#: WebSocket liveness: ping every so often; a client that has not answered a ping within
-#: the deadline is not reading (its data sits in kernel buffers) and is closed as too slow
-PING_EVERY_SECONDS = 2.0
-PONG_DEADLINE_SECONDS = 4.0
-STALL_SECONDS = 1.0
-#: how fast one connection's messages are read: JSON 20/s (burst 60), audio 75/s (burst
-#: 150; a speaker sends 50/s). Beyond that the connection is read more slowly (TCP pushes
-#: back on the sender), so no client can keep the event loop busy with messages.
-INBOUND_TEXT_BURST, INBOUND_TEXT_RATE = 60, 20.0
-INBOUND_AUDIO_BURST, INBOUND_AUDIO_RATE = 150, 75.0
 Emit = Callable[[dict[str, Any]], None]
-
-
-#: one tick's frame, in milliseconds (ogg_page_ms is a whole number of these)
-FRAME_MS = 20
 
 
 def ogg_buffer_limit(settings: BridgeSettings) -> int:
@@ -86,137 +63,6 @@ def ogg_buffer_limit(settings: BridgeSettings) -> int:
 
 def safe_name(space_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", space_id)[:80] or "space"
-
-
-class Sink:
-    """A WebSocket client as the tick sees it (live.ogg streams are bridge/oggstream.py's).
-
-    Its :class:`Outbox` keeps audio and control messages apart: only a full audio queue
-    (``queue_size`` frames, 1 s by default) means "too slow"; control messages are bounded
-    on their own and never get anyone disconnected.
-    """
-
-    def __init__(self, queue_size: int) -> None:
-        self.outbox = Outbox(queue_size)
-        self.kicked: tuple[int, str] | None = None
-        self.kick_event = asyncio.Event()
-
-    def send(self, frame: bytes) -> bool:
-        """Queue one audio frame (shared bytes); a full audio queue kicks the sink."""
-        if self.kicked is not None:
-            return False
-        if not self.outbox.put_audio(frame):
-            log.info("disconnecting %r: its audio queue is full", self)
-            self.kick(CLOSE_TOO_SLOW, "too slow: fell behind the live audio")
-            return False
-        return True
-
-    def send_control(self, text: str, key: Hashable | None = None) -> None:
-        """Queue a JSON text; with ``key`` it replaces an unsent one with the same key."""
-        if self.kicked is None:
-            self.outbox.put_control(text, key)
-
-    def kick(self, code: int, reason: str) -> None:
-        if self.kicked is None:
-            self.kicked = (code, reason)
-            self.kick_event.set()
-
-
-def state_key(obj: dict[str, Any]) -> Hashable | None:
-    """Messages that carry a state (a newer one makes an unsent older one useless) get a
-    key; events (errors, activity batches, closing) get None and are all delivered."""
-    kind = obj.get("type")
-    if kind in STATE_MESSAGES:
-        return kind
-    if kind == "caption":  # partials of one utterance replace each other, then the final
-        return ("caption", obj.get("utterance"))
-    return None
-
-
-class Client(Sink):
-    """A WebSocket connection to a stage."""
-
-    _next_id = 0
-
-    def __init__(self, user_id: str | None, token_role: str, queue_size: int) -> None:
-        super().__init__(queue_size)
-        Client._next_id += 1
-        self.id = Client._next_id
-        self.user_id = user_id
-        self.token_role = token_role
-        self.decoder: opus.Decoder | None = None
-        self.encoder: opus.Encoder | None = None
-        self.errors = 0
-        self.frames_in = 0
-        self.frames_refused = 0
-        #: this connection's own reaction and hand budget (bridge/activity.py)
-        self.budget = Budget()
-        #: liveness: when the unanswered WebSocket ping was sent (None: none outstanding)
-        self.ping_sent_at: float | None = None
-        self.last_ping_at = 0.0
-        self._liveness_checked_at = 0.0
-        self._inbound = {True: TokenBucket(INBOUND_AUDIO_BURST, INBOUND_AUDIO_RATE),
-                         False: TokenBucket(INBOUND_TEXT_BURST, INBOUND_TEXT_RATE)}
-        #: seconds this connection's reads were held back by the pacing above, and when
-        self.paced_seconds = 0.0
-        self.paced_at = 0.0
-
-    def __repr__(self) -> str:
-        return f"<Client {self.id} {self.user_id or 'anonymous'}>"
-
-    def send_json(self, obj: dict[str, Any]) -> None:
-        self.send_control(json.dumps(obj, separators=(",", ":")), state_key(obj))
-
-    def error(self, code: str, reason: str) -> None:
-        """Tell the client something was refused (1st, 2nd, 4th, 8th... time only)."""
-        self.errors += 1
-        if self.errors & (self.errors - 1) == 0:
-            self.send_json({"type": "error", "code": code, "reason": reason,
-                            "count": self.errors})
-
-    # -- liveness: a reader answers WebSocket pings; one that never reads does not ------
-
-    def liveness(self, now: float) -> str | None:
-        """Called by the writer after each batch: ``"ping"`` when a ping is due (the caller
-        sends it), ``"dead"`` when one has gone unanswered for PONG_DEADLINE_SECONDS.
-
-        A gap of more than STALL_SECONDS since the previous call (the event loop was busy,
-        or the writer was blocked sending) restarts an outstanding ping's deadline: the
-        pong may be waiting unread in our own socket. (A writer blocked on a client that
-        does not read is caught by its audio queue filling up instead.)"""
-        stalled = now - self._liveness_checked_at > STALL_SECONDS
-        self._liveness_checked_at = now
-        if self.ping_sent_at is None:
-            if now - self.last_ping_at >= PING_EVERY_SECONDS:
-                self.ping_sent_at = self.last_ping_at = now
-                return "ping"
-            return None
-        if stalled:
-            self.ping_sent_at = now
-            return None
-        return "dead" if now - self.ping_sent_at > PONG_DEADLINE_SECONDS else None
-
-    def read_pause(self, now: float, binary: bool) -> float:
-        """After reading one message: seconds to wait before reading the next (0 within
-        the connection's budget). The message itself is always handled."""
-        bucket = self._inbound[binary]
-        bucket.take(now)
-        if bucket.tokens >= 0:
-            return 0.0
-        pause = -bucket.tokens / bucket.rate
-        self.paced_seconds += pause
-        self.paced_at = now
-        return pause
-
-    def pong_received(self) -> None:
-        self.ping_sent_at = None
-
-    def kick_unresponsive(self) -> None:
-        if self.ping_sent_at is not None and self.paced_at >= self.ping_sent_at:
-            # its pong is stuck behind its own flood of messages, read at the paced rate
-            self.kick(CLOSE_POLICY, "too many messages: slow down")
-        else:
-            self.kick(CLOSE_TOO_SLOW, "too slow: not reading (no answer to ping)")
 
 
 class Recorder:
@@ -303,6 +149,14 @@ class Stage:
         #: voice messages played into the mix (bridge/voice.py)
         self.voice = VoiceQueue(self.mixer)
         self.clients: dict[int, Client] = {}
+        #: how the tick reaches them: frame by frame, or a bundle every ``bundle_ticks``
+        self._per_frame: dict[int, Client] = {}
+        self._bundled: dict[int, Client] = {}
+        #: per-frame clients to move to bundles at the next bundle boundary
+        self._to_bundle: set[int] = set()
+        self.bundle_ticks = settings.listener_bundle_ms // FRAME_MS
+        #: this bundle's frames so far (packed, unframed)
+        self._window: list[bytes] = []
         self.encoder = opus.Encoder(settings.opus_bitrate)
         self.pre_skip = self.encoder.lookahead
         #: the live.ogg stream, shared by all its listeners (bridge/oggstream.py)
@@ -366,6 +220,7 @@ class Stage:
                 pass
         for client in list(self.clients.values()):
             client.send_json({"type": "closing", "reason": reason})
+            client.flush()
             client.kick(code, reason)
         self.ogg.end(code, reason)
         if self.captioner is not None and self.recorder is None:
@@ -424,6 +279,7 @@ class Stage:
                 self.mixer.remove_speaker(client.id)
                 client.decoder = None
                 client.encoder = None
+            self._place(client)
         for user_id in [u for u in self.hands if self.may_speak(u)]:
             self.hands.discard(user_id)  # on stage now: the hand has done its job
             self.activity.set_hand(user_id, False)
@@ -511,14 +367,35 @@ class Stage:
         self._emit({"type": kind, "space_id": self.space_id, "user_id": user_id,
                     "listeners": self.listeners})
 
+    def _place(self, client: Client) -> None:
+        """Bundles for a client that asked for them and may not speak, frames otherwise.
+        A client leaving bundles gets this bundle's frames so far at once, then frames; one
+        joining them gets frames until this bundle is out, then bundles."""
+        bundles = (client.wants_bundles and self.bundle_ticks > 1
+                   and not self.may_speak(client.user_id))
+        if bundles:
+            if not client.bundled:
+                self._to_bundle.add(client.id)
+            return
+        self._to_bundle.discard(client.id)
+        if client.bundled:
+            del self._bundled[client.id]
+            client.bundled = False
+            self._per_frame[client.id] = client
+            if self._window:
+                client.deliver(b"".join(map(wsframe.binary, self._window)), time.monotonic())
+
     def add_client(self, client: Client) -> None:
         self.clients[client.id] = client
+        self._per_frame[client.id] = client
+        self._place(client)
         client.send_json({
             "type": "hello", "protocol": 1, "space_id": self.space_id, "title": self.title,
             "user_id": client.user_id, "role": self.role_of(client),
             "may_speak": self.may_speak(client.user_id), "captions": self.captions,
             "recording": self.recorder is not None, "roles": self.roles,
             "frame_samples": FRAME_SAMPLES, "sample_rate": 48000,
+            "bundle_ms": self.bundle_ticks * FRAME_MS if client.wants_bundles else FRAME_MS,
         })
         self._count_changed("listener_joined", client.user_id)
         self._broadcast_participants()
@@ -526,6 +403,9 @@ class Stage:
     def remove_client(self, client: Client) -> None:
         if self.clients.pop(client.id, None) is None:
             return
+        self._per_frame.pop(client.id, None)
+        self._bundled.pop(client.id, None)
+        self._to_bundle.discard(client.id)
         self.mixer.remove_speaker(client.id)
         client.decoder = client.encoder = None
         user_id = client.user_id
@@ -567,10 +447,10 @@ class Stage:
 
     def _broadcast_json(self, obj: dict[str, Any]) -> None:
         """One encode, the same text to every client's control queue (never its audio)."""
-        text = json.dumps(obj, separators=(",", ":"))
+        frame = wsframe.text(json.dumps(obj, separators=(",", ":")))
         key = state_key(obj)
-        for client in list(self.clients.values()):
-            client.send_control(text, key)
+        for client in self.clients.values():
+            client.send_control(frame, key)
 
     # -- from clients ------------------------------------------------------------
 
@@ -718,13 +598,6 @@ class Stage:
         seq = self.tick_count
         ts = seq * FRAME_SAMPLES
         packet = self.encoder.encode(result.mix)
-        shared = wire.pack(seq, ts, packet)
-        for client in list(self.clients.values()):
-            if client.id in result.minus and client.encoder is not None:
-                own = client.encoder.encode(result.minus[client.id])
-                client.send(wire.pack(seq, ts, own))
-            else:
-                client.send(shared)
         self.ogg.push(packet)
         self.clip_ring.append(result.mix)
         if self.recorder is not None:
@@ -734,6 +607,7 @@ class Stage:
                 log.exception("recording write failed for %s; recording stopped",
                               self.space_id)
                 self.set_record(False)
+        # control messages first: they go out in the same write as this tick's audio
         if seq % ACTIVITY_EVERY_TICKS == 0:
             self._flush_activity()
         if self._participants_dirty and seq % PARTICIPANTS_EVERY_TICKS == 0:
@@ -745,9 +619,40 @@ class Stage:
             self._broadcast_levels(result)
         if self.captioner is not None and self.captioner.enabled:
             self.captioner.feed(seq, result.frames, result.levels, self._user_of)
+        self._fan_out(seq, ts, wire.pack(seq, ts, packet), result)
         for hook in self.tick_hooks:
             hook(result)
         return result
+
+    def _fan_out(self, seq: int, ts: int, shared: bytes, result: TickResult) -> None:
+        """This tick's audio to every client: its own mix-minus to a speaker in the mix,
+        the same framed bytes to every other per-frame client, and at a bundle boundary
+        the same bundle to every bundled client. Kicking only flags a client (its handler
+        removes it later), so the dicts are iterated without copies."""
+        now = time.monotonic()
+        framed = wsframe.binary(shared)
+        minus = result.minus
+        for client in self._per_frame.values():
+            if minus and client.id in minus and client.encoder is not None:
+                own = client.encoder.encode(minus[client.id])
+                client.deliver(wsframe.binary(wire.pack(seq, ts, own)), now)
+            else:
+                client.deliver(framed, now)
+        if self.bundle_ticks <= 1:
+            return
+        self._window.append(shared)
+        if seq % self.bundle_ticks:
+            return
+        if self._bundled:
+            bundle = wsframe.binary(wire.pack_bundle(self._window))
+            for client in self._bundled.values():
+                client.deliver(bundle, now)
+        self._window = []
+        for client_id in self._to_bundle:  # they got this bundle's frames one by one
+            client = self._per_frame.pop(client_id)
+            client.bundled = True
+            self._bundled[client_id] = client
+        self._to_bundle.clear()
 
     def _user_of(self, client_id: Any) -> str | None:
         client = self.clients.get(client_id)

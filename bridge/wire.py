@@ -4,6 +4,13 @@
     bytes 1-4   sequence number, uint32 big-endian, +1 per 20 ms frame
     bytes 5-8   timestamp in samples at 48 kHz, uint32 big-endian
     bytes 9-    one Opus packet holding exactly 20 ms (960 samples), mono
+
+A *bundle* (bridge → listen-only clients that asked for them, kind 2) carries several
+consecutive frames in one message:
+
+    byte 0      version 1 | kind 2 (0x12)
+    byte 1      number of frames, 1-255
+    then, per frame: its length (uint16 big-endian) and the frame itself, as above
 """
 
 from __future__ import annotations
@@ -13,9 +20,13 @@ from dataclasses import dataclass
 
 WIRE_VERSION = 1
 KIND_OPUS = 1
+KIND_BUNDLE = 2
 HEADER = struct.Struct(">BII")
 HEADER_SIZE = HEADER.size  # 9
 MAX_OPUS_PACKET = 1275
+MAX_BUNDLE = 255
+_BUNDLE_HEAD = bytes(((WIRE_VERSION << 4) | KIND_BUNDLE,))
+_LENGTH = struct.Struct(">H")
 
 
 class FrameError(ValueError):
@@ -47,3 +58,37 @@ def unpack(data: bytes) -> AudioFrame:
     if len(payload) > MAX_OPUS_PACKET:
         raise FrameError(f"opus packet too large ({len(payload)} bytes)")
     return AudioFrame(seq, ts, payload)
+
+
+def pack_bundle(frames: list[bytes]) -> bytes:
+    """Consecutive packed frames (from :func:`pack`) as one bundle."""
+    if not 0 < len(frames) <= MAX_BUNDLE:
+        raise ValueError(f"a bundle holds 1 to {MAX_BUNDLE} frames, not {len(frames)}")
+    parts = [_BUNDLE_HEAD, bytes((len(frames),))]
+    for f in frames:
+        parts.append(_LENGTH.pack(len(f)))
+        parts.append(f)
+    return b"".join(parts)
+
+
+def is_bundle(data: bytes) -> bool:
+    return len(data) > 0 and data[0] == _BUNDLE_HEAD[0]
+
+
+def unpack_bundle(data: bytes) -> list[AudioFrame]:
+    """The frames of a bundle, in order; FrameError if any part is malformed."""
+    if len(data) < 2 or not is_bundle(data):
+        raise FrameError("not a bundle")
+    count, offset, frames = data[1], 2, []
+    for _ in range(count):
+        if offset + 2 > len(data):
+            raise FrameError("bundle cut short")
+        (n,) = _LENGTH.unpack_from(data, offset)
+        offset += 2
+        if offset + n > len(data):
+            raise FrameError("bundle cut short")
+        frames.append(unpack(data[offset:offset + n]))
+        offset += n
+    if offset != len(data) or not frames:
+        raise FrameError("bundle has trailing bytes" if frames else "empty bundle")
+    return frames

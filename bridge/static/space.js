@@ -1,6 +1,7 @@
 // Chorus space page: listen (WebCodecs Opus decode → Web Audio), speak (getUserMedia →
 // AudioWorklet → WebCodecs Opus encode), hands, reactions, speaking indicators.
-// Wire format: docs/protocol.md (1 byte 0x11, uint32 seq, uint32 timestamp, Opus packet).
+// Wire format: docs/protocol.md (1 byte 0x11, uint32 seq, uint32 timestamp, Opus packet;
+// while listen-only the page asks for bundles: 0x12, a count, then length-prefixed frames).
 // The connection comes back by itself (backoff with jitter) unless the space ended or the
 // link was refused; the banner at the top says which.
 "use strict";
@@ -15,9 +16,9 @@ const state = {
   // live captions: the latest line per speaker; the on/off choice is the listener's own
   captionsOn: false, showCaptions: localStorage.getItem("chorus.captions") !== "off",
   captions: {},
-  ctx: null, decoder: null, playAt: 0, listening: false,
+  ctx: null, decoder: null, playAt: 0, listening: false, bundleMs: 20,
   encoder: null, micStream: null, micNode: null, seq: 0,
-  stats: { framesIn: 0, framesDecoded: 0, framesSent: 0, reactions: 0, errors: [] },
+  stats: { framesIn: 0, bundlesIn: 0, framesDecoded: 0, framesSent: 0, reactions: 0, errors: [] },
   // connection: "connecting" | "connected" | "waiting" (to reconnect) | "ended" | "refused"
   conn: "connecting", closed: null, reconnects: 0, retryAttempt: 0, retryTimer: null,
   retryAt: 0, connectedAt: 0,
@@ -57,8 +58,8 @@ function connect() {
   state.retryTimer = null;
   setConn("connecting", state.reconnects ? "Reconnecting…" : "Connecting…");
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  let url = `${proto}//${location.host}/spaces/${encodeURIComponent(spaceId)}/ws`;
-  if (token) url += `?token=${encodeURIComponent(token)}`;
+  let url = `${proto}//${location.host}/spaces/${encodeURIComponent(spaceId)}/ws?bundles=1`;
+  if (token) url += `&token=${encodeURIComponent(token)}`;
   const ws = new WebSocket(url);
   ws.binaryType = "arraybuffer";
   state.ws = ws;
@@ -127,6 +128,7 @@ function onJson(m) {
       $("title").textContent = m.title;
       document.title = `${m.title} — Chorus`;
       state.me = m.user_id; state.roles = m.roles;
+      state.bundleMs = m.bundle_ms || 20;
       setRole(m.role, m.may_speak);
       status(m.user_id ? `Signed in as ${m.user_id}` : "Listening anonymously");
       setCaptionsOn(m.captions);
@@ -257,13 +259,29 @@ function stopListening() {
 }
 
 function onAudio(buf) {
-  state.stats.framesIn++;
-  if (!state.listening || !state.decoder || buf.byteLength <= 9) return;
   const view = new DataView(buf);
+  if (buf.byteLength >= 2 && view.getUint8(0) === 0x12) { // a bundle of frames
+    state.stats.bundlesIn++;
+    let pos = 2;
+    for (let i = view.getUint8(1); i > 0 && pos + 2 <= buf.byteLength; i--) {
+      const n = view.getUint16(pos);
+      if (pos + 2 + n > buf.byteLength) return;
+      onFrame(new DataView(buf, pos + 2, n));
+      pos += 2 + n;
+    }
+    return;
+  }
+  onFrame(view);
+}
+
+function onFrame(view) {
+  state.stats.framesIn++;
+  if (!state.listening || !state.decoder || view.byteLength <= 9) return;
   if (view.getUint8(0) !== 0x11) return;
   const ts = view.getUint32(5);
   state.decoder.decode(new EncodedAudioChunk({
-    type: "key", timestamp: ts * 1e6 / 48000, data: new Uint8Array(buf, 9),
+    type: "key", timestamp: ts * 1e6 / 48000,
+    data: new Uint8Array(view.buffer, view.byteOffset + 9, view.byteLength - 9),
   }));
 }
 
@@ -284,7 +302,10 @@ function playFrame(data) {
   src.buffer = buffer;
   src.connect(ctx.destination);
   const now = ctx.currentTime;
-  if (state.playAt < now + 0.02 || state.playAt > now + 0.5) state.playAt = now + 0.08;
+  // start (or restart after a gap) 80 ms ahead, plus a bundle's length when audio comes
+  // in bundles, so the next bundle arrives before this one has played out
+  const lead = 0.08 + (state.maySpeak ? 0 : (state.bundleMs - 20) / 1000);
+  if (state.playAt < now + 0.02 || state.playAt > now + 0.5 + lead) state.playAt = now + lead;
   src.start(state.playAt);
   state.playAt += n / 48000;
 }

@@ -21,10 +21,12 @@ from hypothesis import strategies as st
 from bridge import activity, wire
 from bridge.activity import ActivityBatch, ActivityLimits, Budget, TokenBucket
 from bridge.client import SpaceClient
+from bridge.connection import CLOSE_TOO_SLOW, Client
 from bridge.outbox import CONTROL_LIMIT, Outbox
-from bridge.stage import ACTIVITY_EVERY_TICKS, CLOSE_TOO_SLOW, Client, Stage
+from bridge.stage import ACTIVITY_EVERY_TICKS, Stage
 
 from .conftest import make_settings, raw_ws_that_never_reads
+from .tap import Tap, tapped
 
 LISTENERS = 5
 
@@ -317,23 +319,19 @@ async def test_clients_that_never_read_are_closed(bridge):
 # -- units: outbox, buckets, batches --------------------------------------------------------
 
 
-def test_outbox_keeps_audio_and_control_apart():
-    box = Outbox(audio_limit=3, control_limit=4)
+def test_outbox_coalesces_states_and_stays_bounded():
+    box = Outbox(limit=4)
     for i in range(100):  # a flood of states costs one slot each
-        box.put_control(f"levels {i}", key="levels")
-        box.put_control(f"participants {i}", key="participants")
+        box.put(b"levels %d" % i, key="levels")
+        box.put(b"participants %d" % i, key="participants")
     for i in range(10):  # events: the oldest make room
-        box.put_control(f"error {i}")
-    assert box.put_audio(b"1") and box.put_audio(b"2") and box.put_audio(b"3")
-    assert not box.put_audio(b"4")  # only audio says "too slow"
-    control, audio = box.take_nowait()
-    assert audio == [b"1", b"2", b"3"]
-    assert control == ["error 6", "error 7", "error 8", "error 9"]
-    assert box.control_dropped == 8 and box.pending() == 0
-    box.put_control("levels a", key="levels")
-    box.put_control("error x")
-    box.put_control("levels b", key="levels")  # newest state, in the older one's place
-    assert box.take_nowait()[0] == ["levels b", "error x"]
+        box.put(b"error %d" % i)
+    assert box.take() == [b"error 6", b"error 7", b"error 8", b"error 9"]
+    assert box.dropped == 8 and len(box) == 0
+    box.put(b"levels a", key="levels")
+    box.put(b"error x")
+    box.put(b"levels b", key="levels")  # newest state, in the older one's place
+    assert box.take() == [b"levels b", b"error x"]
 
 
 def test_token_bucket_burst_then_rate():
@@ -385,9 +383,12 @@ def _stage(tmp_path, events: list) -> Stage:
                  settings=make_settings(tmp_path), emit=events.append)
 
 
-def _drain(client: Client) -> list[dict]:
-    control, _audio = client.outbox.take_nowait()
-    return [json.loads(t) for t in control]
+def _drain(stage: Stage, client: Client) -> list[dict]:
+    """The JSON messages the client has been sent, after one more tick delivers them."""
+    stage.tick()
+    tap = client.transport
+    assert isinstance(tap, Tap)
+    return tap.take_split()[0]
 
 
 def test_stage_coalesces_a_burst_into_one_message_per_flush(tmp_path, monkeypatch):
@@ -395,23 +396,29 @@ def test_stage_coalesces_a_burst_into_one_message_per_flush(tmp_path, monkeypatc
     events: list = []
     stage = _stage(tmp_path, events)
     try:
-        listener = Client(None, "listener", 50)
-        senders = [Client(f"@s{i}:x", "listener", 50) for i in range(5)]
+        listener = Client(None, "listener", 10_000)
+        tap = tapped(listener)
+        senders = [Client(f"@s{i}:x", "listener", 10_000) for i in range(5)]
         for c in [listener, *senders]:
             stage.add_client(c)
         for _ in range(ACTIVITY_EVERY_TICKS):
             stage.tick()
-        _drain(listener)
+        tap.take()
         for _ in range(12):  # 60 clicks, 10 per user accepted
             for c in senders:
                 stage.on_json(c, '{"type": "reaction", "key": "🔥"}')
         stage.on_json(senders[0], '{"type": "raise_hand"}')
+        writes = len(tap.writes)
         for _ in range(ACTIVITY_EVERY_TICKS):
             stage.tick()
-        control, audio = listener.outbox.take_nowait()
-        # the audio queue holds audio only: one frame per tick, whatever the chatter
-        assert len(audio) == ACTIVITY_EVERY_TICKS and all(isinstance(f, bytes) for f in audio)
-        got = [m for m in map(json.loads, control) if m["type"] == "activity"]
+        control, audio = tap.take_split()
+        # one write per tick, one audio frame in each, whatever the chatter: the control
+        # messages ride along in the same write
+        assert len(tap.writes) - writes == ACTIVITY_EVERY_TICKS
+        assert len(audio) == ACTIVITY_EVERY_TICKS
+        assert [wire.unpack(f).seq for f in audio] == list(
+            range(ACTIVITY_EVERY_TICKS + 1, 2 * ACTIVITY_EVERY_TICKS + 1))
+        got = [m for m in control if m["type"] == "activity"]
         assert got == [{"type": "activity", "reactions": {"🔥": 50}, "hands": {"@s0:x": True}}]
         assert stage.counters["reactions_accepted"] == 50
         assert stage.counters["reactions_refused"] == 10
@@ -473,28 +480,29 @@ def test_fuzz_websocket_input_never_escapes_the_stage(tmp_path, inputs, signed_i
         user = "@fuzz:x" if signed_in else None
         if speaker and signed_in:
             stage.set_roles({"@fuzz:x": "speaker"})
-        fuzzer = Client(user, "listener", 50)
-        bystander = Client("@by:x", "listener", 50)
+        fuzzer = Client(user, "listener", 10_000)
+        bystander = Client("@by:x", "listener", 10_000)
+        fuzzer_tap, bystander_tap = tapped(fuzzer), tapped(bystander)
         stage.add_client(fuzzer)
         stage.add_client(bystander)
+        seen = []
         for item in inputs:
             if isinstance(item, bytes):
                 stage.on_audio(fuzzer, item)
             else:
                 stage.on_json(fuzzer, item)
+            assert len(fuzzer.outbox) <= CONTROL_LIMIT
             ticks = stage.tick_count
             stage.tick()
             assert stage.tick_count == ticks + 1
-            bystander.outbox.take_nowait()
+            seen += bystander_tap.take_split()[0]
         for _ in range(ACTIVITY_EVERY_TICKS):
             stage.tick()
-        seen = _drain(bystander)
+        seen += bystander_tap.take_split()[0]
         assert bystander.kicked is None and fuzzer.kicked is None
         assert not any(m["type"] == "error" for m in seen)
-        assert len(fuzzer.outbox.control) <= CONTROL_LIMIT
         assert stage.counters["reactions_accepted"] <= activity.REACTION_BURST
-        for text in fuzzer.outbox.take_nowait()[0]:
-            json.loads(text)  # everything sent back is valid JSON
+        fuzzer_tap.take_split()  # everything sent back parses as frames and JSON
     finally:
         stage.encoder.close()
 
@@ -502,12 +510,13 @@ def test_fuzz_websocket_input_never_escapes_the_stage(tmp_path, inputs, signed_i
 def test_pong_echoes_only_small_ids(tmp_path):
     stage = _stage(tmp_path, [])
     try:
-        c = Client(None, "listener", 50)
+        c = Client(None, "listener", 10_000)
+        tapped(c)
         stage.add_client(c)
-        _drain(c)
+        _drain(stage, c)
         stage.on_json(c, '{"type": "ping", "id": "abc"}')
         stage.on_json(c, '{"type": "ping", "id": {"nested": [1]}}')
-        got = _drain(c)
+        got = _drain(stage, c)
         assert {"type": "pong", "id": "abc"} in got
         assert any(m["type"] == "error" and m["code"] == "bad_message" for m in got)
     finally:
@@ -518,26 +527,34 @@ def test_pong_echoes_only_small_ids(tmp_path):
 def test_deep_json_is_a_bad_message_not_a_recursion_error(tmp_path, depth):
     stage = _stage(tmp_path, [])
     try:
-        c = Client(None, "listener", 50)
+        c = Client(None, "listener", 10_000)
+        tapped(c)
         stage.add_client(c)
-        _drain(c)
+        _drain(stage, c)
         stage.on_json(c, "[" * depth + "]" * depth)
-        (err,) = _drain(c)
+        (err,) = _drain(stage, c)
         assert err["type"] == "error" and err["code"] == "bad_message"
     finally:
         stage.encoder.close()
 
 
 def test_silence_frames_are_bounded_per_tick(tmp_path):
-    """The tick hands each client exactly one audio frame: the same bytes for all."""
+    """The tick writes each client exactly one audio frame: the very same bytes object
+    for all (framed once), in one write."""
     stage = _stage(tmp_path, [])
     try:
-        a, b = Client(None, "listener", 50), Client(None, "listener", 50)
+        a, b = Client(None, "listener", 10_000), Client(None, "listener", 10_000)
+        ta, tb = tapped(a), tapped(b)
         stage.add_client(a)
         stage.add_client(b)
+        stage.tick()  # the first write also carries the hello
         stage.tick()
-        (fa,), (fb,) = a.outbox.take_nowait()[1], b.outbox.take_nowait()[1]
-        assert fa is fb and fa[0] == 0x11 and wire.unpack(fa).seq == stage.tick_count
+        assert len(ta.writes) == len(tb.writes) == 2
+        assert ta.writes[1] is tb.writes[1]
+        texts, audio = ta.take_split()
+        assert [m["type"] for m in texts] == ["hello"]
+        assert [f[0] for f in audio] == [0x11, 0x11]
+        assert [wire.unpack(f).seq for f in audio] == [1, 2] and stage.tick_count == 2
     finally:
         stage.encoder.close()
 

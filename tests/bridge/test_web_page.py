@@ -115,6 +115,30 @@ async def test_space_page_listens_speaks_and_reacts(bridge, browser):
             ".some(li => li.textContent.startsWith('@web:x'))")
 
 
+async def test_listening_page_plays_audio_that_comes_in_bundles(bridge, browser):
+    """An anonymous listener's page asks for bundles, gets them (100 ms, the default) and
+    plays what is in them; a page that may speak gets single frames (the test above)."""
+    await bridge.open("bun", roles={"@py:x": "host"})
+    await browser.call("Page.navigate", url=f"{bridge.url}/spaces/bun")
+    await browser.wait_js("window.chorus && window.chorus.conn === 'connected'")
+    assert await browser.js("window.chorus.bundleMs") == 100
+    (page,) = bridge.stage("bun").clients.values()
+    assert page.wants_bundles
+    async with SpaceClient(bridge.url, "bun", bridge.token("bun", "@py:x", "host")) as py:
+        await py.wait_type("hello")
+        await browser.js("startListening()")
+        speaking = asyncio.create_task(py.speak(sine(440, 3.0, amp=12000)))
+        try:
+            await browser.wait_js("window.chorus.stats.maxRms > 0.1")
+        finally:
+            speaking.cancel()
+            await asyncio.gather(speaking, return_exceptions=True)
+    bundles = await browser.js("window.chorus.stats.bundlesIn")
+    frames = await browser.js("window.chorus.stats.framesIn")
+    assert page.bundled and bundles > 0 and frames >= 5 * (bundles - 1)
+    assert await browser.js("window.chorus.stats.errors.length") == 0
+
+
 async def test_index_lists_public_spaces(bridge, browser):
     await bridge.open("pub", public=True)
     await bridge.open("hidden", public=False)

@@ -1,0 +1,251 @@
+"""Write-once fan-out to WebSocket clients (issue 9, item 1): each tick's frame is framed
+once and the same bytes go to every listener's transport; listen-only clients that ask
+for them get bundles; speakers get their own frames; only audio decides "too slow"."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from bridge import wire, wsframe
+from bridge.client import SpaceClient
+from bridge.connection import CLOSE_TOO_SLOW, CONTROL_UNSENT_LIMIT, Client
+from bridge.stage import Stage
+
+from .conftest import make_settings, rms, run_bridge, sine
+from .tap import Tap, read_frames, tapped
+
+BIG = 10_000_000  # an audio limit no test reaches unless it means to
+
+
+def _stage(tmp_path, **overrides) -> Stage:
+    return Stage("fan", "Fan-out", public=True, record=False, captions=False,
+                 settings=make_settings(tmp_path, **overrides), emit=lambda e: None)
+
+
+def _seqs(tap: Tap) -> tuple[list[int], list[str]]:
+    """Sequence numbers of the audio written to ``tap`` since the last take, in order, and
+    the kind of each binary message ("frame" or "bundle")."""
+    seqs, kinds = [], []
+    for opcode, payload in tap.take():
+        if opcode != wsframe.OP_BINARY:
+            continue
+        if wire.is_bundle(payload):
+            kinds.append("bundle")
+            seqs += [f.seq for f in wire.unpack_bundle(payload)]
+        else:
+            kinds.append("frame")
+            seqs.append(wire.unpack(payload).seq)
+    return seqs, kinds
+
+
+# -- framing and the bundle format -----------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
+def test_frames_read_back_at_every_length_boundary(size):
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    data = wsframe.binary(payload) + wsframe.text("é") + wsframe.PING
+    frames, used = read_frames(data)
+    assert used == len(data)
+    assert frames == [(0x2, payload), (0x1, "é".encode()), (0x9, b"")]
+
+
+def test_bundle_round_trip_and_refusals():
+    frames = [wire.pack(seq, seq * 960, bytes([seq]) * (seq + 3)) for seq in range(1, 6)]
+    bundle = wire.pack_bundle(frames)
+    assert bundle[:2] == b"\x12\x05" and wire.is_bundle(bundle)
+    assert [(f.seq, f.payload) for f in wire.unpack_bundle(bundle)] == [
+        (seq, bytes([seq]) * (seq + 3)) for seq in range(1, 6)]
+    assert not wire.is_bundle(frames[0])
+    for bad, why in [(bundle[:-1], "cut short"), (bundle + b"x", "trailing"),
+                     (b"\x12\x00", "empty"), (frames[0], "not a bundle")]:
+        with pytest.raises(wire.FrameError, match=why):
+            wire.unpack_bundle(bad)
+    with pytest.raises(ValueError):
+        wire.pack_bundle([])
+
+
+# -- the tick, without a server --------------------------------------------------------
+
+
+def test_listeners_get_one_write_per_tick_of_the_same_bytes(tmp_path):
+    stage = _stage(tmp_path, listener_bundle_ms=20)
+    try:
+        clients = [Client(None, "listener", BIG, bundles=True) for _ in range(3)]
+        taps = [tapped(c) for c in clients]
+        for c in clients:
+            stage.add_client(c)
+        for _ in range(12):
+            stage.tick()
+        for tap in taps:
+            assert len(tap.writes) == 12
+            assert _seqs(tap) == (list(range(1, 13)), ["frame"] * 12)  # 20 ms: no bundles
+        # the same bytes for all; a write that carries no control message (the first
+        # carries the hello, tick 10 the participants) is one shared object
+        shared = 0
+        for i in range(12):
+            assert taps[0].writes[i] == taps[1].writes[i] == taps[2].writes[i]
+            if taps[0].writes[i][0] == 0x82:
+                assert taps[0].writes[i] is taps[1].writes[i] is taps[2].writes[i]
+                shared += 1
+        assert shared == 10
+    finally:
+        stage.encoder.close()
+
+
+def test_bundled_listeners_switch_at_a_boundary_and_miss_nothing(tmp_path):
+    stage = _stage(tmp_path, listener_bundle_ms=100)
+    try:
+        for _ in range(2):  # join mid-bundle: ticks 3.. go to the client
+            stage.tick()
+        a, b = Client(None, "listener", BIG, bundles=True), Client(None, "listener", BIG,
+                                                                    bundles=True)
+        plain = Client(None, "listener", BIG)  # did not ask: frames
+        ta, tb, tp = tapped(a), tapped(b), tapped(plain)
+        for c in (a, b, plain):
+            stage.add_client(c)
+        for _ in range(18):
+            stage.tick()  # ticks 3..20
+        seqs, kinds = _seqs(ta)
+        # frames until the bundle of ticks 1-5 is out, then a bundle per 5 ticks
+        assert seqs == list(range(3, 21))
+        assert kinds == ["frame"] * 3 + ["bundle"] * 3
+        assert len(ta.writes) == 6
+        assert ta.writes[4] is tb.writes[4]  # one bundle, built once, for both
+        assert ta.writes[5] is tb.writes[5]
+        assert _seqs(tp) == (list(range(3, 21)), ["frame"] * 18)
+        hello = json.loads(read_frames(ta.writes[0])[0][0][1])
+        assert hello["type"] == "hello" and hello["bundle_ms"] == 100
+    finally:
+        stage.encoder.close()
+
+
+def test_a_listener_given_the_mic_leaves_bundles_at_once_and_back_at_a_boundary(tmp_path):
+    stage = _stage(tmp_path, listener_bundle_ms=100)
+    try:
+        c = Client("@l:x", "listener", BIG, bundles=True)
+        tap = tapped(c)
+        stage.add_client(c)
+        for _ in range(7):
+            stage.tick()  # 1-5 frames, then in bundles: 6, 7 wait in the bundle
+        assert c.bundled
+        stage.set_roles({"@l:x": "speaker"})  # 6 and 7 go out at once, as frames
+        assert not c.bundled
+        for _ in range(5):
+            stage.tick()  # 8..12: frames (speakers never get bundles)
+        stage.set_roles({})  # a listener again: frames until the next boundary (15)
+        for _ in range(13):
+            stage.tick()  # 13..25
+        seqs, kinds = _seqs(tap)
+        assert seqs == list(range(1, 26))
+        assert kinds == ["frame"] * 5 + ["frame"] * 2 + ["frame"] * 5 + ["frame"] * 3 + [
+            "bundle"] * 2
+    finally:
+        stage.encoder.close()
+
+
+def test_control_rides_the_bundle_write_and_states_coalesce(tmp_path):
+    stage = _stage(tmp_path, listener_bundle_ms=200)
+    try:
+        c = Client(None, "listener", BIG, bundles=True)
+        tap = tapped(c)
+        stage.add_client(c)
+        for _ in range(10):
+            stage.tick()
+        tap.take()
+        writes = len(tap.writes)
+        for i in range(30):  # a state changing every 20 ms, and one event
+            stage._broadcast_json({"type": "levels", "levels": {"@s:x": -i}})
+            if i == 3:
+                stage._broadcast_json({"type": "activity", "reactions": {"x": 1}, "hands": {}})
+            stage.tick()
+        # 30 ticks = 3 bundles = 3 writes; each carries the newest levels only
+        assert len(tap.writes) - writes == 3
+        texts = [json.loads(p) for op, p in tap.take() if op == wsframe.OP_TEXT]
+        assert [m["type"] for m in texts] == ["levels", "activity", "levels", "levels"]
+        assert [m["levels"]["@s:x"] for m in texts if m["type"] == "levels"] == [-9, -19, -29]
+    finally:
+        stage.encoder.close()
+
+
+def test_only_audio_makes_a_client_too_slow(tmp_path):
+    stage = _stage(tmp_path, listener_bundle_ms=20)
+    try:
+        frame_bytes = 200  # a silent frame is far smaller: 10 frames stay under this limit
+        c = Client(None, "listener", 10 * frame_bytes)
+        tap = tapped(c)
+        stage.add_client(c)
+        stage.tick()
+        tap.reading = False  # it stops reading
+        big = wsframe.text(json.dumps({"type": "caption", "text": "x" * 50_000}))
+        for _ in range(3):  # far more control than the audio limit, unsent
+            c.send_control(big)
+        stage.tick()
+        assert c.kicked is None and tap.unsent > 150_000  # control is never "too slow"
+        c.send_control(big)  # past CONTROL_UNSENT_LIMIT: it waits in the outbox
+        stage.tick()
+        assert len(c.outbox) == 1 and tap.unsent < 150_000 + 10 * frame_bytes
+        assert 150_000 > CONTROL_UNSENT_LIMIT
+        ticks = 0
+        while c.kicked is None:
+            stage.tick()
+            ticks += 1
+            assert ticks < 1000, "never kicked"
+        assert c.kicked == (CLOSE_TOO_SLOW, "too slow: fell behind the live audio")
+        assert ticks >= 5  # it took a backlog of audio, not the control
+        writes = len(tap.writes)
+        stage.tick()
+        assert len(tap.writes) == writes  # nothing more is written to a kicked client
+    finally:
+        stage.encoder.close()
+
+
+async def test_closing_message_goes_out_before_the_close(tmp_path):
+    stage = _stage(tmp_path)
+    c = Client(None, "listener", BIG, bundles=True)
+    tap = tapped(c)
+    stage.add_client(c)
+    stage.tick()
+    tap.take()
+    await stage.close()
+    texts = [json.loads(p) for op, p in tap.take() if op == wsframe.OP_TEXT]
+    assert texts == [{"type": "closing", "reason": "space ended"}]
+    assert c.kicked == (4410, "space ended")
+
+
+# -- through a real bridge -------------------------------------------------------------
+
+
+async def test_bundled_listener_hears_the_speaker_and_the_speaker_gets_frames(tmp_path):
+    running = await run_bridge(make_settings(tmp_path, listener_bundle_ms=100))
+    try:
+        await running.open("b1", roles={"@a:x": "host"})
+        token = running.token("b1", "@a:x", "host")
+        seqs: list[int] = []
+        listener = SpaceClient(running.url, "b1", bundles=True)
+        listener.on_frame = lambda seq, _pcm, _now: seqs.append(seq)
+        async with listener, SpaceClient(running.url, "b1", token, bundles=True) as alice:
+            assert (await listener.wait_type("hello"))["bundle_ms"] == 100
+            await alice.wait_type("hello")
+            await alice.speak(sine(440, 1.0))
+            await listener.wait_frames(60)
+            await alice.wait_frames(60)
+
+            async def heard() -> None:
+                while rms(listener.heard()[-48000:]) < 1000:
+                    await asyncio.sleep(0.02)
+            await asyncio.wait_for(heard(), 5)
+            assert listener.bundles_received >= 5
+            assert alice.bundles_received == 0  # she may speak: frames only
+            gaps = [(x, y) for x, y in zip(seqs, seqs[1:], strict=False) if y != x + 1]
+            assert not gaps, gaps[:5]
+            # the listener's audio is the speaker's tone
+            spectrum = np.abs(np.fft.rfft(listener.heard()[-48000:].astype(float)))
+            assert abs(int(np.argmax(spectrum)) - 440) <= 2
+    finally:
+        await running.session.close()
+        await running.runner.cleanup()
