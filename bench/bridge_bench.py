@@ -3,19 +3,24 @@
     .venv/bin/python bench/bridge_bench.py --speakers 11 \
         --listeners 200,400,600,800,1000,1200,1500,2000,3000,5000,10000 \
         --seconds 60 --results bench/RESULTS.md          # what `make bench` runs
+    .venv/bin/python bench/bridge_bench.py --speakers 11 --bundle-ms 100 ...
+                                    # the same with listen-only clients in bundles
 
 The ladder stops at the first step that fails (``--keep-going`` to run them all), and
 every step has a deadline, so a run always ends by itself.
 
 The bridge runs as its own process (``python -m bridge``) so its CPU and memory are
 measured alone. Speakers and a latency probe run in this process; listeners run in
-``--workers`` helper processes (this script with ``--worker``) so the listeners' own
-Python overhead is not on the bridge's cores more than necessary.
+``--workers`` helper processes (this script with ``--worker``), as raw-socket WebSocket
+clients that only count frames and answer pings, so the load generator takes as little
+of the machine's cores as it can.
 
 Reported per listener count M:
-- mixer tick p50/p99 (ms, measured inside the bridge around each tick),
+- mix p50/p99 (ms: decoding, mixing and the encodes of each tick) and tick p50/p99 (the
+  whole tick: mixing, then writing to every client), both measured inside the bridge,
 - relay-added latency p50/p99 (ms): a speaker sends a short 12 kHz marker burst every
-  0.2 s (speech is low-passed below 7 kHz); a listener decodes and times its arrival,
+  0.22 s (speech is low-passed below 7 kHz); a probe listener (in bundles when the
+  listeners are) decodes and times its arrival,
 - bridge CPU % (of one core) and RSS; memory per listener = RSS growth / M,
 - drops: listeners disconnected or missing more than 2 % of frames in the window.
 The largest M with no drops is reported at the end.
@@ -51,7 +56,9 @@ SECRET = "bench-secret-0123456789abcdef"
 SPACE = "bench"
 FRAME = 960
 MARKER_HZ = 12000
-MARKER_EVERY = 10  # frames (0.2 s)
+#: frames (0.22 s): 11 is prime to every bundle length up to 200 ms, so the markers fall
+#: at every position in a bundle and the latency figures include the wait for the bundle
+MARKER_EVERY = 11
 MARKER_AMP = 12000
 #: a received frame holds the marker when its 11-13 kHz content reaches half the marker's
 #: amplitude. (Not a share of the frame's energy: with 11 people talking at once the
@@ -139,41 +146,102 @@ def pct(values: list[float], q: float) -> float:
 # -- listener worker process ---------------------------------------------------------
 
 
-async def worker(url: str, count: int, seconds: float) -> None:
-    counts = [0] * count
-    closed: list[int | None] = [None] * count
-    measuring = False
+class CountingListener(asyncio.Protocol):
+    """A listen-only WebSocket client made as cheap as possible, so that the load generator
+    is not what limits the run: it upgrades, then only counts audio frames (inside bundles
+    too), answers pings with pongs and notes a close. No decoding, no aiohttp."""
 
-    async def listen(i: int, session: aiohttp.ClientSession, ready: asyncio.Event) -> None:
-        async with session.ws_connect(f"{url.replace('http', 'ws', 1)}/spaces/{SPACE}/ws",
-                                      max_msg_size=1 << 20) as ws:
-            ready.set()
-            async for msg in ws:
-                if msg.type == aiohttp.WSMsgType.BINARY and measuring:
-                    counts[i] += 1
-            closed[i] = ws.close_code
+    def __init__(self, host: str, path: str, ready: asyncio.Event) -> None:
+        self.host, self.path, self.ready = host, path, ready
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.upgraded = False
+        self.counting = False
+        self.frames = 0
+        self.close_code: int | None = None
 
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        readies = [asyncio.Event() for _ in range(count)]
-        tasks = []
-        for i in range(count):
-            tasks.append(asyncio.create_task(listen(i, session, readies[i])))
-            if i % 50 == 49:
-                await asyncio.sleep(0.05)
-        await asyncio.gather(*(r.wait() for r in readies))
-        print("ready", flush=True)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, sys.stdin.readline)  # "go"
-        measuring = True
-        t0 = time.monotonic()
-        await asyncio.sleep(seconds)
-        measuring = False
-        elapsed = time.monotonic() - t0
-        print(json.dumps({"counts": counts, "closed": closed, "elapsed": elapsed}), flush=True)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write((f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\n"
+                         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                         "Sec-WebSocket-Key: Y2hvcnVzLWJlbmNoLWtleQ==\r\n"
+                         "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        if not self.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                self.close_code = -1
+                self.ready.set()
+                return
+            del buf[:end + 4]
+            self.upgraded = True
+            self.ready.set()
+        pos, n = 0, len(buf)
+        while pos + 2 <= n:
+            opcode, length, head = buf[pos] & 0x0F, buf[pos + 1] & 0x7F, 2
+            if length == 126:
+                if pos + 4 > n:
+                    break
+                length, head = int.from_bytes(buf[pos + 2:pos + 4], "big"), 4
+            elif length == 127:
+                if pos + 10 > n:
+                    break
+                length, head = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
+            if pos + head + length > n:
+                break
+            start = pos + head
+            if opcode == 0x2:
+                if self.counting:
+                    self.frames += buf[start + 1] if buf[start] == 0x12 else 1
+            elif opcode == 0x9 and self.transport is not None:  # pong, masked (zero mask)
+                self.transport.write(bytes((0x8A, 0x80 | length, 0, 0, 0, 0))
+                                     + bytes(buf[start:start + length]))
+            elif opcode == 0x8:
+                self.close_code = int.from_bytes(buf[start:start + 2], "big") if length else 1005
+            pos = start + length
+        del buf[:pos]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.close_code is None:
+            self.close_code = 1006
+        self.ready.set()
+
+
+async def worker(url: str, count: int, seconds: float, bundles: bool) -> None:
+    host_port = url.split("//", 1)[1]
+    host, port = host_port.rsplit(":", 1)
+    path = f"/spaces/{SPACE}/ws" + ("?bundles=1" if bundles else "")
+    loop = asyncio.get_running_loop()
+    listeners: list[CountingListener] = []
+    for i in range(count):
+        ready = asyncio.Event()
+        _, proto = await loop.create_connection(
+            lambda r=ready: CountingListener(host_port, path, r), host, int(port))
+        listeners.append(proto)
+        if i % 50 == 49:
+            await asyncio.sleep(0.05)
+    await asyncio.wait_for(asyncio.gather(*(p.ready.wait() for p in listeners)), 120)
+    print("ready", flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)  # "go"
+    for p in listeners:
+        p.counting = True
+    t0 = time.monotonic()
+    await asyncio.sleep(seconds)
+    for p in listeners:
+        p.counting = False
+    elapsed = time.monotonic() - t0
+    print(json.dumps({"counts": [p.frames for p in listeners],
+                      "closed": [p.close_code for p in listeners], "elapsed": elapsed}),
+          flush=True)
+    for p in listeners:
+        if p.transport is not None:
+            p.transport.abort()
 
 
 # -- main ------------------------------------------------------------------------------
@@ -190,6 +258,8 @@ class Bench:
         self._marker_on = False
         self.latencies: list[float] = []
         self.recording_latency = False
+        #: listeners (and the latency probe) ask for bundles of --bundle-ms
+        self.bundles = args.bundle_ms > 20
 
     def start_bridge(self) -> None:
         cfg = self.tmp / "config.toml"
@@ -200,6 +270,7 @@ class Bench:
             f'recordings_dir = "{self.tmp / "rec"}"\n'
             # every simulated listener connects from 127.0.0.1: no per-address caps
             "max_pending_connections_per_address = 0\nmax_streams_per_address = 0\n"
+            + (f"listener_bundle_ms = {self.args.bundle_ms}\n" if self.bundles else "")
         )
         self.proc = subprocess.Popen([sys.executable, "-m", "bridge", str(cfg),
                                       "--log-level", "WARNING"], cwd=ROOT)
@@ -279,7 +350,7 @@ class Bench:
                 c = SpaceClient(self.url, SPACE, tok, keep_audio=False)
                 await c.connect()
                 speakers.append(c)
-            probe = SpaceClient(self.url, SPACE, keep_audio=False)
+            probe = SpaceClient(self.url, SPACE, keep_audio=False, bundles=self.bundles)
             probe.on_frame = self.on_probe_frame
             await probe.connect()
             tasks = [asyncio.create_task(self.speaker_loop(c, pcms[i], probe=i == 0))
@@ -306,7 +377,7 @@ class Bench:
         per = [m // workers + (1 if i < m % workers else 0) for i in range(workers)]
         procs = [await asyncio.create_subprocess_exec(
             sys.executable, __file__, "--worker", self.url, str(n), str(args.seconds),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE) for n in per]
+            "1" if self.bundles else "0", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE) for n in per]
         for p in procs:
             assert p.stdout is not None
             line = await asyncio.wait_for(p.stdout.readline(), 120)
@@ -351,6 +422,8 @@ class Bench:
             "listeners": m,
             "tick_ms_p50": stats["tick_ms_p50"],
             "tick_ms_p99": stats["tick_ms_p99"],
+            "mix_ms_p50": stats.get("mix_ms_p50"),
+            "mix_ms_p99": stats.get("mix_ms_p99"),
             "latency_ms_p50": round(pct(self.latencies, 50), 1),
             "latency_ms_p99": round(pct(self.latencies, 99), 1),
             "latency_samples": len(self.latencies),
@@ -382,25 +455,30 @@ def section(rows: list[dict], args: argparse.Namespace) -> str:
     ok = [r for r in rows if not failed(r)]
     best = max(ok, key=lambda r: r["listeners"]) if ok else None
     n = args.speakers
+    key = section_key(args)
+    mode = (f", listen-only clients in {args.bundle_ms} ms bundles" if args.bundle_ms > 20
+            else "")
     lines = [
-        f"<!-- bench:{n} -->",
-        f"## {n} speakers" + (" (the target case)" if n == TARGET[0] else ""),
+        f"<!-- bench:{key} -->",
+        f"## {n} speakers{mode}" + (" (the target case)" if n == TARGET[0] else ""),
         "",
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         f"- machine: {cpu}, {os.cpu_count()} CPUs, {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}",
         f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
         f"- {n} speakers (festival HTS speech, looped, all talking at once), listeners in "
-        f"{args.workers} helper processes on the same machine, {args.seconds:g} s per step",
+        f"{args.workers} helper processes on the same machine (raw-socket clients that "
+        f"only count frames and answer pings), {args.seconds:g} s per step",
         "",
-        "| listeners | tick p50 ms | tick p99 ms | latency p50 ms | latency p99 ms "
-        "(samples) | bridge CPU % | bridge RSS MB | KB/listener | min frames / expected | "
-        "disconnected | short | clock resyncs |",
+        "| listeners | mix p50 / p99 ms | tick p50 / p99 ms | latency p50 ms | latency p99 "
+        "ms (samples) | bridge CPU % | bridge RSS MB | KB/listener | min frames / expected "
+        "| disconnected | short | clock resyncs |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['listeners']} | {r['tick_ms_p50']} | {r['tick_ms_p99']} | "
+            f"| {r['listeners']} | {r['mix_ms_p50']} / {r['mix_ms_p99']} | "
+            f"{r['tick_ms_p50']} / {r['tick_ms_p99']} | "
             f"{r['latency_ms_p50']} | {r['latency_ms_p99']} ({r['latency_samples']}) | "
             f"{r['bridge_cpu_pct']} | {r['bridge_rss_mb']} | {r['kb_per_listener']} | "
             f"{r['frames_min']} / {r['frames_expected']} | {r['disconnected']} | "
@@ -436,24 +514,33 @@ def section(rows: list[dict], args: argparse.Namespace) -> str:
         "event-loop stalls of more than 200 ms), not the bridge alone. 'short' = "
         "listeners that received under 98 % of the frames of the window; 'disconnected' "
         "= closed by the bridge (4408 too slow) or otherwise.",
-        f"<!-- /bench:{n} -->",
+        f"<!-- /bench:{key} -->",
     ]
     return "\n".join(lines)
 
 
-_SECTION = re.compile(r"<!-- bench:(\d+) -->.*?<!-- /bench:\1 -->\n*", re.S)
+def section_key(args: argparse.Namespace) -> str:
+    return f"{args.speakers}" + (f"-b{args.bundle_ms}" if args.bundle_ms > 20 else "")
+
+
+def _order(key: str) -> tuple[int, str]:
+    speakers, _, mode = key.partition("-")
+    return -int(speakers), mode
+
+
+_SECTION = re.compile(r"<!-- bench:([\w-]+) -->.*?<!-- /bench:\1 -->\n*", re.S)
 
 
 def write_results(rows: list[dict], args: argparse.Namespace, path: Path) -> None:
     """Put this run's section into ``path``: bench sections first (most speakers first),
     replacing the one for this speaker count; everything else in the file is kept."""
     text = path.read_text() if path.exists() else TITLE + "\n"
-    sections = {int(m.group(1)): m.group(0).strip() for m in _SECTION.finditer(text)}
-    sections[args.speakers] = section(rows, args)
+    sections = {m.group(1): m.group(0).strip() for m in _SECTION.finditer(text)}
+    sections[section_key(args)] = section(rows, args)
     rest = _SECTION.sub("", text)
     if rest.startswith(TITLE):
         rest = rest[len(TITLE):]
-    body = "\n\n".join(sections[k] for k in sorted(sections, reverse=True))
+    body = "\n\n".join(sections[k] for k in sorted(sections, key=_order))
     path.write_text(f"{TITLE}\n\n{body}\n\n{rest.strip()}\n".replace("\n\n\n", "\n\n"))
 
 
@@ -470,12 +557,15 @@ def main() -> None:
                         "section; other sections of the file are kept)")
     p.add_argument("--keep-going", action="store_true",
                    help="run every step even after one fails (default: stop there)")
-    p.add_argument("--worker", nargs=3, metavar=("URL", "COUNT", "SECONDS"),
+    p.add_argument("--bundle-ms", type=int, default=20,
+                   help="listeners ask for bundles of this many ms ([bridge] "
+                        "listener_bundle_ms); 20 (the default) = single frames")
+    p.add_argument("--worker", nargs=4, metavar=("URL", "COUNT", "SECONDS", "BUNDLES"),
                    help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        url, count, seconds = args.worker
-        asyncio.run(worker(url, int(count), float(seconds)))
+        url, count, seconds, bundles = args.worker
+        asyncio.run(worker(url, int(count), float(seconds), bundles == "1"))
         return
     args.listeners = [int(x) for x in args.listeners.split(",")]
     rows = asyncio.run(Bench(args).run())

@@ -29,6 +29,7 @@ import numpy as np
 
 from . import jsonsafe, opus, wire, wsframe
 from .activity import ActivityBatch, ActivityLimits
+from .bundles import BundleGroups
 from .captions import CaptionPool, CaptionsError, StageCaptions
 from .connection import CLOSE_SPACE_ENDED, CLOSE_TOO_SLOW, FRAME_MS, Client, state_key
 from .mixer import FRAME_SAMPLES, FRAME_SECONDS, SILENCE_DBFS, Mixer, TickResult
@@ -151,12 +152,9 @@ class Stage:
         self.clients: dict[int, Client] = {}
         #: how the tick reaches them: frame by frame, or a bundle every ``bundle_ticks``
         self._per_frame: dict[int, Client] = {}
-        self._bundled: dict[int, Client] = {}
-        #: per-frame clients to move to bundles at the next bundle boundary
-        self._to_bundle: set[int] = set()
         self.bundle_ticks = settings.listener_bundle_ms // FRAME_MS
-        #: this bundle's frames so far (packed, unframed)
-        self._window: list[bytes] = []
+        self.bundles: BundleGroups[Client] | None = (
+            BundleGroups(self.bundle_ticks) if self.bundle_ticks > 1 else None)
         self.encoder = opus.Encoder(settings.opus_bitrate)
         self.pre_skip = self.encoder.lookahead
         #: the live.ogg stream, shared by all its listeners (bridge/oggstream.py)
@@ -169,6 +167,8 @@ class Stage:
         self.tick_count = 0
         self.clock_resyncs = 0
         self.tick_seconds: deque[float] = deque(maxlen=3000)
+        #: the mixing part of each tick: decode, mix, the shared and mix-minus encodes
+        self.mix_seconds: deque[float] = deque(maxlen=3000)
         self.clip_ring: deque[np.ndarray] = deque(
             maxlen=max(1, int(settings.clip_seconds / FRAME_SECONDS))
         )
@@ -268,6 +268,8 @@ class Stage:
             "clock_resyncs": self.clock_resyncs,
             "tick_ms_p50": round(TickTiming(self.tick_seconds).percentile(50) * 1000, 3),
             "tick_ms_p99": round(TickTiming(self.tick_seconds).percentile(99) * 1000, 3),
+            "mix_ms_p50": round(TickTiming(self.mix_seconds).percentile(50) * 1000, 3),
+            "mix_ms_p99": round(TickTiming(self.mix_seconds).percentile(99) * 1000, 3),
         }
 
     def set_roles(self, roles: dict[str, str]) -> None:
@@ -369,21 +371,20 @@ class Stage:
 
     def _place(self, client: Client) -> None:
         """Bundles for a client that asked for them and may not speak, frames otherwise.
-        A client leaving bundles gets this bundle's frames so far at once, then frames; one
-        joining them gets frames until this bundle is out, then bundles."""
-        bundles = (client.wants_bundles and self.bundle_ticks > 1
-                   and not self.may_speak(client.user_id))
-        if bundles:
-            if not client.bundled:
-                self._to_bundle.add(client.id)
+        One joining bundles gets frames until the end of the next tick; one leaving them
+        (given the mic) gets the frames since its last bundle at once, then frames."""
+        if self.bundles is None:
             return
-        self._to_bundle.discard(client.id)
-        if client.bundled:
-            del self._bundled[client.id]
+        if client.wants_bundles and not self.may_speak(client.user_id):
+            self.bundles.join(client.id, client)
+            return
+        was_bundled = client.id in self.bundles
+        missed = self.bundles.leave(client.id)
+        if was_bundled:
             client.bundled = False
             self._per_frame[client.id] = client
-            if self._window:
-                client.deliver(b"".join(map(wsframe.binary, self._window)), time.monotonic())
+            if missed:
+                client.deliver(b"".join(map(wsframe.binary, missed)), time.monotonic())
 
     def add_client(self, client: Client) -> None:
         self.clients[client.id] = client
@@ -404,8 +405,8 @@ class Stage:
         if self.clients.pop(client.id, None) is None:
             return
         self._per_frame.pop(client.id, None)
-        self._bundled.pop(client.id, None)
-        self._to_bundle.discard(client.id)
+        if self.bundles is not None:
+            self.bundles.leave(client.id)
         self.mixer.remove_speaker(client.id)
         client.decoder = client.encoder = None
         user_id = client.user_id
@@ -592,12 +593,19 @@ class Stage:
             self.tick_seconds.append(time.perf_counter() - t0)
 
     def tick(self) -> TickResult:
+        t0 = time.perf_counter()
         self.voice.feed()
         result = self.mixer.tick()
         self.tick_count += 1
         seq = self.tick_count
         ts = seq * FRAME_SAMPLES
         packet = self.encoder.encode(result.mix)
+        own: dict[Any, bytes] = {}  # each speaker in the mix: the mix without them
+        for client_id, pcm in result.minus.items():
+            client = self.clients.get(client_id)
+            if client is not None and client.encoder is not None:
+                own[client_id] = wsframe.binary(wire.pack(seq, ts, client.encoder.encode(pcm)))
+        self.mix_seconds.append(time.perf_counter() - t0)
         self.ogg.push(packet)
         self.clip_ring.append(result.mix)
         if self.recorder is not None:
@@ -619,40 +627,30 @@ class Stage:
             self._broadcast_levels(result)
         if self.captioner is not None and self.captioner.enabled:
             self.captioner.feed(seq, result.frames, result.levels, self._user_of)
-        self._fan_out(seq, ts, wire.pack(seq, ts, packet), result)
+        self._fan_out(seq, wire.pack(seq, ts, packet), own)
         for hook in self.tick_hooks:
             hook(result)
         return result
 
-    def _fan_out(self, seq: int, ts: int, shared: bytes, result: TickResult) -> None:
+    def _fan_out(self, seq: int, shared: bytes, own: dict[Any, bytes]) -> None:
         """This tick's audio to every client: its own mix-minus to a speaker in the mix,
-        the same framed bytes to every other per-frame client, and at a bundle boundary
-        the same bundle to every bundled client. Kicking only flags a client (its handler
-        removes it later), so the dicts are iterated without copies."""
+        the same framed bytes to every other per-frame client, and the same bundle to the
+        bundled clients whose bundle is due this tick (bridge/bundles.py). Kicking only
+        flags a client (its handler removes it later), so nothing is copied."""
         now = time.monotonic()
         framed = wsframe.binary(shared)
-        minus = result.minus
         for client in self._per_frame.values():
-            if minus and client.id in minus and client.encoder is not None:
-                own = client.encoder.encode(minus[client.id])
-                client.deliver(wsframe.binary(wire.pack(seq, ts, own)), now)
-            else:
-                client.deliver(framed, now)
-        if self.bundle_ticks <= 1:
+            client.deliver(own.get(client.id, framed) if own else framed, now)
+        if self.bundles is None:
             return
-        self._window.append(shared)
-        if seq % self.bundle_ticks:
-            return
-        if self._bundled:
-            bundle = wsframe.binary(wire.pack_bundle(self._window))
-            for client in self._bundled.values():
-                client.deliver(bundle, now)
-        self._window = []
-        for client_id in self._to_bundle:  # they got this bundle's frames one by one
+        due, bundle = self.bundles.push(seq, shared)
+        if bundle is not None:
+            framed_bundle = wsframe.binary(bundle)
+            for client in due.values():
+                client.deliver(framed_bundle, now)
+        for client_id in self.bundles.settle():  # they had every frame up to this one
             client = self._per_frame.pop(client_id)
             client.bundled = True
-            self._bundled[client_id] = client
-        self._to_bundle.clear()
 
     def _user_of(self, client_id: Any) -> str | None:
         client = self.clients.get(client_id)

@@ -97,53 +97,68 @@ def test_listeners_get_one_write_per_tick_of_the_same_bytes(tmp_path):
         stage.encoder.close()
 
 
-def test_bundled_listeners_switch_at_a_boundary_and_miss_nothing(tmp_path):
+def test_bundled_listeners_get_every_frame_once_and_share_each_bundle(tmp_path):
     stage = _stage(tmp_path, listener_bundle_ms=100)
     try:
-        for _ in range(2):  # join mid-bundle: ticks 3.. go to the client
+        for _ in range(2):
             stage.tick()
-        a, b = Client(None, "listener", BIG, bundles=True), Client(None, "listener", BIG,
-                                                                    bundles=True)
+        a, b = (Client(None, "listener", BIG, bundles=True) for _ in range(2))
         plain = Client(None, "listener", BIG)  # did not ask: frames
         ta, tb, tp = tapped(a), tapped(b), tapped(plain)
         for c in (a, b, plain):
             stage.add_client(c)
-        for _ in range(18):
-            stage.tick()  # ticks 3..20
-        seqs, kinds = _seqs(ta)
-        # frames until the bundle of ticks 1-5 is out, then a bundle per 5 ticks
-        assert seqs == list(range(3, 21))
-        assert kinds == ["frame"] * 3 + ["bundle"] * 3
-        assert len(ta.writes) == 6
-        assert ta.writes[4] is tb.writes[4]  # one bundle, built once, for both
-        assert ta.writes[5] is tb.writes[5]
-        assert _seqs(tp) == (list(range(3, 21)), ["frame"] * 18)
+        for _ in range(16):
+            stage.tick()  # ticks 3..18
+        # tick 3 as a frame, then a bundle of the last 5 frames every 5 ticks
+        assert _seqs(ta) == (list(range(3, 19)), ["frame"] + ["bundle"] * 3)
+        assert len(ta.writes) == 4 and a.bundled
+        assert ta.writes[1] is tb.writes[1]  # one bundle, built once, for both
+        assert ta.writes[3] is tb.writes[3]
+        assert _seqs(tp) == (list(range(3, 19)), ["frame"] * 16)
         hello = json.loads(read_frames(ta.writes[0])[0][0][1])
         assert hello["type"] == "hello" and hello["bundle_ms"] == 100
     finally:
         stage.encoder.close()
 
 
-def test_a_listener_given_the_mic_leaves_bundles_at_once_and_back_at_a_boundary(tmp_path):
+def test_bundled_clients_are_spread_over_the_ticks(tmp_path):
+    """Clients joining at different ticks get their bundles at different ticks, so no
+    tick writes to all of them."""
+    stage = _stage(tmp_path, listener_bundle_ms=100)
+    try:
+        taps = []
+        for _ in range(10):  # one joins before each of ticks 1..10
+            c = Client(None, "listener", BIG, bundles=True)
+            taps.append(tapped(c))
+            stage.add_client(c)
+            stage.tick()
+        for _ in range(10):
+            before = [len(t.writes) for t in taps]
+            stage.tick()
+            assert sum(len(t.writes) - n for t, n in zip(taps, before, strict=True)) == 2
+    finally:
+        stage.encoder.close()
+
+
+def test_a_listener_given_the_mic_leaves_bundles_at_once_and_comes_back(tmp_path):
     stage = _stage(tmp_path, listener_bundle_ms=100)
     try:
         c = Client("@l:x", "listener", BIG, bundles=True)
         tap = tapped(c)
         stage.add_client(c)
         for _ in range(7):
-            stage.tick()  # 1-5 frames, then in bundles: 6, 7 wait in the bundle
+            stage.tick()  # 1 as a frame, 2-6 in a bundle; 7 waits for the next bundle
         assert c.bundled
-        stage.set_roles({"@l:x": "speaker"})  # 6 and 7 go out at once, as frames
+        stage.set_roles({"@l:x": "speaker"})  # 7 goes out at once, as a frame
         assert not c.bundled
         for _ in range(5):
             stage.tick()  # 8..12: frames (speakers never get bundles)
-        stage.set_roles({})  # a listener again: frames until the next boundary (15)
+        stage.set_roles({})  # a listener again: 13 as a frame, then bundles
         for _ in range(13):
-            stage.tick()  # 13..25
+            stage.tick()  # 13..25: bundles at 18 and 23; 24 and 25 wait
         seqs, kinds = _seqs(tap)
-        assert seqs == list(range(1, 26))
-        assert kinds == ["frame"] * 5 + ["frame"] * 2 + ["frame"] * 5 + ["frame"] * 3 + [
-            "bundle"] * 2
+        assert seqs == list(range(1, 24))
+        assert kinds == ["frame", "bundle"] + ["frame"] * 7 + ["bundle"] * 2
     finally:
         stage.encoder.close()
 
@@ -155,19 +170,21 @@ def test_control_rides_the_bundle_write_and_states_coalesce(tmp_path):
         tap = tapped(c)
         stage.add_client(c)
         for _ in range(10):
-            stage.tick()
+            stage.tick()  # 1 as a frame; its bundles come at 11, 21, 31...
         tap.take()
         writes = len(tap.writes)
         for i in range(30):  # a state changing every 20 ms, and one event
             stage._broadcast_json({"type": "levels", "levels": {"@s:x": -i}})
             if i == 3:
                 stage._broadcast_json({"type": "activity", "reactions": {"x": 1}, "hands": {}})
-            stage.tick()
-        # 30 ticks = 3 bundles = 3 writes; each carries the newest levels only
+            stage.tick()  # 11..40
+        # 3 bundles = 3 writes; each carries only the newest levels
         assert len(tap.writes) - writes == 3
         texts = [json.loads(p) for op, p in tap.take() if op == wsframe.OP_TEXT]
-        assert [m["type"] for m in texts] == ["levels", "activity", "levels", "levels"]
-        assert [m["levels"]["@s:x"] for m in texts if m["type"] == "levels"] == [-9, -19, -29]
+        texts = [m for m in texts if m["type"] != "participants"]  # from tick 10
+        assert [m["type"] for m in texts] == ["levels", "levels", "activity", "levels"]
+        assert [m["levels"]["@s:x"] for m in texts if m["type"] == "levels"] == [0, -10, -20]
+        assert len(c.outbox) == 1  # the newest levels wait for the bundle at 41
     finally:
         stage.encoder.close()
 
