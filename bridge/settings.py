@@ -30,8 +30,8 @@ class BridgeSettings:
     #: server name -> homeserver base URL for verifying widget OpenID tokens (else discovery);
     #: set by the bot for its local Synapse, not read from config.toml
     openid_homeservers: tuple[tuple[str, str], ...] = ()
-    #: per-listener send queue, in messages (20 ms frames); a listener further behind
-    #: than this is disconnected.
+    #: how much unsent audio a listener may have, in 20 ms frames (at least two bundles
+    #: for a bundled client); a listener further behind than this is disconnected.
     listener_queue_frames: int = 50
     #: kernel send buffer per client socket (bytes): bounds memory and hidden latency per
     #: listener, and lets a stalled listener be noticed within seconds; 0 = OS default.
