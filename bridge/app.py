@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -434,7 +435,6 @@ async def client_ws(request: web.Request) -> web.StreamResponse:
                     audio_backlog_limit(settings),
                     bundles=request.query.get("bundles") == "1")
     client.attach(transport, lambda: not ws.closed)
-    loop = asyncio.get_running_loop()
 
     kicker = asyncio.create_task(_wait_for_kick(client, ws, request))
     stage.add_client(client)
@@ -448,7 +448,7 @@ async def client_ws(request: web.Request) -> web.StreamResponse:
                     stage.on_audio(client, msg.data)
                 else:
                     stage.on_json(client, msg.data)
-                pause = client.read_pause(loop.time(), binary)
+                pause = client.read_pause(time.monotonic(), binary)
                 if pause > 0:  # over its message rate: read this client more slowly
                     await asyncio.sleep(pause)
             elif msg.type == WSMsgType.PONG:

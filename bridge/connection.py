@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any, Protocol
 
@@ -79,6 +80,43 @@ def audio_backlog_limit(settings: BridgeSettings) -> int:
     return frames * per_frame
 
 
+class Backlog:
+    """Which of a transport's unsent bytes are audio.
+
+    Each write is recorded as its end offset in the stream and the audio bytes at its end
+    (audio is always last in a write). A transport sends bytes in order, so from its
+    unsent byte count the writes wholly sent are dropped and the audio still unsent is
+    exact. Bytes written by others (aiohttp's pongs and close frame) are few; they only
+    make the audio look larger until the transport's buffer is next empty."""
+
+    def __init__(self) -> None:
+        self.written = 0
+        #: (end offset, audio bytes) of each write not known to be wholly sent
+        self._writes: deque[tuple[int, int]] = deque()
+        self._audio = 0
+
+    def wrote(self, size: int, audio: int) -> None:
+        self.written += size
+        self._writes.append((self.written, audio))
+        self._audio += audio
+
+    def unsent(self, unsent: int) -> tuple[int, int]:
+        """(audio, other) bytes among the ``unsent`` bytes the transport holds."""
+        writes = self._writes
+        if unsent <= 0:
+            writes.clear()
+            self._audio = 0
+            return 0, 0
+        sent = self.written - unsent
+        while writes and writes[0][0] <= sent:
+            self._audio -= writes.popleft()[1]
+        if not writes:
+            return 0, unsent
+        end, first_audio = writes[0]
+        audio = self._audio - first_audio + min(first_audio, end - sent)
+        return audio, unsent - audio
+
+
 class Client:
     """A WebSocket connection to a stage, as the tick sees it.
 
@@ -88,10 +126,10 @@ class Client:
     that writes, in one ``transport.write``, the control messages waiting, a ping when one
     is due, and the audio: the same bytes object for every listener.
 
-    Only audio decides "too slow": a client whose unsent *audio* (an estimate that never
-    counts control bytes as audio) passes ``audio_limit`` bytes is kicked with 4408.
+    Only audio decides "too slow": a client whose unsent *audio* (:class:`Backlog`; control
+    bytes are never counted as audio) passes ``audio_limit`` bytes is kicked with 4408.
     Control messages stop being written while more than CONTROL_UNSENT_LIMIT bytes of
-    them may still be unsent, and wait (coalesced, bounded) in the outbox meanwhile.
+    them are still unsent, and wait (coalesced, bounded) in the outbox meanwhile.
     """
 
     _next_id = 0
@@ -110,8 +148,8 @@ class Client:
         self.outbox = Outbox()
         self.transport: Transport | None = None
         self._is_open: Callable[[], bool] = lambda: True
-        #: upper bound of the control bytes among the transport's unsent bytes
-        self._control_unsent = 0
+        #: which of the transport's unsent bytes are audio
+        self.backlog = Backlog()
         self.kicked: tuple[int, str] | None = None
         self.kick_event = asyncio.Event()
         self.decoder: opus.Decoder | None = None
@@ -150,16 +188,13 @@ class Client:
             return None
         return transport
 
-    def _take_control(self, unsent: int) -> list[bytes]:
-        if unsent == 0:
-            self._control_unsent = 0
-        elif self._control_unsent > unsent:
-            self._control_unsent = unsent  # the unsent bytes cannot hold more control
-        if not self.outbox.control or self._control_unsent > CONTROL_UNSENT_LIMIT:
+    def _take_control(self, transport: Transport) -> list[bytes]:
+        """The control messages to write now: all that wait, unless more than
+        CONTROL_UNSENT_LIMIT bytes of earlier ones are still unsent."""
+        if not self.outbox.control:
             return []
-        frames = self.outbox.take()
-        self._control_unsent += sum(map(len, frames))
-        return frames
+        _audio, other = self.backlog.unsent(transport.get_write_buffer_size())
+        return self.outbox.take() if other <= CONTROL_UNSENT_LIMIT else []
 
     def deliver(self, audio: bytes, now: float) -> None:
         """One write: the control messages waiting, a ping if due, then ``audio`` (one
@@ -167,20 +202,22 @@ class Client:
         transport = self._writable()
         if transport is None:
             return
-        parts = self._take_control(transport.get_write_buffer_size())
         liveness = self.liveness(now)
         if liveness == "dead":
             log.info("closing %r: no answer to a ping (not reading)", self)
             self.kick_unresponsive()
             return
+        parts = self._take_control(transport)
         if liveness == "ping":
             parts.append(wsframe.PING)
         if parts:
             parts.append(audio)
-            transport.write(b"".join(parts))
+            data = b"".join(parts)
         else:
-            transport.write(audio)
-        unsent_audio = transport.get_write_buffer_size() - self._control_unsent
+            data = audio
+        transport.write(data)
+        self.backlog.wrote(len(data), len(audio))
+        unsent_audio, _other = self.backlog.unsent(transport.get_write_buffer_size())
         if unsent_audio > self.audio_limit:
             log.info("disconnecting %r: %d bytes of audio unsent", self, unsent_audio)
             self.kick(CLOSE_TOO_SLOW, "too slow: fell behind the live audio")
@@ -189,7 +226,9 @@ class Client:
         """Write the control messages waiting now, without audio (the space is ending)."""
         transport = self._writable()
         if transport is not None and self.outbox.control:
-            transport.write(b"".join(self._take_control(transport.get_write_buffer_size())))
+            data = b"".join(self._take_control(transport))
+            transport.write(data)
+            self.backlog.wrote(len(data), 0)
 
     def send_control(self, frame: bytes, key: Hashable | None = None) -> None:
         """Queue a framed JSON text for the next write; with ``key`` it replaces an unsent

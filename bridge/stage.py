@@ -579,7 +579,7 @@ class Stage:
             if delay > 0:
                 await asyncio.sleep(delay)
             else:
-                await asyncio.sleep(0)  # behind: still let the writers run
+                await asyncio.sleep(0)  # behind: still let the readers and requests run
             if delay < -0.2:
                 # more than 10 frames behind (machine stalled): restart the clock
                 # rather than bursting to catch up.
@@ -606,6 +606,11 @@ class Stage:
             if client is not None and client.encoder is not None:
                 own[client_id] = wsframe.binary(wire.pack(seq, ts, client.encoder.encode(pcm)))
         self.mix_seconds.append(time.perf_counter() - t0)
+        try:  # control messages first: they go out in the same write as this tick's audio
+            self._queue_control(seq, result)
+        except Exception:  # a fault there must not cost anyone this tick's audio
+            log.exception("space %s: control messages of tick %d failed", self.space_id, seq)
+        self._fan_out(seq, wire.pack(seq, ts, packet), own)
         self.ogg.push(packet)
         self.clip_ring.append(result.mix)
         if self.recorder is not None:
@@ -615,7 +620,12 @@ class Stage:
                 log.exception("recording write failed for %s; recording stopped",
                               self.space_id)
                 self.set_record(False)
-        # control messages first: they go out in the same write as this tick's audio
+        for hook in self.tick_hooks:
+            hook(result)
+        return result
+
+    def _queue_control(self, seq: int, result: TickResult) -> None:
+        """This tick's broadcasts (activity, participants, levels, captions), queued."""
         if seq % ACTIVITY_EVERY_TICKS == 0:
             self._flush_activity()
         if self._participants_dirty and seq % PARTICIPANTS_EVERY_TICKS == 0:
@@ -627,10 +637,6 @@ class Stage:
             self._broadcast_levels(result)
         if self.captioner is not None and self.captioner.enabled:
             self.captioner.feed(seq, result.frames, result.levels, self._user_of)
-        self._fan_out(seq, wire.pack(seq, ts, packet), own)
-        for hook in self.tick_hooks:
-            hook(result)
-        return result
 
     def _fan_out(self, seq: int, shared: bytes, own: dict[Any, bytes]) -> None:
         """This tick's audio to every client: its own mix-minus to a speaker in the mix,

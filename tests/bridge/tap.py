@@ -53,6 +53,10 @@ class Tap:
         if not self.reading:
             self.unsent += len(data)
 
+    def drain(self, n: int) -> None:
+        """The client reads ``n`` of the unsent bytes."""
+        self.unsent -= min(n, self.unsent)
+
     def is_closing(self) -> bool:
         return self.closing
 

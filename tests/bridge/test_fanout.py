@@ -12,7 +12,7 @@ import pytest
 
 from bridge import wire, wsframe
 from bridge.client import SpaceClient
-from bridge.connection import CLOSE_TOO_SLOW, CONTROL_UNSENT_LIMIT, Client
+from bridge.connection import CLOSE_TOO_SLOW, CONTROL_UNSENT_LIMIT, Backlog, Client
 from bridge.stage import Stage
 
 from .conftest import make_settings, rms, run_bridge, sine
@@ -217,6 +217,63 @@ def test_only_audio_makes_a_client_too_slow(tmp_path):
         writes = len(tap.writes)
         stage.tick()
         assert len(tap.writes) == writes  # nothing more is written to a kicked client
+    finally:
+        stage.encoder.close()
+
+
+def test_backlog_counts_exactly_the_audio_still_unsent():
+    log = Backlog()
+    log.wrote(100, 60)  # 40 of control, then 60 of audio
+    log.wrote(50, 50)   # audio only
+    log.wrote(30, 0)    # control only
+    assert log.unsent(180) == (110, 70)
+    assert log.unsent(150) == (110, 40)  # the first write's control went out
+    assert log.unsent(100) == (70, 30)   # ... and 40 bytes of its audio: 20 left
+    assert log.unsent(30) == (0, 30)
+    assert log.unsent(0) == (0, 0)
+    log.wrote(10, 10)
+    assert log.unsent(10) == (10, 0)
+
+
+def test_a_client_slowly_falling_behind_is_dropped_at_the_audio_bound(tmp_path):
+    """It reads 90 % of what it is sent, while control keeps coming: the audio it has not
+    read, not a guess blurred by the control bytes, decides (review finding)."""
+    stage = _stage(tmp_path, listener_bundle_ms=20)
+    try:
+        limit = 3000
+        c = Client(None, "listener", limit)
+        tap = tapped(c)
+        stage.add_client(c)
+        tap.reading = False
+        for i in range(5000):
+            if i % 5 == 0:
+                stage._broadcast_json({"type": "levels", "levels": {"@s:x": -i}})
+            before = tap.unsent
+            stage.tick()
+            tap.drain((tap.unsent - before) * 9 // 10)
+            if c.kicked is not None:
+                break
+        assert c.kicked == (CLOSE_TOO_SLOW, "too slow: fell behind the live audio")
+        assert tap.unsent < limit + CONTROL_UNSENT_LIMIT
+    finally:
+        stage.encoder.close()
+
+
+def test_a_fault_in_the_broadcasts_costs_nobody_their_audio(tmp_path, monkeypatch):
+    stage = _stage(tmp_path, listener_bundle_ms=100)
+    try:
+        a, b = Client(None, "listener", BIG, bundles=True), Client(None, "listener", BIG)
+        ta, tb = tapped(a), tapped(b)
+        stage.add_client(a)
+        stage.add_client(b)
+
+        def broken(*_args):
+            raise RuntimeError("participants list broken")
+        monkeypatch.setattr(stage, "_send_participants", broken)
+        for _ in range(20):
+            stage.tick()  # participants are due at tick 10 and fail
+        assert _seqs(ta)[0] == list(range(1, 17))  # 17..20 wait for the bundle at 21
+        assert _seqs(tb)[0] == list(range(1, 21))
     finally:
         stage.encoder.close()
 

@@ -77,6 +77,17 @@ async def browser(tmp_path):
         proc.wait(10)
 
 
+async def _page_plays_what_is_said(browser: Browser, py: SpaceClient) -> None:
+    """The page starts listening and plays (loud enough) a tone the Python client says."""
+    await browser.js("startListening()")
+    speaking = asyncio.create_task(py.speak(sine(440, 3.0, amp=12000)))
+    try:
+        await browser.wait_js("window.chorus.stats.maxRms > 0.1")
+    finally:
+        speaking.cancel()
+        await asyncio.gather(speaking, return_exceptions=True)
+
+
 async def test_space_page_listens_speaks_and_reacts(bridge, browser):
     await bridge.open("web", roles={"@web:x": "speaker", "@py:x": "host"})
     tok = bridge.token("web", "@web:x", "speaker")
@@ -87,14 +98,9 @@ async def test_space_page_listens_speaks_and_reacts(bridge, browser):
 
     async with SpaceClient(bridge.url, "web", bridge.token("web", "@py:x", "host")) as py:
         await py.wait_type("hello")
-        # listening: the page decodes what the Python speaker says
-        await browser.js("startListening()")
-        speaking = asyncio.create_task(py.speak(sine(440, 3.0, amp=12000)))
-        try:
-            await browser.wait_js("window.chorus.stats.maxRms > 0.1")
-        finally:
-            speaking.cancel()
-            await asyncio.gather(speaking, return_exceptions=True)
+        # listening: the page decodes what the Python speaker says, in single frames
+        await _page_plays_what_is_said(browser, py)
+        assert await browser.js("window.chorus.stats.bundlesIn") == 0
         # speaking: Chromium's fake microphone (a beep) reaches the Python client
         await browser.js("startMic()")
         await browser.wait_js("window.chorus.stats.framesSent > 25")
@@ -126,13 +132,7 @@ async def test_listening_page_plays_audio_that_comes_in_bundles(bridge, browser)
     assert page.wants_bundles
     async with SpaceClient(bridge.url, "bun", bridge.token("bun", "@py:x", "host")) as py:
         await py.wait_type("hello")
-        await browser.js("startListening()")
-        speaking = asyncio.create_task(py.speak(sine(440, 3.0, amp=12000)))
-        try:
-            await browser.wait_js("window.chorus.stats.maxRms > 0.1")
-        finally:
-            speaking.cancel()
-            await asyncio.gather(speaking, return_exceptions=True)
+        await _page_plays_what_is_said(browser, py)
     bundles = await browser.js("window.chorus.stats.bundlesIn")
     frames = await browser.js("window.chorus.stats.framesIn")
     assert page.bundled and bundles > 0 and frames >= 5 * (bundles - 1)
