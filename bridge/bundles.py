@@ -36,9 +36,6 @@ class BundleGroups(Generic[C]):
     def __contains__(self, client_id: int) -> bool:
         return client_id in self.phase
 
-    def __len__(self) -> int:
-        return len(self.phase)
-
     def join(self, client_id: int, client: C) -> None:
         """From the end of this tick on (it gets this tick's frame on its own), bundles."""
         if client_id not in self.phase:

@@ -141,10 +141,9 @@ class Client:
         self.user_id = user_id
         self.token_role = token_role
         self.audio_limit = audio_limit
-        #: the client asked for bundles (it gets them while it may not speak)
+        #: the client asked for bundles (it gets them while it may not speak; whether it
+        #: gets them now is the stage's to say: ``client.id in stage.bundles``)
         self.wants_bundles = bundles
-        #: it gets bundles now (the stage decides, at bundle boundaries)
-        self.bundled = False
         self.outbox = Outbox()
         self.transport: Transport | None = None
         self._is_open: Callable[[], bool] = lambda: True
@@ -225,8 +224,10 @@ class Client:
     def flush(self) -> None:
         """Write the control messages waiting now, without audio (the space is ending)."""
         transport = self._writable()
-        if transport is not None and self.outbox.control:
-            data = b"".join(self._take_control(transport))
+        if transport is None:
+            return
+        data = b"".join(self._take_control(transport))
+        if data:  # none waiting, or held back behind unsent control
             transport.write(data)
             self.backlog.wrote(len(data), 0)
 

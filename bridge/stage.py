@@ -381,7 +381,6 @@ class Stage:
         was_bundled = client.id in self.bundles
         missed = self.bundles.leave(client.id)
         if was_bundled:
-            client.bundled = False
             self._per_frame[client.id] = client
             if missed:
                 client.deliver(b"".join(map(wsframe.binary, missed)), time.monotonic())
@@ -655,8 +654,7 @@ class Stage:
             for client in due.values():
                 client.deliver(framed_bundle, now)
         for client_id in self.bundles.settle():  # they had every frame up to this one
-            client = self._per_frame.pop(client_id)
-            client.bundled = True
+            del self._per_frame[client_id]
 
     def _user_of(self, client_id: Any) -> str | None:
         client = self.clients.get(client_id)

@@ -111,7 +111,7 @@ def test_bundled_listeners_get_every_frame_once_and_share_each_bundle(tmp_path):
             stage.tick()  # ticks 3..18
         # tick 3 as a frame, then a bundle of the last 5 frames every 5 ticks
         assert _seqs(ta) == (list(range(3, 19)), ["frame"] + ["bundle"] * 3)
-        assert len(ta.writes) == 4 and a.bundled
+        assert len(ta.writes) == 4 and a.id in stage.bundles
         assert ta.writes[1] is tb.writes[1]  # one bundle, built once, for both
         assert ta.writes[3] is tb.writes[3]
         assert _seqs(tp) == (list(range(3, 19)), ["frame"] * 16)
@@ -148,9 +148,9 @@ def test_a_listener_given_the_mic_leaves_bundles_at_once_and_comes_back(tmp_path
         stage.add_client(c)
         for _ in range(7):
             stage.tick()  # 1 as a frame, 2-6 in a bundle; 7 waits for the next bundle
-        assert c.bundled
+        assert c.id in stage.bundles
         stage.set_roles({"@l:x": "speaker"})  # 7 goes out at once, as a frame
-        assert not c.bundled
+        assert c.id not in stage.bundles
         for _ in range(5):
             stage.tick()  # 8..12: frames (speakers never get bundles)
         stage.set_roles({})  # a listener again: 13 as a frame, then bundles
