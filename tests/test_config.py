@@ -315,6 +315,8 @@ def test_long_values_are_shortened_in_messages() -> None:
         ("bridge", "max_streams_per_address", -1, "an integer ≥ 0"),
         ("bridge", "ogg_page_ms", 0, "an integer from 20 to 1000"),
         ("bridge", "ogg_page_ms", 1020, "an integer from 20 to 1000"),
+        ("bridge", "listener_bundle_ms", 0, "an integer from 20 to 500"),
+        ("bridge", "listener_bundle_ms", 520, "an integer from 20 to 500"),
         ("bridge", "openid_timeout_seconds", 0.05, "a number from 0.1 to 300"),
         ("bridge", "openid_timeout_seconds", 301, "a number from 0.1 to 300"),
         ("local", "port", 70000, "an integer from 0 to 65535"),
@@ -339,6 +341,8 @@ def test_out_of_range(section: str, key: str, value: object, expected: str) -> N
         ("bridge", "listen_port", 65535),
         ("bridge", "max_streams_per_address", 0),
         ("bridge", "openid_timeout_seconds", 300),
+        ("bridge", "listener_bundle_ms", 20),
+        ("bridge", "listener_bundle_ms", 500),
         ("matrix", "sync_timeout_ms", 1000),
     ],
 )
@@ -349,10 +353,12 @@ def test_boundaries_are_accepted(section: str, key: str, value: object) -> None:
     assert getattr(getattr(settings, section), key) == value
 
 
-@pytest.mark.parametrize("value", [30, 110, 999])
-def test_ogg_page_ms_is_a_multiple_of_20(value: int) -> None:
-    err = error_for({"bridge": {"ogg_page_ms": value}})
-    assert err.key == "bridge.ogg_page_ms"
+@pytest.mark.parametrize(("key", "value"), [
+    ("ogg_page_ms", 30), ("ogg_page_ms", 110), ("ogg_page_ms", 999),
+    ("listener_bundle_ms", 30), ("listener_bundle_ms", 110), ("listener_bundle_ms", 490)])
+def test_frame_durations_are_multiples_of_20(key: str, value: int) -> None:
+    err = error_for({"bridge": {key: value}})
+    assert err.key == f"bridge.{key}"
     assert f"expected a multiple of 20 (ms), got {value}" in str(err)
 
 

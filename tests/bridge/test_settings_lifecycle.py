@@ -40,6 +40,12 @@ def test_load_settings_from_bridge_section(tmp_path):
      "bridge.openid_attempts_per_minute: must be at least 1"),
     ('[bridge]\nshared_secret = "0123456789abcdef"\nopenid_allow_private_networks = "yes"',
      "bridge.openid_allow_private_networks: must be true or false"),
+    ('[bridge]\nshared_secret = "0123456789abcdef"\nlistener_bundle_ms = 90',
+     "bridge.listener_bundle_ms: must be a multiple of 20 from 20 to 500, got 90"),
+    ('[bridge]\nshared_secret = "0123456789abcdef"\nlistener_bundle_ms = 520',
+     "bridge.listener_bundle_ms: must be a multiple of 20 from 20 to 500, got 520"),
+    ('[bridge]\nshared_secret = "0123456789abcdef"\nogg_page_ms = 30',
+     "bridge.ogg_page_ms: must be a multiple of 20 from 20 to 1000, got 30"),
     ("[bridge\n", "not valid TOML"),
 ])
 def test_bad_settings_name_the_key(tmp_path, body, message):
