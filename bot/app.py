@@ -181,9 +181,11 @@ class Chorus:
     async def run(self) -> None:
         """Sync until :meth:`stop`; each batch is handled, then its token is saved."""
         await self.login()
-        await self.bridge.start()
         self.bridge.on_event(self.on_bridge_event)
-        await self.spaces.restore()
+        # every live stage is pushed now (if the bridge answers) and again whenever the
+        # bridge may have lost it (bot/bridge_http.py)
+        self.bridge.on_resync(self.spaces.resync)
+        await self.bridge.start()
         pruned = self.store.prune_handled(datetime.now(UTC) - HANDLED_EVENTS_KEPT)
         if pruned:
             log.info("forgot %d handled event ids older than %s", pruned, HANDLED_EVENTS_KEPT)
@@ -745,6 +747,8 @@ class Chorus:
                 await self.spaces.act(space_id, user, rules.React(event["key"]))
             elif kind in ("recording_ready", "clip_ready") and space_id and event.get("path"):
                 what = "recording" if kind == "recording_ready" else "clip"
+                if event.get("recovered"):  # what was recorded before the bridge died
+                    what = "recording up to the audio bridge's restart"
                 await self.transcript.flush(space_id)
                 await self.spaces.post_audio(space_id, event["path"], float(event.get("duration") or 0), what)
                 if event.get("transcript_path"):
@@ -752,6 +756,9 @@ class Chorus:
             elif kind == "transcript_ready" and space_id and (event.get("path") or event.get("transcript_path")):
                 await self.transcript.flush(space_id)
                 await self.spaces.post_transcript_file(space_id, event.get("path") or event["transcript_path"])
+            elif kind == "recording_failed" and space_id:
+                await self.spaces.recording_failed(space_id, str(event.get("reason") or "unknown error"),
+                                                   bool(event.get("recovered")))
             elif kind == "caption" and space_id and user and event.get("final"):
                 if self.options.captions_to_room:
                     self.transcript.add(space_id, user, str(event.get("text") or ""), float(event.get("start") or 0))

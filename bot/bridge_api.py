@@ -6,7 +6,9 @@ bridge's authenticated control API over HTTP (see ``docs/protocol.md``); the in-
 one below keeps the same state in a dict, for unit tests and for running without audio.
 
 Roles are pushed as a whole map per space (user id -> role), so a push is idempotent
-and the bot can simply re-push every live space after a restart.
+and the bot can simply push every live space again. It does so whenever the bridge may
+have lost them: at start, when the bridge comes back as a new instance (it restarted),
+and when a push failed (see ``on_resync``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ AUDIO_ROLES = frozenset({"host", "cohost", "speaker"})
 ROLES = AUDIO_ROLES | {"listener"}
 
 BridgeEventHandler = Callable[[dict[str, Any]], Awaitable[None]]
+#: pushes every live stage to the bridge again; raises BridgeUnavailable to be retried.
+#: Its argument says why: "start" (first contact), "restart" (a new bridge instance) or
+#: "recovered" (pushes had failed and the bridge answers again).
+ResyncHandler = Callable[[str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,11 @@ class BridgeError(Exception):
     def __init__(self, message: str, reason: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason or message
+
+
+class BridgeUnavailable(BridgeError):
+    """The bridge could not be reached, or has lost the stage: the bot's pushes will be
+    made again by the next resync, once it answers."""
 
 
 class BridgeControl(Protocol):
@@ -72,6 +83,19 @@ class BridgeControl(Protocol):
 
     def on_event(self, handler: BridgeEventHandler) -> None: ...
 
+    def on_resync(self, handler: ResyncHandler) -> None:
+        """Call ``handler`` whenever every live stage must be pushed again."""
+        ...
+
+    @property
+    def available(self) -> bool:
+        """Whether the bridge answers and holds what the bot last pushed."""
+        ...
+
+    async def stage_ids(self) -> list[str]:
+        """The spaces the bridge has an open stage for."""
+        ...
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -96,11 +120,20 @@ class InMemoryBridge:
         self.stages: dict[str, _Stage] = {}
         self.closed: set[str] = set()
         self._handlers: list[BridgeEventHandler] = []
+        self._resync: list[ResyncHandler] = []
         #: play() calls: (space_id, data, content_type, user_id)
         self.played: list[tuple[str, bytes, str, str]] = []
+        self.available = True
 
     async def start(self) -> None:
-        return None
+        for handler in self._resync:
+            await handler("start")
+
+    def on_resync(self, handler: ResyncHandler) -> None:
+        self._resync.append(handler)
+
+    async def stage_ids(self) -> list[str]:
+        return list(self.stages)
 
     async def close(self) -> None:
         return None

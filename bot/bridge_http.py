@@ -4,6 +4,12 @@
 HTTP with ``Authorization: Bearer <shared_secret>``; bridge → bot events arrive on a
 WebSocket to ``/control/v1/events`` that is held open and re-opened with backoff.
 Tokens are minted locally with :mod:`bridge.tokens` (pure, stdlib).
+
+The events link is also how the bot knows the bridge still holds what it pushed. Its
+``hello`` names the bridge's instance, new on every start of the bridge. Whenever the
+instance is one the bot has not pushed its stages to, or a push failed because the
+bridge was unreachable or had lost the stage, the ``on_resync`` handlers run (they
+push every live stage again), retried with backoff until they succeed.
 """
 
 from __future__ import annotations
@@ -13,12 +19,20 @@ import contextlib
 import json
 import logging
 import random
+import time
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
-from bot.bridge_api import ROLES, BridgeError, BridgeEventHandler, StageStats
+from bot.bridge_api import (
+    ROLES,
+    BridgeError,
+    BridgeEventHandler,
+    BridgeUnavailable,
+    ResyncHandler,
+    StageStats,
+)
 from bridge import tokens
 
 log = logging.getLogger(__name__)
@@ -48,6 +62,14 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _reason(text: str) -> str:
+    """The bridge's own words from an error body ({"error": ...}), else its first bytes."""
+    try:
+        return str(json.loads(text).get("error", text))
+    except (json.JSONDecodeError, AttributeError):
+        return text[:200]
+
+
 def _stats(space_id: str, data: dict[str, Any]) -> StageStats:
     return StageStats(space_id, bool(data.get("open", False)),
                       **{k: data[k] for k in _STATS_FIELDS if k in data})
@@ -56,7 +78,7 @@ def _stats(space_id: str, data: dict[str, Any]) -> StageStats:
 class HttpBridge:
     def __init__(self, control_url: str, public_url: str, shared_secret: str,
                  token_ttl: int = 3600, *, request_timeout: float = 10.0,
-                 max_backoff: float = 30.0) -> None:
+                 max_backoff: float = 5.0) -> None:
         if not shared_secret:
             raise ValueError("shared_secret must not be empty")
         self.control_url = control_url.rstrip("/")
@@ -70,19 +92,33 @@ class HttpBridge:
         self._events_task: asyncio.Task[None] | None = None
         #: set while the events WebSocket is open (tests and health checks wait on it)
         self.connected = asyncio.Event()
+        #: the bridge instance the events link is connected to (its hello says)
+        self.instance: str | None = None
+        #: the instance every live stage was last pushed to in full
+        self.synced_instance: str | None = None
+        #: a push failed since: push everything again when the bridge answers
+        self._stale = False
+        self._resync_handlers: list[ResyncHandler] = []
+        self._resync_task: asyncio.Task[None] | None = None
+        #: completed resyncs (tests wait on the count)
+        self.resyncs = 0
+        self._resynced = asyncio.Condition()
 
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the session, check that the bridge takes our secret, start the events link.
+        """Open the session, check that the bridge takes our secret, start the events link
+        and, if the bridge answers, wait (bounded) for the first push of every live stage.
 
         A bridge that refuses the secret stops start-up (BridgeAuthError, one clear line); a
         bridge that cannot be reached yet is only logged: the events link keeps trying."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 headers={"Authorization": f"Bearer {self._secret}"}, timeout=self._timeout)
+        reached = False
         try:
             await self._request("GET", f"{self.control_url}{API}/spaces")
+            reached = True
         except BridgeAuthError:
             await self.close()
             raise
@@ -91,8 +127,16 @@ class HttpBridge:
         if self._events_task is None:
             self._events_task = asyncio.create_task(self._events_loop(),
                                                     name="bridge-events")
+        if reached and self._resync_handlers and not await self.wait_synced(
+                self._timeout.total or 10.0):
+            log.warning("the live stages are not on the bridge yet; still trying in the background")
 
     async def close(self) -> None:
+        if self._resync_task is not None:
+            self._resync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resync_task
+            self._resync_task = None
         if self._events_task is not None:
             self._events_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -120,14 +164,19 @@ class HttpBridge:
                 if resp.status == 401:
                     raise BridgeAuthError(_secret_refused(self.control_url))
                 if resp.status >= 400:
-                    try:
-                        reason = json.loads(text).get("error", text)
-                    except (json.JSONDecodeError, AttributeError):
-                        reason = text[:200]
-                    raise BridgeError(f"bridge refused {method} {url}: {resp.status} {reason}", str(reason))
+                    reason = _reason(text)
+                    if resp.status == 404 and "no open stage" in reason:
+                        # the bridge lost a stage the bot believes open: a restart
+                        self.mark_stale(f"{method} {url} found no stage")
+                        raise BridgeUnavailable(
+                            f"bridge refused {method} {url}: {resp.status} {reason}",
+                            "the audio bridge has lost this space's stage (it restarted?)")
+                    raise BridgeError(f"bridge refused {method} {url}: {resp.status} {reason}", reason)
                 return json.loads(text) if text else {}
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise BridgeError(f"bridge unreachable at {self.control_url}: {describe(exc)}") from None
+            self.mark_stale(f"{method} {url} failed")
+            raise BridgeUnavailable(f"bridge unreachable at {self.control_url}: {describe(exc)}",
+                                    "the audio bridge cannot be reached") from None
 
     async def open_stage(self, space_id: str, title: str, *, public: bool,
                          record: bool = False, captions: bool = False) -> None:
@@ -159,6 +208,11 @@ class HttpBridge:
         data = await self._request("GET", self._url(space_id), allow_404=True)
         return StageStats(space_id, False) if data is None else _stats(space_id, data)
 
+    async def stage_ids(self) -> list[str]:
+        data = await self._request("GET", f"{self.control_url}{API}/spaces")
+        assert data is not None
+        return [str(s["space_id"]) for s in data.get("spaces", []) if isinstance(s, dict)]
+
     async def clip(self, space_id: str, seconds: float | None = None) -> dict[str, Any]:
         """Write the last ``seconds`` (default 30) of the mix to an Ogg file on the bridge."""
         body = {} if seconds is None else {"seconds": seconds}
@@ -181,15 +235,12 @@ class HttpBridge:
             ) as resp:
                 text = await resp.text()
                 if resp.status >= 400:
-                    try:
-                        reason = json.loads(text).get("error", text)
-                    except (json.JSONDecodeError, AttributeError):
-                        reason = text[:200]
-                    raise BridgeError(f"bridge refused POST {url}: {resp.status} {reason}",
-                                      str(reason))
+                    reason = _reason(text)
+                    raise BridgeError(f"bridge refused POST {url}: {resp.status} {reason}", reason)
                 return float(json.loads(text)["duration_seconds"])
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise BridgeError(f"bridge unreachable at {self.control_url}: {describe(exc)}") from None
+            raise BridgeUnavailable(f"bridge unreachable at {self.control_url}: {describe(exc)}",
+                                    "the audio bridge cannot be reached") from None
 
     # -- local -------------------------------------------------------------------
 
@@ -203,18 +254,89 @@ class HttpBridge:
     def on_event(self, handler: BridgeEventHandler) -> None:
         self._handlers.append(handler)
 
+    # -- keeping the bridge in step ----------------------------------------------
+
+    def on_resync(self, handler: ResyncHandler) -> None:
+        self._resync_handlers.append(handler)
+
+    @property
+    def available(self) -> bool:
+        return (self.connected.is_set() and self.instance is not None
+                and self.instance == self.synced_instance and not self._stale)
+
+    def mark_stale(self, why: str) -> None:
+        """A push may not have reached the bridge: push everything again once it answers."""
+        if not self._stale:
+            log.info("bridge at %s is behind (%s); every live stage is pushed again once it "
+                     "answers", self.control_url, why)
+        self._stale = True
+        self._kick_resync()
+
+    def _kick_resync(self) -> None:
+        needed = self._stale or self.instance != self.synced_instance
+        if (needed and self.connected.is_set() and self._resync_handlers
+                and (self._resync_task is None or self._resync_task.done())):
+            self._resync_task = asyncio.create_task(self._resync_loop(), name="bridge-resync")
+
+    async def _resync_loop(self) -> None:
+        delay = 0.5
+        while self.connected.is_set() and (self._stale or self.instance != self.synced_instance):
+            instance = self.instance
+            if self.synced_instance is None:
+                why = "start"
+            elif instance != self.synced_instance:
+                why = "restart"
+            else:
+                why = "recovered"
+            self._stale = False
+            try:
+                for handler in list(self._resync_handlers):
+                    await handler(why)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - retried below
+                self._stale = True
+                log.warning("could not push the live stages to the bridge at %s (instance %s): "
+                            "%s; trying again in %.1fs", self.control_url, instance,
+                            exc if isinstance(exc, BridgeError) else describe(exc), delay)
+                await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
+                delay = min(delay * 2, 10.0)
+                continue
+            if instance == self.instance:
+                self.synced_instance = instance
+            self.resyncs += 1
+            async with self._resynced:
+                self._resynced.notify_all()
+
+    async def wait_synced(self, timeout: float) -> bool:
+        """Wait until the bridge holds every live stage (False on timeout)."""
+        async def synced() -> None:
+            async with self._resynced:
+                await self._resynced.wait_for(lambda: self.available)
+
+        try:
+            await asyncio.wait_for(synced(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
     # -- events ------------------------------------------------------------------
 
     async def _events_loop(self) -> None:
         backoff = 0.5
         refused_logged = False
+        down_since: float | None = None  # while failing: one warning, then one a minute
+        last_warning = 0.0
         while True:
             try:
                 assert self._session is not None
                 async with self._session.ws_connect(f"{self.control_url}{API}/events",
                                                     heartbeat=20.0) as ws:
-                    self.connected.set()
                     backoff = 0.5
+                    if down_since is not None:
+                        log.warning("bridge events connection back after %.0fs",
+                                    time.monotonic() - down_since)
+                        down_since = None
                     async for msg in ws:
                         if msg.type != aiohttp.WSMsgType.TEXT:
                             continue
@@ -224,6 +346,7 @@ class HttpBridge:
                             log.warning("bridge sent a non-JSON event: %.100s", msg.data)
                             continue
                         if event.get("type") == "hello":
+                            self._on_hello(event)
                             continue
                         await self._dispatch(event)
             except asyncio.CancelledError:
@@ -238,12 +361,30 @@ class HttpBridge:
                     log.warning("bridge events connection refused: %s; retrying in %.1fs",
                                 describe(exc), backoff)
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                log.warning("bridge events connection failed: %s; retrying in %.1fs",
-                            describe(exc), backoff)
+                now = time.monotonic()
+                if down_since is None:
+                    down_since = now
+                if now - last_warning >= 60.0:
+                    log.warning("bridge events connection failed: %s; retrying every %.0fs or less",
+                                describe(exc), self._max_backoff)
+                    last_warning = now
             finally:
+                if self.connected.is_set() and down_since is None:
+                    down_since = time.monotonic()
                 self.connected.clear()
             await asyncio.sleep(backoff * (0.8 + 0.4 * random.random()))
             backoff = min(backoff * 2, self._max_backoff)
+
+    def _on_hello(self, hello: dict[str, Any]) -> None:
+        instance = str(hello.get("instance") or "")
+        if not instance:  # a bridge older than instance ids: every connection may be new
+            instance = f"unnamed-{time.monotonic_ns()}"
+        if self.instance is not None and instance != self.instance:
+            log.warning("the bridge at %s restarted (instance %s, was %s); pushing every live "
+                        "stage to it again", self.control_url, instance, self.instance)
+        self.instance = instance
+        self.connected.set()
+        self._kick_resync()
 
     async def _dispatch(self, event: dict[str, Any]) -> None:
         for handler in list(self._handlers):

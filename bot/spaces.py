@@ -2,20 +2,22 @@
 
 The decision (``bot.core.rules``) is pure; this module does the I/O around it. State is
 saved before any effect runs, so the database stays the truth even when Matrix or the
-bridge fails halfway: a failed effect is logged with the space, user and room, and the
-next start re-pushes roles to the bridge.
+bridge fails halfway: a failed effect is logged with the space, user and room, the
+reply says that the audio side did not take it, and the bridge is brought up to date by
+:meth:`SpaceService.resync` as soon as it answers again (bot/bridge_http.py decides when).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from bot import cards
-from bot.bridge_api import BridgeControl, BridgeError
+from bot.bridge_api import BridgeControl, BridgeError, BridgeUnavailable
 from bot.core import effects as fx
 from bot.core import rules
 from bot.core.model import Limits, Role, Space, State, Visibility
@@ -26,6 +28,17 @@ from bot.reactions import ReactionBatcher
 log = logging.getLogger(__name__)
 
 THRESHOLD_KEY = "hosting.min_followers"
+
+
+def bridge_note(failures: list[BridgeError]) -> str:
+    """What a reply adds when the audio side did not take part of a command."""
+    if not failures:
+        return ""
+    if any(isinstance(f, BridgeUnavailable) for f in failures):
+        reason = next(f.reason for f in failures if isinstance(f, BridgeUnavailable))
+        return (f" ⚠ The audio side did not take this yet ({reason}); Chorus brings it up to "
+                "date by itself as soon as the bridge answers.")
+    return f" ⚠ The audio bridge refused part of this: {failures[0].reason}."
 
 
 @dataclass
@@ -86,8 +99,8 @@ class SpaceService:
         now = datetime.now(UTC)
         self.store.save_space(outcome.space, origin_room_id=origin_room, autostart=autostart,
                               started_at=None if scheduled_for else now)
-        await self.run_effects(outcome.space, outcome.effects)
-        return outcome
+        failures = await self.run_effects(outcome.space, outcome.effects)
+        return _noted(outcome, failures)
 
     async def act(self, space_id: str, user_id: str, command: rules.Command) -> rules.Outcome:
         async with self.lock(space_id):
@@ -112,8 +125,8 @@ class SpaceService:
                 extra["started_at"] = datetime.now(UTC)
             if outcome.space is not record.space or extra:  # a reaction changes nothing to save
                 self.store.save_space(outcome.space, **extra)
-            await self.run_effects(outcome.space, effects)
-            return outcome
+            failures = await self.run_effects(outcome.space, effects)
+            return _noted(outcome, failures)
 
     async def welcome(self, space_id: str, user_id: str) -> str | None:
         """After a join: invite to the room, DM the personal listening link. The room id."""
@@ -149,6 +162,15 @@ class SpaceService:
         log.info("space %s: %s posted in room %s (%s, %.1f s)", space_id, what, room, file.name, duration)
         return event_id
 
+    async def recording_failed(self, space_id: str, reason: str, recovered: bool) -> None:
+        """The bridge could not finish a recording: say so in the space's room."""
+        room = self._room(space_id)
+        log.error("space %s: the bridge could not finish a recording%s (room %s): %s", space_id,
+                  " left by its restart" if recovered else "", room, reason)
+        if room:
+            when = " cut off by the audio bridge's restart" if recovered else ""
+            await self.matrix.notice(room, f"The recording{when} could not be finished: {reason}")
+
     async def post_transcript_file(self, space_id: str, path: str) -> str | None:
         """Attach the space's WebVTT transcript (from the bridge) to its room."""
         from pathlib import Path
@@ -177,7 +199,10 @@ class SpaceService:
 
     # ------------------------------------------------------------ effects
 
-    async def run_effects(self, space: Space, effects: tuple[fx.Effect, ...]) -> None:
+    async def run_effects(self, space: Space, effects: tuple[fx.Effect, ...]) -> list[BridgeError]:
+        """Carry out ``effects`` in order; one that fails is logged and the rest still run.
+        Returns what the bridge refused or could not be told, for the reply to say."""
+        failures: list[BridgeError] = []
         for effect in effects:
             handler = getattr(self, "_do_" + type(effect).__name__, None)
             if handler is None:  # pragma: no cover - programming error
@@ -185,9 +210,12 @@ class SpaceService:
             try:
                 await handler(space, effect)
             except Exception as exc:  # noqa: BLE001 - one failed effect must not stop the others
+                if isinstance(exc, BridgeError):
+                    failures.append(exc)
                 row = self.store.load_space(space.id)
                 log.error("space %s: %s failed (room %s, user %s): %s", space.id, type(effect).__name__,
                           row.row.room_id if row else None, getattr(effect, "user_id", "-"), exc)
+        return failures
 
     def _room(self, space_id: str) -> str | None:
         rec = self.store.load_space(space_id)
@@ -221,12 +249,18 @@ class SpaceService:
                                      record=space.recording, captions=space.captions)
 
     async def _do_RolesChanged(self, space: Space, e: fx.RolesChanged) -> None:
-        await self.bridge.set_roles(space.id, {u: r.value for u, r in space.people.items()})
+        failed: BridgeError | None = None
+        try:
+            await self.bridge.set_roles(space.id, {u: r.value for u, r in space.people.items()})
+        except BridgeError as exc:  # the room still shows the roles the database holds
+            failed = exc
         room_id = self._room(space.id)
         if room_id:
             await self.matrix.put_state(room_id, "m.room.power_levels",
                                         cards.power_levels(self.matrix.user_id, space))
             await self.matrix.put_state(room_id, cards.ROLES_STATE_EVENT, cards.roles_state(space))
+        if failed is not None:
+            raise failed
 
     async def _do_UpdateCard(self, space: Space, e: fx.UpdateCard) -> None:
         rec = self.store.load_space(space.id)
@@ -323,12 +357,18 @@ class SpaceService:
         if self.reactions is not None:  # the last reactions go in before the summary
             await self.reactions.flush(space.id)
         rec = self.store.load_space(space.id)
-        stats = await self.bridge.close_stage(space.id)
-        peak = max(rec.row.peak_listeners, stats.peak_listeners)
+        failed: BridgeError | None = None
+        try:
+            stats = await self.bridge.close_stage(space.id)
+        except BridgeError as exc:  # the space ends anyway; a resync closes the stage later
+            failed, stats = exc, None
+        peak = max(rec.row.peak_listeners, stats.peak_listeners if stats else 0)
         self.store.update_space_row(space.id, peak_listeners=peak)
         room_id = rec.row.room_id
         self.store.drop_refs(space.id, "speak_request")
         if not room_id:
+            if failed is not None:
+                raise failed
             return
         speakers = [u for u in rec.row.speakers_seen.split() if u]
         plain, rich = cards.summary(space, as_utc(rec.row.started_at),
@@ -339,6 +379,8 @@ class SpaceService:
         await self.matrix.put_state(room_id, cards.WIDGET_STATE_EVENT, {}, f"chorus-{space.id}")
         await self.matrix.put_state(room_id, cards.ROLES_STATE_EVENT, cards.roles_state(space))
         log.info("space %s: ended (%s), room %s closed", space.id, e.reason, room_id)
+        if failed is not None:
+            raise failed
 
     async def _do_ScheduleReminders(self, space: Space, e: fx.ScheduleReminders) -> None:
         if self.on_schedule:
@@ -387,15 +429,80 @@ class SpaceService:
     async def _do_Audit(self, space: Space, e: fx.Audit) -> None:
         self.store.audit(e.actor, e.action, space.id, e.target, e.detail)
 
-    # ------------------------------------------------------------ restart
+    # ------------------------------------------------------------ keeping the bridge in step
 
-    async def restore(self) -> None:
-        """After a restart: reopen every live stage on the bridge and push its roles."""
-        for row in self.store.spaces_in_state(State.LIVE):
-            rec = self.store.load_space(row.id)
+    async def resync(self, why: str) -> None:
+        """Push every live space to the bridge again (stage, title, visibility, recording,
+        captions, roles) and close the stages of spaces that are no longer live.
+
+        Called at start and whenever the bridge may have lost what it was told: it
+        restarted, or a push failed (``why``: "start", "restart", "recovered"). Raises
+        BridgeUnavailable if the bridge stops answering, so that it is tried again; a
+        refusal for one space is logged and the others still go through. After a restart
+        each live space whose stage the bridge had lost is told in its room that its audio
+        is back."""
+        live = self.store.spaces_in_state(State.LIVE)
+        held = set(await self.bridge.stage_ids())
+        restored = []
+        for row in live:
+            async with self.lock(row.id):  # not between a command's save and its push
+                rec = await self._push_stage(row.id)
+            if rec is not None:
+                restored.append(rec)
+        live_ids = {row.id for row in live}
+        for stale in sorted(held - live_ids):
+            log.warning("space %s: the bridge still had a stage for it although it is not live; "
+                        "closing it", stale)
+            await self.bridge.close_stage(stale)
+        if restored:
+            log.info("pushed %d live stage(s) to the bridge (%s): %s", len(restored), why,
+                     ", ".join(r.space.id for r in restored))
+        if why == "start":
+            return
+        for rec in restored:
+            if rec.row.room_id and rec.space.id not in held:
+                text = ("🔊 The audio side is back: this space is live again. Pages reconnect by "
+                        "themselves; reload yours if it does not.")
+                try:
+                    await self.matrix.notice(rec.row.room_id, text)
+                except MatrixError as exc:
+                    log.warning("space %s: could not tell room %s the audio is back: %s",
+                                rec.space.id, rec.row.room_id, exc)
+
+
+    async def _push_stage(self, space_id: str):
+        """Open (or update) one live space's stage and push its roles; the record, or None
+        if the bridge refused it (logged). BridgeUnavailable goes up."""
+        rec = self.store.load_space(space_id)
+        if rec is None or rec.space.state is not State.LIVE:
+            return None  # ended meanwhile
+        row = rec.row
+        roles = {u: r.value for u, r in rec.space.people.items()}
+        public = row.visibility == "everyone"
+        try:
             try:
-                await self.bridge.open_stage(row.id, row.title, public=row.visibility == "everyone",
+                await self.bridge.open_stage(row.id, row.title, public=public,
                                              record=row.recording, captions=row.captions)
-                await self.bridge.set_roles(row.id, {u: r.value for u, r in rec.space.people.items()})
-            except Exception as exc:  # noqa: BLE001
-                log.error("space %s: could not restore its stage on the bridge: %s", row.id, exc)
+            except BridgeUnavailable:
+                raise
+            except BridgeError as exc:
+                if not row.captions:
+                    raise
+                # e.g. a bridge restarted without its captions model: the audio first
+                log.error("space %s: the bridge refused captions on its restored stage (%s); "
+                          "restoring it without captions", row.id, exc.reason)
+                await self.bridge.open_stage(row.id, row.title, public=public,
+                                             record=row.recording, captions=False)
+            await self.bridge.set_roles(row.id, roles)
+        except BridgeUnavailable:
+            raise
+        except BridgeError as exc:
+            log.error("space %s: the bridge refused its stage (room %s): %s", row.id,
+                      row.room_id, exc)
+            return None
+        return rec
+
+
+def _noted(outcome: rules.Outcome, failures: list[BridgeError]) -> rules.Outcome:
+    note = bridge_note(failures)
+    return dataclasses.replace(outcome, reply=outcome.reply + note) if note else outcome

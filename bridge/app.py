@@ -18,13 +18,14 @@ import logging
 import math
 import socket
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType, hdrs, web
 
-from . import jsonsafe, openid, tokens, voice
+from . import jsonsafe, openid, recording, tokens, voice
 from .captions import CaptionPool, CaptionsError
 from .connection import (
     CLOSE_BAD_TOKEN,
@@ -62,6 +63,8 @@ GUARD: web.AppKey[ConnectionGuard] = web.AppKey("connection_guard", ConnectionGu
 OPENID_LIMIT: web.AppKey[RateLimiter] = web.AppKey("openid_limit", RateLimiter)
 OPENID_LOG: web.AppKey[Throttle] = web.AppKey("openid_log", Throttle)
 OPENID_SLOTS: web.AppKey[Slots] = web.AppKey("openid_slots", Slots)
+#: this start of the bridge: new on every start, so the bot can tell a restart
+INSTANCE: web.AppKey[str] = web.AppKey("instance", str)
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -141,7 +144,7 @@ async def open_space(request: web.Request) -> web.Response:
     if stage is None:
         stage = Stage(space_id, title, public=public, record=record, captions=captions,
                       settings=request.app[SETTINGS], emit=request.app[EVENTS].emit,
-                      captions_pool=request.app[CAPTIONS])
+                      captions_pool=request.app[CAPTIONS], instance=request.app[INSTANCE])
         stages[space_id] = stage
         stage.start()
         status = 201
@@ -291,6 +294,7 @@ async def _audio_body(request: web.Request, limit: int) -> bytes:
 async def list_control(request: web.Request) -> web.Response:
     _check_secret(request)
     return web.json_response({"version": PROTOCOL_VERSION, "minor": PROTOCOL_MINOR,
+                              "instance": request.app[INSTANCE],
                               "spaces": [s.stats() for s in request.app[STAGES].values()]})
 
 
@@ -312,7 +316,8 @@ async def control_events(request: web.Request) -> web.WebSocketResponse:
     pump_task = asyncio.create_task(pump())
     try:
         await ws.send_str(json.dumps({"type": "hello", "version": PROTOCOL_VERSION,
-                                     "minor": PROTOCOL_MINOR}))
+                                     "minor": PROTOCOL_MINOR, "instance": request.app[INSTANCE],
+                                     "spaces": sorted(request.app[STAGES])}))
         async for _msg in ws:  # the bot sends nothing but pings; just keep reading
             if pump_task.done():
                 break
@@ -529,7 +534,8 @@ async def space_page(request: web.Request) -> web.StreamResponse:
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True, "stages": len(request.app[STAGES])})
+    return web.json_response({"ok": True, "stages": len(request.app[STAGES]),
+                              "instance": request.app[INSTANCE]})
 
 
 # -- lifecycle -------------------------------------------------------------------
@@ -575,6 +581,7 @@ def create_app(settings: BridgeSettings) -> web.Application:
     app[EVENTS] = EventBus()
     app[SOCKETS] = set()
     app[BACKGROUND] = set()
+    app[INSTANCE] = uuid.uuid4().hex[:16]
     app.router.add_get(f"{API}/events", control_events)
     app.router.add_get(f"{API}/spaces", list_control)
     app.router.add_post(f"{API}/spaces/{{space_id}}", open_space)
@@ -598,10 +605,43 @@ def create_app(settings: BridgeSettings) -> web.Application:
                                 settings.captions_language, settings.captions_workers)
     app.on_startup.append(_start_captions)
     app.on_startup.append(_log_accept_errors)
+    app.on_startup.append(_recover_recordings)
     app.on_cleanup.append(_stop_logging_accept_errors)
     app.cleanup_ctx.append(_http_session)
     app.on_cleanup.append(_stop_captions)
     return app
+
+
+async def _recover_recordings(app: web.Application) -> None:
+    """Convert, in the background, the recordings a crashed bridge left unfinished
+    (bridge/recording.py); each is reported to the bot as ``recording_ready`` with
+    ``recovered: true`` (kept until a bot connects), or ``recording_failed``."""
+    found = recording.leftovers(Path(app[SETTINGS].recordings_dir))
+    if not found:
+        return
+    log.warning("found %d recording(s) left unfinished by an earlier bridge; converting them",
+                len(found))
+
+    async def convert() -> None:
+        for left in found:
+            try:
+                ogg_path, duration = await asyncio.to_thread(recording.recover, left)
+            except Exception as exc:  # noqa: BLE001 - a damaged file must not stop the others
+                log.error("space %s: the recording %s left by an earlier bridge could not be "
+                          "recovered: %s", left.space_id, left.wav_path, exc)
+                app[EVENTS].emit({"type": "recording_failed", "space_id": left.space_id,
+                                  "path": str(left.wav_path), "reason": str(exc),
+                                  "recovered": True})
+                continue
+            log.warning("space %s: recovered %.1f s of recording cut off by a bridge restart: %s",
+                        left.space_id, duration, ogg_path)
+            app[EVENTS].emit({"type": "recording_ready", "space_id": left.space_id,
+                              "path": str(ogg_path.resolve()), "duration": round(duration, 3),
+                              "recovered": True})
+
+    task = asyncio.create_task(convert(), name="recover-recordings")
+    app[BACKGROUND].add(task)
+    task.add_done_callback(app[BACKGROUND].discard)
 
 
 async def _log_accept_errors(app: web.Application) -> None:

@@ -4,6 +4,11 @@
         await c.speak_wav("hello.wav")          # real time, 20 ms frames
         c.save_wav("heard.wav")                 # what it heard
 
+With ``reconnect=True`` a lost connection comes back by itself, with backoff and jitter,
+as the web page's does: not after a close that says trying again cannot help (bad token,
+forbidden, space ended), and after "no such space" (4404) only while a bridge that
+restarted may still be waiting for the bot to open the space again.
+
 Command line: ``python -m bridge.client URL SPACE [--token T] [--speak in.wav]
 [--record out.wav] [--seconds N]``.
 """
@@ -14,6 +19,8 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
+import random
 import time
 import wave
 from collections.abc import Callable
@@ -25,8 +32,18 @@ import numpy as np
 
 from . import opus, wire
 
+log = logging.getLogger(__name__)
+
 FRAME = 960
 RATE = 48000
+#: close codes after which reconnecting cannot help (docs/protocol.md)
+FINAL_CLOSES = frozenset({4401, 4403, 4410})
+CLOSE_NO_SPACE = 4404
+#: after a lost connection, "no such space" is retried this long: a restarted bridge
+#: knows its spaces again once the bot has pushed them
+RESTORE_WAIT_SECONDS = 90.0
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 10.0
 
 
 def load_audio(path: str | Path) -> np.ndarray:
@@ -56,7 +73,7 @@ def frames_of(pcm: np.ndarray) -> list[np.ndarray]:
 class SpaceClient:
     def __init__(self, base_url: str, space_id: str, token: str | None = None, *,
                  keep_audio: bool = True, session: aiohttp.ClientSession | None = None,
-                 read: bool = True, bundles: bool = False) -> None:
+                 read: bool = True, bundles: bool = False, reconnect: bool = False) -> None:
         self.base_url = base_url.rstrip("/")
         self.space_id = space_id
         self.token = token
@@ -81,6 +98,12 @@ class SpaceClient:
         self.closed = asyncio.Event()
         self.close_code: int | None = None
         self.close_reason: str = ""
+        #: come back by itself after a lost connection (see the module's docstring)
+        self.reconnect = reconnect
+        self.reconnects = 0
+        #: frames not sent because the connection was down
+        self.frames_dropped = 0
+        self._closing = False
 
     @property
     def ws_url(self) -> str:
@@ -100,12 +123,26 @@ class SpaceClient:
     async def connect(self) -> None:
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        self.ws = await self._session.ws_connect(self.ws_url, max_msg_size=1 << 20,
-                                                 autoclose=True)
+        self.ws = await self._open()
         if self.read:
             self._reader = asyncio.create_task(self._read_loop())
 
+    async def _open(self) -> aiohttp.ClientWebSocketResponse:
+        assert self._session is not None
+        return await self._session.ws_connect(self.ws_url, max_msg_size=1 << 20, autoclose=True)
+
     async def _read_loop(self) -> None:
+        try:
+            while True:
+                await self._read_one_connection()
+                if not await self._come_back():
+                    return
+        finally:
+            self.closed.set()
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def _read_one_connection(self) -> None:
         assert self.ws is not None
         try:
             while True:
@@ -122,9 +159,49 @@ class SpaceClient:
                     break
         finally:
             self.close_code = self.ws.close_code
-            self.closed.set()
+
+    async def _come_back(self) -> bool:
+        """After a lost connection: reconnect with backoff and jitter; False if it should
+        not (not asked to, closed on purpose, or a close that trying again cannot help)."""
+        if not self.reconnect or self._closing or self.close_code in FINAL_CLOSES:
+            return False
+        if self.close_code == CLOSE_NO_SPACE:
+            return False  # the space was never there for this connection
+        lost_at = time.monotonic()
+        delay = RETRY_FIRST_SECONDS
+        while not self._closing:
+            await asyncio.sleep(delay * (0.5 + 0.5 * random.random()))
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
+            try:
+                ws = await self._open()
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                log.info("space %s: reconnecting failed (%s); trying again", self.space_id,
+                         type(exc).__name__)
+                continue
+            try:
+                first = await ws.receive(timeout=10.0)
+            except TimeoutError:
+                await ws.close()
+                continue
+            if first.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                await ws.close()
+                self.close_code, self.close_reason = ws.close_code, str(first.extra or "")
+                if self.close_code in FINAL_CLOSES or (
+                        self.close_code == CLOSE_NO_SPACE
+                        and time.monotonic() - lost_at > RESTORE_WAIT_SECONDS):
+                    return False
+                continue  # e.g. the space is not back on a restarted bridge yet
+            self.ws = ws
+            self.reconnects += 1
+            log.info("space %s: reconnected (%d)", self.space_id, self.reconnects)
+            if first.type == aiohttp.WSMsgType.TEXT:
+                self.messages.append(json.loads(first.data))
+            elif first.type == aiohttp.WSMsgType.BINARY:
+                self._on_binary(first.data)
             async with self._changed:
                 self._changed.notify_all()
+            return True
+        return False
 
     def _on_binary(self, data: bytes) -> None:
         if wire.is_bundle(data):
@@ -173,6 +250,18 @@ class SpaceClient:
                 await asyncio.sleep(0.02)
         await asyncio.wait_for(poll(), timeout)
 
+    async def wait_reconnected(self, count: int = 1, timeout: float = 30.0) -> None:
+        """Until this client has come back ``count`` times in all (ConnectionError if it
+        gave up)."""
+        async def until() -> None:
+            async with self._changed:
+                while self.reconnects < count:
+                    if self.closed.is_set():
+                        raise ConnectionError(
+                            f"gave up reconnecting ({self.close_code} {self.close_reason})")
+                    await self._changed.wait()
+        await asyncio.wait_for(until(), timeout)
+
     async def wait_closed(self, timeout: float = 5.0) -> int | None:
         await asyncio.wait_for(self.closed.wait(), timeout)
         return self.close_code
@@ -193,8 +282,17 @@ class SpaceClient:
             self._encoder = opus.Encoder(bitrate=32000, application=opus.OPUS_APPLICATION_VOIP)
         assert self.ws is not None
         packet = self._encoder.encode(pcm)
-        await self.ws.send_bytes(wire.pack(self._seq, self._seq * FRAME, packet))
+        frame = wire.pack(self._seq, self._seq * FRAME, packet)
         self._seq += 1
+        if self.reconnect and self.ws.closed:
+            self.frames_dropped += 1  # down, coming back: the moment is lost, not queued
+            return
+        try:
+            await self.ws.send_bytes(frame)
+        except ConnectionError:
+            if not self.reconnect:
+                raise
+            self.frames_dropped += 1
 
     async def speak(self, pcm: np.ndarray, realtime: bool = True,
                     on_sent: Callable[[int, float], None] | None = None) -> None:
@@ -221,6 +319,7 @@ class SpaceClient:
         save_wav(path, self.heard())
 
     async def close(self) -> None:
+        self._closing = True
         if self.ws is not None and not self.ws.closed:
             await self.ws.close()
         if self._reader is not None:

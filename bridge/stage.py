@@ -16,9 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
-import wave
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from .captions import CaptionPool, CaptionsError, StageCaptions
 from .connection import CLOSE_SPACE_ENDED, CLOSE_TOO_SLOW, FRAME_MS, Client, state_key
 from .mixer import FRAME_SAMPLES, FRAME_SECONDS, SILENCE_DBFS, Mixer, TickResult
 from .oggstream import LiveOgg, OggListener
+from .recording import Recorder, export_ogg, safe_name, write_clip
 from .settings import BridgeSettings
 from .voice import VoiceQueue
 
@@ -62,57 +61,6 @@ def ogg_buffer_limit(settings: BridgeSettings) -> int:
     return (settings.listener_queue_frames + 2 * (settings.ogg_page_ms // FRAME_MS)) * per_packet
 
 
-def safe_name(space_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", space_id)[:80] or "space"
-
-
-class Recorder:
-    """Appends the mix to a WAV file tick by tick; converts to Ogg/Opus at the end."""
-
-    def __init__(self, directory: Path, space_id: str) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        self.wav_path = directory / f"{safe_name(space_id)}-{stamp}-{time.monotonic_ns()}.wav"
-        self._wav = wave.open(str(self.wav_path), "wb")
-        self._wav.setnchannels(1)
-        self._wav.setsampwidth(2)
-        self._wav.setframerate(48000)
-        self.samples = 0
-        #: stage time (seconds since it opened) of the first recorded sample
-        self.started_at = 0.0
-
-    def write(self, pcm: np.ndarray) -> None:
-        self._wav.writeframesraw(pcm.astype("<i2", copy=False).tobytes())
-        self.samples += pcm.size
-
-    def close(self) -> None:
-        self._wav.close()
-
-    @property
-    def duration(self) -> float:
-        return self.samples / 48000
-
-
-def export_ogg(wav_path: Path, ogg_path: Path, remove_wav: bool = True) -> float:
-    """Convert a WAV file to Ogg/Opus with pydub; return its duration in seconds."""
-    from pydub import AudioSegment
-
-    segment = AudioSegment.from_wav(str(wav_path))
-    segment.export(str(ogg_path), format="ogg", codec="libopus", bitrate="48k")
-    if remove_wav:
-        wav_path.unlink(missing_ok=True)
-    return len(segment) / 1000.0
-
-
-def write_clip(pcm: np.ndarray, ogg_path: Path) -> float:
-    from pydub import AudioSegment
-
-    segment = AudioSegment(pcm.astype("<i2").tobytes(), sample_width=2, frame_rate=48000,
-                           channels=1)
-    segment.export(str(ogg_path), format="ogg", codec="libopus", bitrate="48k")
-    return len(segment) / 1000.0
-
-
 @dataclass
 class TickTiming:
     samples: deque
@@ -135,8 +83,11 @@ class Stage:
         settings: BridgeSettings,
         emit: Emit,
         captions_pool: CaptionPool | None = None,
+        instance: str = "",
     ) -> None:
         self.space_id = space_id
+        #: the bridge process's instance id, written in the recording's note
+        self.instance = instance
         self.title = title
         self.public = public
         self.captions = False
@@ -310,7 +261,8 @@ class Stage:
 
     def set_record(self, on: bool) -> None:
         if on and self.recorder is None:
-            self.recorder = Recorder(Path(self.settings.recordings_dir), self.space_id)
+            self.recorder = Recorder(Path(self.settings.recordings_dir), self.space_id,
+                                     self.title, self.instance)
             self.recorder.started_at = self.tick_count * FRAME_SECONDS
         elif not on and self.recorder is not None:
             recorder, self.recorder = self.recorder, None

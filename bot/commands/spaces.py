@@ -95,6 +95,9 @@ async def info(ctx: Ctx, id: str | None) -> None:
         if row.room_id:
             lines.append(f"Room: {matrix_to(row.room_id)}")
         lines.append(f"Listen: {ctx.spaces.page_url(s.id)}")
+        if not ctx.spaces.bridge.available:
+            lines.append("⚠ Audio: the audio bridge is unavailable or catching up right now; "
+                         "the space comes back on it by itself as soon as it answers.")
     elif s.state is State.SCHEDULED and s.scheduled_for:
         lines.append(f"Starts {s.scheduled_for.strftime('%a %d %b %Y %H:%M UTC')}")
     if tips_plain:

@@ -3,7 +3,9 @@
 // Wire format: docs/protocol.md (1 byte 0x11, uint32 seq, uint32 timestamp, Opus packet;
 // while listen-only the page asks for bundles: 0x12, a count, then length-prefixed frames).
 // The connection comes back by itself (backoff with jitter) unless the space ended or the
-// link was refused; the banner at the top says which.
+// link was refused; the banner at the top says which. After a lost connection, "no such
+// space" is tried again for a while: a bridge that restarted knows the space again once
+// the bot has opened it there.
 "use strict";
 
 const spaceId = decodeURIComponent(location.pathname.split("/")[2] || "");
@@ -21,7 +23,7 @@ const state = {
   stats: { framesIn: 0, bundlesIn: 0, framesDecoded: 0, framesSent: 0, reactions: 0, errors: [] },
   // connection: "connecting" | "connected" | "waiting" (to reconnect) | "ended" | "refused"
   conn: "connecting", closed: null, reconnects: 0, retryAttempt: 0, retryTimer: null,
-  retryAt: 0, connectedAt: 0,
+  retryAt: 0, connectedAt: 0, lostAt: 0,
 };
 window.chorus = state; // for tests and debugging
 
@@ -43,6 +45,7 @@ const FINAL_CLOSES = {
 const RETRY_FIRST_MS = 1000;
 const RETRY_MAX_MS = 30000;
 const STABLE_MS = 10000;  // a connection that lasted this long resets the backoff
+const RESTORE_WAIT_MS = 90000;  // how long a lost space may take to come back (4404)
 
 function setConn(kind, text) {
   state.conn = kind;
@@ -74,6 +77,11 @@ function connect() {
     if (ws !== state.ws) return;
     state.closed = { code: ev.code, reason: ev.reason };
     stopMic();
+    if (state.connectedAt) state.lostAt = Date.now();
+    if (ev.code === 4404 && state.lostAt && Date.now() - state.lostAt < RESTORE_WAIT_MS) {
+      scheduleReconnect("the audio side restarted; waiting for the space to come back");
+      return;
+    }
     const final = FINAL_CLOSES[ev.code];
     if (final) {
       const [kind, text] = final;
@@ -124,6 +132,7 @@ function onJson(m) {
   switch (m.type) {
     case "hello":
       state.connectedAt = Date.now();
+      state.lostAt = 0;
       setConn("connected", "");
       $("title").textContent = m.title;
       document.title = `${m.title} — Chorus`;

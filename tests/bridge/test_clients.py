@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from bridge import opus, tokens, wire
+from bridge.app import STAGES
 from bridge.client import SpaceClient, frames_of
 
 from .conftest import SECRET, make_settings, raw_ws_that_never_reads, rms, run_bridge, sine
@@ -240,3 +241,44 @@ def test_frame_header_round_trip():
 def test_frames_of_pads_last_frame():
     frames = frames_of(np.ones(2000, dtype=np.int16))
     assert len(frames) == 3 and frames[-1][100:].sum() == 0
+
+
+async def test_a_reconnecting_client_comes_back_after_a_drop_and_stops_when_the_space_ends(bridge):
+    await bridge.open("back", roles={"@s:x": "speaker"})
+    stage = bridge.stage("back")
+    async with SpaceClient(bridge.url, "back", bridge.token("back", "@s:x", "speaker"),
+                           reconnect=True) as c:
+        await c.wait_type("hello")
+        (first,) = stage.clients.values()
+        first.kick(4408, "too slow: fell behind the live audio")
+        await c.wait_reconnected(1, timeout=30)
+        assert [m["type"] for m in c.messages].count("hello") == 2
+        (second,) = stage.clients.values()
+        assert second.id != first.id and second.user_id == "@s:x"
+        await c.send_frame(sine(440, 0.02))  # it speaks on the new connection
+        frames = c.frames_received
+        await c.wait_frames(frames + 5)
+        status, _ = await bridge.control("DELETE", "/spaces/back")
+        assert status == 200
+        assert await c.wait_closed(10) == 4410
+        assert c.reconnects == 1
+
+
+async def test_a_reconnecting_client_waits_for_a_space_a_restarted_bridge_does_not_know_yet(bridge):
+    await bridge.open("gone")
+    async with SpaceClient(bridge.url, "gone", reconnect=True) as c:
+        await c.wait_type("hello")
+        # as after a restart: the stage is gone without "space ended" reaching the client
+        stage = bridge.app[STAGES].pop("gone")
+        (client,) = stage.clients.values()
+        client.kick(1001, "bridge shutting down")
+        await stage.close()
+
+        async def refused_once() -> None:  # its retries meet "no such space" (4404)
+            while c.close_code != 4404:
+                await asyncio.sleep(0.02)
+        await asyncio.wait_for(refused_once(), 30)
+        assert not c.closed.is_set()
+        await bridge.open("gone")
+        await c.wait_reconnected(1, timeout=30)
+        assert bridge.stage("gone").listeners == 1

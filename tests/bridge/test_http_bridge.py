@@ -6,9 +6,10 @@ import logging
 import aiohttp
 import pytest
 
-from bot.bridge_api import BridgeError, StageStats
+from bot.bridge_api import BridgeError, BridgeUnavailable, StageStats
 from bot.bridge_http import BridgeAuthError, HttpBridge, describe
 from bridge import tokens
+from bridge.app import STAGES
 from bridge.client import SpaceClient
 
 from .conftest import SECRET, make_settings, run_bridge, sine
@@ -176,3 +177,109 @@ async def test_recording_is_written_while_the_space_runs(bridge):
     await asyncio.wait_for(grown(first + 48000), 10)  # and still growing
     status, stats = await bridge.control("PATCH", "/spaces/grow", {"record": False})
     assert status == 200 and stats["recording"] is False
+
+
+# -- keeping the bridge in step: instance ids and resyncs ---------------------------------
+
+
+class Pusher:
+    """A resync handler that opens one stage with its roles, as the bot's SpaceService
+    does for every live space, and notes why it was called."""
+
+    def __init__(self, hb: HttpBridge, space_id: str = "kept") -> None:
+        self.hb, self.space_id, self.calls = hb, space_id, []
+        self.fail_next = 0
+
+    async def __call__(self, why: str) -> None:
+        self.calls.append(why)
+        await self.hb.open_stage(self.space_id, "Kept", public=True, record=False)
+        await self.hb.set_roles(self.space_id, {"@h:x": "host", "@s:x": "speaker"})
+
+
+async def test_the_bridge_names_its_instance_in_hello_list_and_health(bridge, tmp_path):
+    _, listing = await bridge.control("GET", "/spaces")
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{bridge.url}/healthz") as resp:
+            health = await resp.json()
+        async with s.ws_connect(f"{bridge.url}/control/v1/events",
+                                headers={"Authorization": f"Bearer {SECRET}"}) as ws:
+            hello = await ws.receive_json(timeout=5)
+    assert hello["type"] == "hello" and len(hello["instance"]) == 16
+    assert listing["instance"] == health["instance"] == hello["instance"]
+    other = await run_bridge(make_settings(tmp_path / "other"))
+    try:
+        _, second = await other.control("GET", "/spaces")
+        assert second["instance"] != listing["instance"]
+    finally:
+        await other.session.close()
+        await other.runner.cleanup()
+
+
+async def test_a_restarted_bridge_gets_every_stage_pushed_again(tmp_path):
+    first = await run_bridge(make_settings(tmp_path))
+    port = int(first.url.rsplit(":", 1)[1])
+    hb = HttpBridge(first.url, first.url, SECRET, max_backoff=0.5)
+    pusher = Pusher(hb)
+    hb.on_resync(pusher)
+    second = None
+    try:
+        await hb.start()  # waits for the first push when the bridge answers
+        assert pusher.calls == ["start"] and hb.available
+        assert first.stage("kept").roles == {"@h:x": "host", "@s:x": "speaker"}
+        instance = hb.instance
+        await first.session.close()
+        await first.runner.cleanup()
+        async with asyncio.timeout(10):
+            while hb.connected.is_set():
+                await asyncio.sleep(0.01)
+        assert not hb.available
+        with pytest.raises(BridgeUnavailable):
+            await hb.set_roles("kept", {"@h:x": "host"})
+        second = await run_bridge(make_settings(tmp_path, listen_port=port))
+        assert await hb.wait_synced(30)
+        assert hb.instance != instance and pusher.calls[-1] == "restart"
+        assert second.stage("kept").roles == {"@h:x": "host", "@s:x": "speaker"}
+    finally:
+        await hb.close()
+        if not first.session.closed:
+            await first.session.close()
+            await first.runner.cleanup()
+        if second is not None:
+            await second.session.close()
+            await second.runner.cleanup()
+
+
+async def test_a_lost_stage_is_pushed_again_and_a_failed_push_is_retried(bridge):
+    hb = HttpBridge(bridge.url, bridge.url, SECRET)
+    pusher = Pusher(hb)
+    hb.on_resync(pusher)
+    try:
+        await hb.start()
+        assert pusher.calls == ["start"]
+        # the bridge loses the stage behind the bot's back: the next push says so, and
+        # the stage is put back by a resync on the same instance
+        status, _ = await bridge.control("DELETE", "/spaces/kept")
+        assert status == 200
+        with pytest.raises(BridgeUnavailable) as refused:
+            await hb.set_roles("kept", {"@h:x": "host"})
+        assert "lost this space's stage" in refused.value.reason
+        async with asyncio.timeout(10):
+            while "kept" not in bridge.app[STAGES] or hb.resyncs < 2:
+                await asyncio.sleep(0.01)
+        assert pusher.calls == ["start", "recovered"]
+        # a push that fails is tried again, with backoff, until it goes through
+        original = pusher.__call__
+        failures = []
+
+        async def flaky(why: str) -> None:
+            if len(failures) < 2:
+                failures.append(why)
+                raise BridgeUnavailable("down", "the audio bridge cannot be reached")
+            await original(why)
+
+        hb._resync_handlers[:] = [flaky]
+        hb.mark_stale("test")
+        assert await hb.wait_synced(20)
+        assert failures == ["recovered", "recovered"] and hb.resyncs == 3
+    finally:
+        await hb.close()

@@ -176,7 +176,8 @@ async def test_page_reconnects_after_the_bridge_drops_it_and_stops_when_the_spac
 
 async def test_page_comes_back_after_a_bridge_restart(tmp_path, browser):
     """A dead bridge (connection refused) means retrying with growing, jittered delays;
-    when the bridge is back on the same address the page is listening again."""
+    when the bridge is back on the same address, and once the space is open on it again,
+    the page is listening again."""
     running = await run_bridge(make_settings(tmp_path))
     port = int(running.url.rsplit(":", 1)[1])
     second = None
@@ -190,6 +191,13 @@ async def test_page_comes_back_after_a_bridge_restart(tmp_path, browser):
         text = await browser.js("document.getElementById('conn-text').textContent")
         assert text.startswith("Connection lost") and "Reconnecting in" in text
         second = await run_bridge(make_settings(tmp_path, listen_port=port))
+        # the new bridge does not know the space until the bot opens it there again: the
+        # page hears "no such space" and keeps trying, saying why
+        await browser.wait_js("window.chorus.closed && window.chorus.closed.code === 4404",
+                              timeout=60)
+        assert await browser.js("window.chorus.conn") in ("waiting", "connecting")
+        text = await browser.js("document.getElementById('conn-text').textContent")
+        assert "waiting for the space to come back" in text or text == "Reconnecting…"
         await second.open("rs")
         await browser.wait_js("window.chorus.conn === 'connected'", timeout=60)
         assert len(second.stage("rs").clients) == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nio import RoomGetStateEventResponse
 
-from bot.bridge_api import InMemoryBridge
+from bot.bridge_api import BridgeError, InMemoryBridge
 from bot.core.model import Role, State
 from tests.integration.helpers import ask, body, room_with_bot, space_id_in, state_event, wait_for_dm, wait_until
 
@@ -227,3 +227,40 @@ async def test_restart_mid_space_keeps_every_role(db_url, chorus_factory, make_u
     assert f"{co.user_id} (cohost)" in info and f"{sp.user_id} (speaker)" in info
     # the co-host still acts as one after the restart
     assert "can speak now" in await ask(co, room, f"!space approve {sid} {li.user_id}")
+
+
+class NoCaptionsBridge(InMemoryBridge):
+    """A bridge that came back without its captions model: it refuses captions."""
+
+    async def open_stage(self, space_id, title, *, public, record=False, captions=False):
+        if captions:
+            raise BridgeError("refused", "captions unavailable: no model")
+        await super().open_stage(space_id, title, public=public, record=record, captions=captions)
+
+
+async def test_a_resync_puts_back_lost_stages_closes_stale_ones_and_tells_the_room(
+        chorus_factory, make_user) -> None:
+    chorus = await chorus_factory(hosting={"min_followers": 0})
+    host, sp = await make_user("host"), await make_user("sp")
+    room = await room_with_bot(host, chorus.user_id, sp)
+    sid = space_id_in(await ask(host, room, "!space start Night shift"))
+    space_room = await host.accept_invite(inviter=chorus.user_id)
+    assert "Captions are on" in await ask(host, room, f"!space captions {sid} on")
+    await ask(sp, room, f"!space join {sid}")
+    await ask(sp, room, f"!space request {sid}")
+    assert "can speak now" in await ask(host, room, f"!space approve {sid} {sp.user_id}")
+
+    # the bridge restarts without captions, and still has a stage the bot ended meanwhile
+    bridge = NoCaptionsBridge()
+    await bridge.open_stage("old123", "Ended while apart", public=True)
+    chorus.bot.spaces.bridge = bridge
+    await chorus.bot.spaces.resync("restart")
+    assert bridge.stages[sid].roles == {host.user_id: "host", sp.user_id: "speaker"}
+    assert bridge.stages[sid].captions is False  # the audio first, without captions
+    assert "old123" in bridge.closed and "old123" not in bridge.stages
+    notice = await host.wait_for_message(space_room, lambda b: "audio side is back" in b,
+                                         sender=chorus.user_id)
+    assert "Pages reconnect by themselves" in body(notice)
+    # a resync with nothing lost says nothing in the room
+    await chorus.bot.spaces.resync("recovered")
+    assert bridge.stages[sid].roles[sp.user_id] == "speaker"
