@@ -53,6 +53,11 @@ class BridgeUnavailable(BridgeError):
     made again by the next resync, once it answers."""
 
 
+class StageMissing(BridgeError):
+    """The bridge has no stage for the space: it ended, or the bridge lost it (a restart);
+    the caller knows which."""
+
+
 class BridgeControl(Protocol):
     #: the address people's browsers use for the bridge's pages
     public_url: str
@@ -90,6 +95,10 @@ class BridgeControl(Protocol):
     @property
     def available(self) -> bool:
         """Whether the bridge answers and holds what the bot last pushed."""
+        ...
+
+    def mark_stale(self, why: str) -> None:
+        """The bridge has lost something it was told: push every live stage again."""
         ...
 
     async def stage_ids(self) -> list[str]:
@@ -132,6 +141,9 @@ class InMemoryBridge:
     def on_resync(self, handler: ResyncHandler) -> None:
         self._resync.append(handler)
 
+    def mark_stale(self, why: str) -> None:
+        return None  # it never loses what it holds
+
     async def stage_ids(self) -> list[str]:
         return list(self.stages)
 
@@ -146,7 +158,7 @@ class InMemoryBridge:
         try:
             return self.stages[space_id]
         except KeyError:
-            raise BridgeError(f"space {space_id} has no open stage") from None
+            raise StageMissing(f"space {space_id} has no open stage") from None
 
     async def set_roles(self, space_id, roles):
         unknown = set(roles.values()) - ROLES

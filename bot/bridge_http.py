@@ -31,6 +31,7 @@ from bot.bridge_api import (
     BridgeEventHandler,
     BridgeUnavailable,
     ResyncHandler,
+    StageMissing,
     StageStats,
 )
 from bridge import tokens
@@ -132,16 +133,17 @@ class HttpBridge:
             log.warning("the live stages are not on the bridge yet; still trying in the background")
 
     async def close(self) -> None:
+        if self._events_task is not None:  # first: no hello starts a resync after this
+            self._events_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._events_task
+            self._events_task = None
+        self.connected.clear()  # nor does a failing request
         if self._resync_task is not None:
             self._resync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._resync_task
             self._resync_task = None
-        if self._events_task is not None:
-            self._events_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._events_task
-            self._events_task = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -166,11 +168,8 @@ class HttpBridge:
                 if resp.status >= 400:
                     reason = _reason(text)
                     if resp.status == 404 and "no open stage" in reason:
-                        # the bridge lost a stage the bot believes open: a restart
-                        self.mark_stale(f"{method} {url} found no stage")
-                        raise BridgeUnavailable(
-                            f"bridge refused {method} {url}: {resp.status} {reason}",
-                            "the audio bridge has lost this space's stage (it restarted?)")
+                        raise StageMissing(f"bridge refused {method} {url}: {resp.status} {reason}",
+                                           reason)
                     raise BridgeError(f"bridge refused {method} {url}: {resp.status} {reason}", reason)
                 return json.loads(text) if text else {}
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -239,6 +238,7 @@ class HttpBridge:
                     raise BridgeError(f"bridge refused POST {url}: {resp.status} {reason}", reason)
                 return float(json.loads(text)["duration_seconds"])
         except (aiohttp.ClientError, TimeoutError) as exc:
+            self.mark_stale(f"POST {url} failed")
             raise BridgeUnavailable(f"bridge unreachable at {self.control_url}: {describe(exc)}",
                                     "the audio bridge cannot be reached") from None
 

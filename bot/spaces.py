@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from bot import cards
-from bot.bridge_api import BridgeControl, BridgeError, BridgeUnavailable
+from bot.bridge_api import BridgeControl, BridgeError, BridgeUnavailable, StageMissing
 from bot.core import effects as fx
 from bot.core import rules
 from bot.core.model import Limits, Role, Space, State, Visibility
@@ -65,6 +65,8 @@ class SpaceService:
     reactions: ReactionBatcher | None = None
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _background: set[asyncio.Task] = field(default_factory=set)
+    #: live spaces the bridge had lost whose rooms are yet to hear that the audio is back
+    _lost_stages: set[str] = field(default_factory=set)
 
     # ------------------------------------------------------------ facts
 
@@ -92,6 +94,13 @@ class SpaceService:
         if live and scheduled_for is None:
             raise rules.Refused(f"You already host a live space ({live}); end it with !space end {live} first.")
         space_id = new_space_id()
+        async with self.lock(space_id):  # a resync does not take its stage for a stale one
+            return await self._start(space_id, user_id, title, visibility, origin_room,
+                                     scheduled_for, autostart)
+
+    async def _start(self, space_id: str, user_id: str, title: str, visibility: Visibility,
+                     origin_room: str | None, scheduled_for: datetime | None,
+                     autostart: bool) -> rules.Outcome:
         outcome = rules.start_space(
             space_id, self.actor(user_id), title, visibility, self.limits(),
             scheduled_for=scheduled_for, captions=self.settings.captions_by_default,
@@ -115,6 +124,16 @@ class SpaceService:
             for effect in [e for e in effects if isinstance(e, fx.StageOptions)]:
                 try:
                     await self._do_StageOptions(outcome.space, effect)
+                except StageMissing as exc:
+                    if record.space.state is State.LIVE:  # lost by a restart: put it back
+                        self.bridge.mark_stale(f"space {space_id} has no stage on the bridge")
+                        raise rules.Refused("The audio bridge had lost this space's stage; it is "
+                                            "being put back. Nothing was changed: try again in a "
+                                            "few seconds.") from None
+                    raise rules.Refused(f"The audio bridge refused: {exc.reason}") from None
+                except BridgeUnavailable as exc:
+                    raise rules.Refused(f"The audio side did not take this ({exc.reason}). "
+                                        "Nothing was changed: try again shortly.") from None
                 except BridgeError as exc:
                     raise rules.Refused(f"The audio bridge refused: {exc.reason}") from None
             effects = tuple(e for e in effects if not isinstance(e, fx.StageOptions))
@@ -210,12 +229,21 @@ class SpaceService:
             try:
                 await handler(space, effect)
             except Exception as exc:  # noqa: BLE001 - one failed effect must not stop the others
+                if isinstance(exc, StageMissing) and self._is_live(space.id):
+                    # the bridge lost a stage the database holds live (it restarted)
+                    self.bridge.mark_stale(f"space {space.id} has no stage on the bridge")
+                    exc = BridgeUnavailable(str(exc), "the audio bridge had lost this space's "
+                                            "stage; it is being put back")
                 if isinstance(exc, BridgeError):
                     failures.append(exc)
                 row = self.store.load_space(space.id)
                 log.error("space %s: %s failed (room %s, user %s): %s", space.id, type(effect).__name__,
                           row.row.room_id if row else None, getattr(effect, "user_id", "-"), exc)
         return failures
+
+    def _is_live(self, space_id: str) -> bool:
+        rec = self.store.load_space(space_id)
+        return rec is not None and rec.space.state is State.LIVE
 
     def _room(self, space_id: str) -> str | None:
         rec = self.store.load_space(space_id)
@@ -438,37 +466,42 @@ class SpaceService:
         Called at start and whenever the bridge may have lost what it was told: it
         restarted, or a push failed (``why``: "start", "restart", "recovered"). Raises
         BridgeUnavailable if the bridge stops answering, so that it is tried again; a
-        refusal for one space is logged and the others still go through. After a restart
-        each live space whose stage the bridge had lost is told in its room that its audio
-        is back."""
+        refusal for one space is logged and the others still go through. Each live space
+        that the bridge did not hold is told in its room, once it is there, that its audio
+        is back (not at start: nobody was listening to the bot then)."""
         live = self.store.spaces_in_state(State.LIVE)
         held = set(await self.bridge.stage_ids())
-        restored = []
+        if why != "start":  # kept across failed attempts until the room is told
+            self._lost_stages.update(row.id for row in live if row.id not in held)
+        pushed = []
         for row in live:
             async with self.lock(row.id):  # not between a command's save and its push
                 rec = await self._push_stage(row.id)
             if rec is not None:
-                restored.append(rec)
-        live_ids = {row.id for row in live}
-        for stale in sorted(held - live_ids):
-            log.warning("space %s: the bridge still had a stage for it although it is not live; "
-                        "closing it", stale)
-            await self.bridge.close_stage(stale)
-        if restored:
-            log.info("pushed %d live stage(s) to the bridge (%s): %s", len(restored), why,
-                     ", ".join(r.space.id for r in restored))
-        if why == "start":
-            return
-        for rec in restored:
-            if rec.row.room_id and rec.space.id not in held:
-                text = ("🔊 The audio side is back: this space is live again. Pages reconnect by "
+                pushed.append(rec)
+        for stale in sorted(held - {row.id for row in live}):
+            async with self.lock(stale):  # a space started meanwhile is live by now
+                rec = self.store.load_space(stale)
+                if rec is not None and rec.space.state is State.LIVE:
+                    continue
+                log.warning("space %s: the bridge still had a stage for it although it is not "
+                            "live; closing it", stale)
+                await self.bridge.close_stage(stale)
+        if pushed:
+            log.info("pushed %d live stage(s) to the bridge (%s): %s", len(pushed), why,
+                     ", ".join(r.space.id for r in pushed))
+        for rec in pushed:
+            if rec.space.id not in self._lost_stages:
+                continue
+            self._lost_stages.discard(rec.space.id)
+            if rec.row.room_id:
+                text = ("🔊 The audio bridge is back and this space is on it. Pages reconnect by "
                         "themselves; reload yours if it does not.")
                 try:
                     await self.matrix.notice(rec.row.room_id, text)
                 except MatrixError as exc:
                     log.warning("space %s: could not tell room %s the audio is back: %s",
                                 rec.space.id, rec.row.room_id, exc)
-
 
     async def _push_stage(self, space_id: str):
         """Open (or update) one live space's stage and push its roles; the record, or None
@@ -489,10 +522,10 @@ class SpaceService:
                 if not row.captions:
                     raise
                 # e.g. a bridge restarted without its captions model: the audio first
-                log.error("space %s: the bridge refused captions on its restored stage (%s); "
-                          "restoring it without captions", row.id, exc.reason)
                 await self.bridge.open_stage(row.id, row.title, public=public,
                                              record=row.recording, captions=False)
+                await self._captions_lost(rec, exc.reason)
+                rec = self.store.load_space(space_id)
             await self.bridge.set_roles(row.id, roles)
         except BridgeUnavailable:
             raise
@@ -501,6 +534,22 @@ class SpaceService:
                       row.room_id, exc)
             return None
         return rec
+
+    async def _captions_lost(self, rec, reason: str) -> None:
+        """The bridge took the stage back but not its captions: the database and the room
+        say captions are off, so that the host can turn them on again later."""
+        log.error("space %s: the bridge refused captions on its restored stage (%s); restored "
+                  "without captions (room %s)", rec.space.id, reason, rec.row.room_id)
+        self.store.save_space(dataclasses.replace(rec.space, captions=False))
+        if rec.row.room_id:
+            try:
+                await self.matrix.notice(rec.row.room_id, (
+                    f"Captions are off: the audio bridge could not turn them back on ({reason}). "
+                    f"Turn them on again with {self.settings.prefix}space captions {rec.space.id} on "
+                    "once it can."))
+            except MatrixError as exc:
+                log.warning("space %s: could not tell room %s captions are off: %s",
+                            rec.space.id, rec.row.room_id, exc)
 
 
 def _noted(outcome: rules.Outcome, failures: list[BridgeError]) -> rules.Outcome:

@@ -144,7 +144,7 @@ async def open_space(request: web.Request) -> web.Response:
     if stage is None:
         stage = Stage(space_id, title, public=public, record=record, captions=captions,
                       settings=request.app[SETTINGS], emit=request.app[EVENTS].emit,
-                      captions_pool=request.app[CAPTIONS], instance=request.app[INSTANCE])
+                      captions_pool=request.app[CAPTIONS])
         stages[space_id] = stage
         stage.start()
         status = 201
@@ -623,16 +623,26 @@ async def _recover_recordings(app: web.Application) -> None:
                 len(found))
 
     async def convert() -> None:
-        for left in found:
+        for i, left in enumerate(found):
             try:
-                ogg_path, duration = await asyncio.to_thread(recording.recover, left)
+                done = await asyncio.to_thread(recording.recover, left)
+            except asyncio.CancelledError:
+                for rest in found[i + 1:]:
+                    recording.release(rest)
+                raise
             except Exception as exc:  # noqa: BLE001 - a damaged file must not stop the others
                 log.error("space %s: the recording %s left by an earlier bridge could not be "
-                          "recovered: %s", left.space_id, left.wav_path, exc)
+                          "recovered (kept, its note renamed .failed): %s", left.space_id,
+                          left.wav_path, exc)
                 app[EVENTS].emit({"type": "recording_failed", "space_id": left.space_id,
                                   "path": str(left.wav_path), "reason": str(exc),
                                   "recovered": True})
                 continue
+            if done is None:
+                log.info("space %s: the recording %s left by an earlier bridge held no audio; "
+                         "removed", left.space_id, left.wav_path)
+                continue
+            ogg_path, duration = done
             log.warning("space %s: recovered %.1f s of recording cut off by a bridge restart: %s",
                         left.space_id, duration, ogg_path)
             app[EVENTS].emit({"type": "recording_ready", "space_id": left.space_id,

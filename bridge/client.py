@@ -6,8 +6,8 @@
 
 With ``reconnect=True`` a lost connection comes back by itself, with backoff and jitter,
 as the web page's does: not after a close that says trying again cannot help (bad token,
-forbidden, space ended), and after "no such space" (4404) only while a bridge that
-restarted may still be waiting for the bot to open the space again.
+forbidden, space ended), and after "no such space" (4404) for 90 s from the first such
+answer: a bridge that restarted knows the space again once the bot has opened it there.
 
 Command line: ``python -m bridge.client URL SPACE [--token T] [--speak in.wav]
 [--record out.wav] [--seconds N]``.
@@ -167,7 +167,7 @@ class SpaceClient:
             return False
         if self.close_code == CLOSE_NO_SPACE:
             return False  # the space was never there for this connection
-        lost_at = time.monotonic()
+        no_space_since: float | None = None  # the first "no such space" since the loss
         delay = RETRY_FIRST_SECONDS
         while not self._closing:
             await asyncio.sleep(delay * (0.5 + 0.5 * random.random()))
@@ -178,6 +178,9 @@ class SpaceClient:
                 log.info("space %s: reconnecting failed (%s); trying again", self.space_id,
                          type(exc).__name__)
                 continue
+            if self._closing:
+                await ws.close()
+                return False
             try:
                 first = await ws.receive(timeout=10.0)
             except TimeoutError:
@@ -186,12 +189,17 @@ class SpaceClient:
             if first.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                 await ws.close()
                 self.close_code, self.close_reason = ws.close_code, str(first.extra or "")
-                if self.close_code in FINAL_CLOSES or (
-                        self.close_code == CLOSE_NO_SPACE
-                        and time.monotonic() - lost_at > RESTORE_WAIT_SECONDS):
+                if self.close_code in FINAL_CLOSES:
                     return False
-                continue  # e.g. the space is not back on a restarted bridge yet
+                if self.close_code == CLOSE_NO_SPACE:
+                    # the bridge answers but has not got the space (back) yet
+                    now = time.monotonic()
+                    no_space_since = no_space_since or now
+                    if now - no_space_since > RESTORE_WAIT_SECONDS:
+                        return False
+                continue
             self.ws = ws
+            self.close_code, self.close_reason = None, ""
             self.reconnects += 1
             log.info("space %s: reconnected (%d)", self.space_id, self.reconnects)
             if first.type == aiohttp.WSMsgType.TEXT:
@@ -334,7 +342,7 @@ class SpaceClient:
 
 
 async def _main(args: argparse.Namespace) -> None:
-    async with SpaceClient(args.url, args.space, args.token) as client:
+    async with SpaceClient(args.url, args.space, args.token, reconnect=True) as client:
         hello = await client.wait_type("hello")
         print(json.dumps(hello))
         if args.speak:

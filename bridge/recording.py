@@ -1,19 +1,26 @@
 """Recordings and clips on disk, and getting a recording back after a crash.
 
-A recording is the mix appended tick by tick to a WAV file (48 kHz, mono, 16-bit), with a
-small JSON note beside it that says whose it is (space, title, the process writing it).
-When the stage stops recording the WAV becomes Ogg/Opus and both files go.
+A recording is the mix appended tick by tick to a WAV file (48 kHz, mono, 16-bit), each
+tick written straight to the file (no buffer in the process), with a small JSON note
+beside it that says whose it is (space, title). The recorder holds an exclusive lock on
+the note (flock) until the recording is converted; the kernel lets go of it when the
+process dies, however it dies. When the stage stops recording the WAV becomes Ogg/Opus
+and both files go.
 
 If the bridge dies mid-recording (SIGKILL, power cut) the WAV stays behind with a header
 that only counts the first tick. The next bridge to start with the same
-``recordings_dir`` finds it by its note, mends the header from the file's size, converts
-what was recorded up to the crash and reports it as a ``recording_ready`` event with
-``recovered: true``. A WAV whose writer is still running, or that has no note, is left
-alone.
+``recordings_dir`` finds it by its note, which it can lock, mends the header from the
+file's size, converts everything that reached the disk and reports it as a
+``recording_ready`` event with ``recovered: true``. A WAV whose note is locked (its
+recorder still runs, in this process or another on the same machine) or that has no note
+is left alone; one that cannot be converted keeps its WAV and has its note renamed to
+``.json.failed``, so it is reported once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -33,8 +40,7 @@ SAMPLE_BYTES = 2
 #: the header Python's wave module writes for PCM: RIFF, WAVE, a 16-byte fmt chunk, data
 WAV_HEADER_BYTES = 44
 NOTE_SUFFIX = ".json"
-#: WAV files a Recorder of this process writes or converts (never taken for leftovers)
-_WRITING: set[Path] = set()
+FAILED_SUFFIX = ".failed"
 
 
 def safe_name(space_id: str) -> str:
@@ -45,20 +51,46 @@ def note_path(wav_path: Path) -> Path:
     return wav_path.with_name(wav_path.name + NOTE_SUFFIX)
 
 
-class Recorder:
-    """Appends the mix to a WAV file tick by tick; converts to Ogg/Opus at the end."""
+def set_aside(wav_path: Path) -> None:
+    """Keep a WAV that could not be converted for a person to look at, and never report it
+    again: its note becomes ``.json.failed``."""
+    note = note_path(wav_path)
+    with contextlib.suppress(OSError):
+        note.rename(note.with_name(note.name + FAILED_SUFFIX))
 
-    def __init__(self, directory: Path, space_id: str, title: str = "",
-                 instance: str = "") -> None:
+
+def _lock(path: Path) -> int | None:
+    """An exclusive lock on ``path`` (its open descriptor), or None if someone holds it."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class Recorder:
+    """Appends the mix to a WAV file tick by tick; :meth:`convert` makes it Ogg/Opus."""
+
+    def __init__(self, directory: Path, space_id: str, title: str = "") -> None:
         directory.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         self.wav_path = directory / f"{safe_name(space_id)}-{stamp}-{time.monotonic_ns()}.wav"
-        # the note first: a WAV found without one is never taken for a lost recording
-        note_path(self.wav_path).write_text(json.dumps({
-            "space_id": space_id, "title": title, "pid": os.getpid(), "instance": instance,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
-        _WRITING.add(self.wav_path.resolve())
-        self._wav = wave.open(str(self.wav_path), "wb")
+        # the note first, locked: a WAV found without one is never taken for a lost
+        # recording, nor one whose note is locked
+        note = note_path(self.wav_path)
+        note.write_text(json.dumps({"space_id": space_id, "title": title, "pid": os.getpid(),
+                                    "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
+        fd = _lock(note)
+        assert fd is not None, "a new note cannot be locked by anyone else"
+        self._note_fd: int | None = fd
+        # unbuffered: each tick reaches the file at once, so a crash loses none of it
+        self._file = open(self.wav_path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
+        self._wav = wave.open(self._file, "wb")
         self._wav.setnchannels(1)
         self._wav.setsampwidth(SAMPLE_BYTES)
         self._wav.setframerate(SAMPLE_RATE)
@@ -71,8 +103,23 @@ class Recorder:
         self.samples += pcm.size
 
     def close(self) -> None:
-        """Finish the WAV file; :func:`export_ogg` converts it."""
+        """Finish the WAV file (its header counts every sample); :meth:`convert` next."""
         self._wav.close()
+        self._file.close()
+
+    def convert(self, ogg_path: Path) -> float:
+        """Convert the closed WAV to ``ogg_path`` (blocking: run it in a thread); the WAV
+        and its note go. On failure the WAV is kept and set aside. Either way the note's
+        lock is let go."""
+        try:
+            return export_ogg(self.wav_path, ogg_path)
+        except BaseException:
+            set_aside(self.wav_path)
+            raise
+        finally:
+            if self._note_fd is not None:
+                os.close(self._note_fd)
+                self._note_fd = None
 
     @property
     def duration(self) -> float:
@@ -83,14 +130,11 @@ def export_ogg(wav_path: Path, ogg_path: Path, remove_wav: bool = True) -> float
     """Convert a WAV file to Ogg/Opus with pydub; return its duration in seconds."""
     from pydub import AudioSegment
 
-    try:
-        segment = AudioSegment.from_wav(str(wav_path))
-        segment.export(str(ogg_path), format="ogg", codec="libopus", bitrate="48k")
-        if remove_wav:
-            wav_path.unlink(missing_ok=True)
-            note_path(wav_path).unlink(missing_ok=True)
-    finally:
-        _WRITING.discard(wav_path.resolve())
+    segment = AudioSegment.from_wav(str(wav_path))
+    segment.export(str(ogg_path), format="ogg", codec="libopus", bitrate="48k")
+    if remove_wav:
+        wav_path.unlink(missing_ok=True)
+        note_path(wav_path).unlink(missing_ok=True)
     return len(segment) / 1000.0
 
 
@@ -115,44 +159,44 @@ class Leftover:
     wav_path: Path
     space_id: str
     title: str
-
-
-def _process_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # somebody else's process: alive
-        return True
-    return True
+    #: the note's lock, held while it is recovered
+    lock_fd: int
 
 
 def leftovers(directory: Path) -> list[Leftover]:
-    """WAV files in ``directory`` left by a bridge that is no longer running.
-
-    A WAV is taken when its note names a space and its writer is gone: a process that
-    has ended, or this process when no Recorder of it still writes the file (a bridge
-    stopped and started again in one process). Oldest first."""
-    found: list[Leftover] = []
+    """WAV files in ``directory`` left by a recorder that is no longer running: those whose
+    note names a space and can be locked. Oldest first. The caller owns each one's lock
+    (``Leftover.lock_fd``) and passes it to :func:`recover`, or :func:`release`s it."""
+    found: list[tuple[float, Leftover]] = []
     if not directory.is_dir():
-        return found
-    for wav_path in sorted(directory.glob("*.wav"), key=lambda p: p.stat().st_mtime):
+        return []
+    for wav_path in directory.glob("*.wav"):
         note = note_path(wav_path)
         try:
-            meta = json.loads(note.read_text())
-            space_id, pid = str(meta["space_id"]), int(meta.get("pid", 0))
+            fd = _lock(note)
         except FileNotFoundError:
             continue  # not written by a recorder (or by one older than the notes)
+        except OSError as exc:
+            log.warning("leftover recording %s: its note cannot be opened (%s); left alone",
+                        wav_path, exc)
+            continue
+        if fd is None:
+            continue  # its recorder is still at work
+        try:
+            meta = json.loads(os.pread(fd, 64 * 1024, 0))
+            space_id = str(meta["space_id"])
+            found.append((wav_path.stat().st_mtime,
+                          Leftover(wav_path, space_id, str(meta.get("title", "")), fd)))
         except (OSError, ValueError, KeyError, TypeError) as exc:
+            os.close(fd)
             log.warning("leftover recording %s: its note %s is unreadable (%s); left alone",
                         wav_path, note.name, exc)
-            continue
-        if wav_path.resolve() in _WRITING or (pid != os.getpid() and _process_alive(pid)):
-            continue
-        found.append(Leftover(wav_path, space_id, str(meta.get("title", ""))))
-    return found
+    return [left for _, left in sorted(found, key=lambda pair: pair[0])]
+
+
+def release(leftover: Leftover) -> None:
+    with contextlib.suppress(OSError):
+        os.close(leftover.lock_fd)
 
 
 def mend_header(wav_path: Path) -> int:
@@ -179,13 +223,21 @@ def mend_header(wav_path: Path) -> int:
     return data // SAMPLE_BYTES
 
 
-def recover(leftover: Leftover) -> tuple[Path, float]:
+def recover(leftover: Leftover) -> tuple[Path, float] | None:
     """Mend and convert one leftover recording (blocking: run it in a thread). Returns the
-    Ogg file and its duration; the WAV and its note are removed once the Ogg is written."""
-    samples = mend_header(leftover.wav_path)
-    if samples == 0:
-        leftover.wav_path.unlink(missing_ok=True)
-        note_path(leftover.wav_path).unlink(missing_ok=True)
-        raise NotRecoverable(f"{leftover.wav_path.name} holds no audio; removed")
-    ogg_path = leftover.wav_path.with_suffix(".ogg")
-    return ogg_path, export_ogg(leftover.wav_path, ogg_path)
+    Ogg file and its duration; the WAV and its note are removed once the Ogg is written.
+    None for a WAV with no audio in it (removed). On failure (NotRecoverable, a conversion
+    error) the WAV is kept and set aside. The note's lock is let go in every case."""
+    try:
+        samples = mend_header(leftover.wav_path)
+        if samples == 0:
+            leftover.wav_path.unlink(missing_ok=True)
+            note_path(leftover.wav_path).unlink(missing_ok=True)
+            return None
+        ogg_path = leftover.wav_path.with_suffix(".ogg")
+        return ogg_path, export_ogg(leftover.wav_path, ogg_path)
+    except BaseException:
+        set_aside(leftover.wav_path)
+        raise
+    finally:
+        release(leftover)

@@ -32,7 +32,7 @@ from .captions import CaptionPool, CaptionsError, StageCaptions
 from .connection import CLOSE_SPACE_ENDED, CLOSE_TOO_SLOW, FRAME_MS, Client, state_key
 from .mixer import FRAME_SAMPLES, FRAME_SECONDS, SILENCE_DBFS, Mixer, TickResult
 from .oggstream import LiveOgg, OggListener
-from .recording import Recorder, export_ogg, safe_name, write_clip
+from .recording import Recorder, safe_name, write_clip
 from .settings import BridgeSettings
 from .voice import VoiceQueue
 
@@ -83,11 +83,8 @@ class Stage:
         settings: BridgeSettings,
         emit: Emit,
         captions_pool: CaptionPool | None = None,
-        instance: str = "",
     ) -> None:
         self.space_id = space_id
-        #: the bridge process's instance id, written in the recording's note
-        self.instance = instance
         self.title = title
         self.public = public
         self.captions = False
@@ -262,7 +259,7 @@ class Stage:
     def set_record(self, on: bool) -> None:
         if on and self.recorder is None:
             self.recorder = Recorder(Path(self.settings.recordings_dir), self.space_id,
-                                     self.title, self.instance)
+                                     self.title)
             self.recorder.started_at = self.tick_count * FRAME_SECONDS
         elif not on and self.recorder is not None:
             recorder, self.recorder = self.recorder, None
@@ -272,7 +269,7 @@ class Stage:
     async def _finish_recording(self, recorder: Recorder) -> None:
         ogg_path = recorder.wav_path.with_suffix(".ogg")
         try:
-            duration = await asyncio.to_thread(export_ogg, recorder.wav_path, ogg_path)
+            duration = await asyncio.to_thread(recorder.convert, ogg_path)
         except Exception as exc:  # ffmpeg missing, disk full...
             log.exception("recording conversion failed for %s", self.space_id)
             self._emit({"type": "recording_failed", "space_id": self.space_id,

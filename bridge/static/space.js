@@ -23,7 +23,7 @@ const state = {
   stats: { framesIn: 0, bundlesIn: 0, framesDecoded: 0, framesSent: 0, reactions: 0, errors: [] },
   // connection: "connecting" | "connected" | "waiting" (to reconnect) | "ended" | "refused"
   conn: "connecting", closed: null, reconnects: 0, retryAttempt: 0, retryTimer: null,
-  retryAt: 0, connectedAt: 0, lostAt: 0,
+  retryAt: 0, connectedAt: 0, lost: false, noSpaceSince: 0,
 };
 window.chorus = state; // for tests and debugging
 
@@ -45,7 +45,7 @@ const FINAL_CLOSES = {
 const RETRY_FIRST_MS = 1000;
 const RETRY_MAX_MS = 30000;
 const STABLE_MS = 10000;  // a connection that lasted this long resets the backoff
-const RESTORE_WAIT_MS = 90000;  // how long a lost space may take to come back (4404)
+const RESTORE_WAIT_MS = 90000;  // from the first 4404 after a loss: the space may yet come back
 
 function setConn(kind, text) {
   state.conn = kind;
@@ -77,10 +77,14 @@ function connect() {
     if (ws !== state.ws) return;
     state.closed = { code: ev.code, reason: ev.reason };
     stopMic();
-    if (state.connectedAt) state.lostAt = Date.now();
-    if (ev.code === 4404 && state.lostAt && Date.now() - state.lostAt < RESTORE_WAIT_MS) {
-      scheduleReconnect("the audio side restarted; waiting for the space to come back");
-      return;
+    if (state.connectedAt) state.lost = true;
+    if (ev.code === 4404 && state.lost) {
+      // the bridge answers but has not got the space (back) yet: wait a while for it
+      state.noSpaceSince = state.noSpaceSince || Date.now();
+      if (Date.now() - state.noSpaceSince < RESTORE_WAIT_MS) {
+        scheduleReconnect("the audio side restarted; waiting for the space to come back");
+        return;
+      }
     }
     const final = FINAL_CLOSES[ev.code];
     if (final) {
@@ -132,7 +136,7 @@ function onJson(m) {
   switch (m.type) {
     case "hello":
       state.connectedAt = Date.now();
-      state.lostAt = 0;
+      state.lost = false; state.noSpaceSince = 0;
       setConn("connected", "");
       $("title").textContent = m.title;
       document.title = `${m.title} — Chorus`;

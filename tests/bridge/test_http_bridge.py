@@ -6,7 +6,7 @@ import logging
 import aiohttp
 import pytest
 
-from bot.bridge_api import BridgeError, BridgeUnavailable, StageStats
+from bot.bridge_api import BridgeError, BridgeUnavailable, StageMissing, StageStats
 from bot.bridge_http import BridgeAuthError, HttpBridge, describe
 from bridge import tokens
 from bridge.app import STAGES
@@ -256,13 +256,16 @@ async def test_a_lost_stage_is_pushed_again_and_a_failed_push_is_retried(bridge)
     try:
         await hb.start()
         assert pusher.calls == ["start"]
-        # the bridge loses the stage behind the bot's back: the next push says so, and
-        # the stage is put back by a resync on the same instance
+        # the bridge loses the stage behind the bot's back: the next push says so; the bot
+        # (which knows the space is live) marks it stale, and a resync on the same
+        # instance puts the stage back
         status, _ = await bridge.control("DELETE", "/spaces/kept")
         assert status == 200
-        with pytest.raises(BridgeUnavailable) as refused:
+        with pytest.raises(StageMissing) as refused:
             await hb.set_roles("kept", {"@h:x": "host"})
-        assert "lost this space's stage" in refused.value.reason
+        assert refused.value.reason == "no open stage for space kept"
+        assert hb.resyncs == 1  # a missing stage alone (the space may have ended) is no resync
+        hb.mark_stale("space kept has no stage")
         async with asyncio.timeout(10):
             while "kept" not in bridge.app[STAGES] or hb.resyncs < 2:
                 await asyncio.sleep(0.01)

@@ -106,7 +106,7 @@ async def test_a_bridge_killed_mid_space_comes_back_and_people_hear_each_other_a
         # the room hears it is back, and gets what was recorded up to the crash
         await host.wait_for_event(
             lambda r, e: r == space_room and e.sender == chorus.user_id
-            and "audio side is back" in e.source.get("content", {}).get("body", ""), timeout=30,
+            and "audio bridge is back" in e.source.get("content", {}).get("body", ""), timeout=30,
             description="the notice that the audio is back")
         recovered = await host.wait_for_event(
             _audio_from(chorus.user_id, space_room, "Recording up to the audio bridge's restart"),

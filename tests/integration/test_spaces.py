@@ -257,10 +257,22 @@ async def test_a_resync_puts_back_lost_stages_closes_stale_ones_and_tells_the_ro
     await chorus.bot.spaces.resync("restart")
     assert bridge.stages[sid].roles == {host.user_id: "host", sp.user_id: "speaker"}
     assert bridge.stages[sid].captions is False  # the audio first, without captions
+    assert chorus.store.load_space(sid).space.captions is False  # and the truth says so
+    await host.wait_for_message(space_room, lambda b: b.startswith("Captions are off: the audio "
+                                "bridge could not turn them back on (captions unavailable"),
+                                sender=chorus.user_id)
     assert "old123" in bridge.closed and "old123" not in bridge.stages
-    notice = await host.wait_for_message(space_room, lambda b: "audio side is back" in b,
+    notice = await host.wait_for_message(space_room, lambda b: "audio bridge is back" in b,
                                          sender=chorus.user_id)
     assert "Pages reconnect by themselves" in body(notice)
-    # a resync with nothing lost says nothing in the room
+    # the bridge loses the stage behind the bot's back: an approval finds it missing, says
+    # so, and the next resync puts it back with the new speaker
+    fan = await make_user("fan")
+    await fan.join(room)
+    await ask(fan, room, f"!space join {sid}")
+    await ask(fan, room, f"!space request {sid}")
+    del bridge.stages[sid]
+    reply = await ask(host, room, f"!space approve {sid} {fan.user_id}")
+    assert "can speak now" in reply and "had lost this space's stage" in reply, reply
     await chorus.bot.spaces.resync("recovered")
-    assert bridge.stages[sid].roles[sp.user_id] == "speaker"
+    assert bridge.stages[sid].roles[fan.user_id] == "speaker"
