@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import aiohttp
@@ -745,17 +745,20 @@ class Chorus:
                 await self.spaces.act(space_id, user, rules.RaiseHand())
             elif kind == "reaction" and space_id and user and event.get("key"):
                 await self.spaces.act(space_id, user, rules.React(event["key"]))
-            elif kind in ("recording_ready", "clip_ready") and space_id and event.get("path"):
-                what = "recording" if kind == "recording_ready" else "clip"
+            elif kind == "recording_ready" and space_id and (event.get("file") or event.get("path")):
+                # (a clip_ready is not posted here: !space clip posts the clip it asked for)
+                what = "recording"
                 if event.get("recovered"):  # what was recorded before the bridge died
                     what = "recording up to the audio bridge's restart"
                 await self.transcript.flush(space_id)
-                await self.spaces.post_audio(space_id, event["path"], float(event.get("duration") or 0), what)
-                if event.get("transcript_path"):
-                    await self.spaces.post_transcript_file(space_id, event["transcript_path"])
-            elif kind == "transcript_ready" and space_id and (event.get("path") or event.get("transcript_path")):
+                await self.spaces.post_audio(space_id, _file_name(event, "file", "path"),
+                                             float(event.get("duration") or 0), what)
+                if event.get("transcript_file") or event.get("transcript_path"):
+                    await self.spaces.post_transcript_file(
+                        space_id, _file_name(event, "transcript_file", "transcript_path"))
+            elif kind == "transcript_ready" and space_id and (event.get("file") or event.get("path")):
                 await self.transcript.flush(space_id)
-                await self.spaces.post_transcript_file(space_id, event.get("path") or event["transcript_path"])
+                await self.spaces.post_transcript_file(space_id, _file_name(event, "file", "path"))
             elif kind == "recording_failed" and space_id:
                 await self.spaces.recording_failed(space_id, str(event.get("reason") or "unknown error"),
                                                    bool(event.get("recovered")))
@@ -772,6 +775,12 @@ class Chorus:
         except MatrixError as exc:
             log.error("space %s: bridge event %s could not be carried out on Matrix: %s", space_id, kind, exc)
 
+
+
+def _file_name(event: dict, name_key: str, path_key: str) -> str:
+    """The bridge's name for a file in an event (its path's last part, for a bridge that
+    gives only the path); the bot fetches it by that name, never from the path."""
+    return str(event.get(name_key) or PurePosixPath(str(event.get(path_key) or "")).name)
 
 
 def _brief(exc: BaseException) -> str:

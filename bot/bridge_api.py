@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
+
+from bridge.recording import FILE_NAME
 
 #: roles the bridge knows; "host", "cohost" and "speaker" may send audio.
 AUDIO_ROLES = frozenset({"host", "cohost", "speaker"})
@@ -82,6 +85,12 @@ class BridgeControl(Protocol):
         speaker); returns its duration in seconds. BridgeError if refused."""
         ...
 
+    async def fetch(self, name: str, into: Path) -> Path:
+        """Download one of the bridge's recordings, clips or transcripts (``name`` as its
+        events give it) into the folder ``into``; the file written. BridgeError if the
+        bridge refuses, BridgeUnavailable if it cannot be reached."""
+        ...
+
     def page_url(self, space_id: str, token: str | None = None) -> str: ...
 
     def mint_token(self, space_id: str, user_id: str, role: str) -> str: ...
@@ -133,6 +142,8 @@ class InMemoryBridge:
         #: play() calls: (space_id, data, content_type, user_id)
         self.played: list[tuple[str, bytes, str, str]] = []
         self.available = True
+        #: what fetch() hands out, by file name (tests put files here)
+        self.files: dict[str, bytes] = {}
 
     async def start(self) -> None:
         for handler in self._resync:
@@ -143,6 +154,13 @@ class InMemoryBridge:
 
     def mark_stale(self, why: str) -> None:
         return None  # it never loses what it holds
+
+    async def fetch(self, name: str, into: Path) -> Path:
+        if not FILE_NAME.fullmatch(name) or name not in self.files:
+            raise BridgeError(f"the bridge has no file {name!r}")
+        dest = into / name
+        dest.write_bytes(self.files[name])
+        return dest
 
     async def stage_ids(self) -> list[str]:
         return list(self.stages)

@@ -20,12 +20,14 @@ import json
 import logging
 import random
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
 from bot.bridge_api import (
+    FILE_NAME,
     ROLES,
     BridgeError,
     BridgeEventHandler,
@@ -39,6 +41,11 @@ from bridge import tokens
 log = logging.getLogger(__name__)
 
 API = "/control/v1"
+#: the largest recording, clip or transcript the bot downloads from the bridge (a
+#: 48 kbit/s recording of 24 hours is about 520 MB)
+MAX_FILE_BYTES = 1 << 30
+#: a download may take long in all, but never sits silent longer than this
+FILE_READ_TIMEOUT = 60.0
 _STATS_FIELDS = ("listeners", "peak_listeners", "speakers_connected", "recording",
                  "captions")
 
@@ -87,6 +94,7 @@ class HttpBridge:
         self._secret = shared_secret
         self.token_ttl = token_ttl
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self.max_file_bytes = MAX_FILE_BYTES
         self._max_backoff = max_backoff
         self._session: aiohttp.ClientSession | None = None
         self._handlers: list[BridgeEventHandler] = []
@@ -241,6 +249,44 @@ class HttpBridge:
             self.mark_stale(f"POST {url} failed")
             raise BridgeUnavailable(f"bridge unreachable at {self.control_url}: {describe(exc)}",
                                     "the audio bridge cannot be reached") from None
+
+    async def fetch(self, name: str, into: Path) -> Path:
+        """Stream one of the bridge's files (``GET /control/v1/files/{name}``) to
+        ``into/name``, at most ``max_file_bytes``; nothing is left behind on failure."""
+        if self._session is None:
+            raise BridgeError("HttpBridge.start() has not been called")
+        if not FILE_NAME.fullmatch(name):
+            raise BridgeError(f"{name!r} is not a file name the bridge gives")
+        url = f"{self.control_url}{API}/files/{quote(name, safe='')}"
+        dest = into / name
+        timeout = aiohttp.ClientTimeout(total=None, connect=self._timeout.total,
+                                        sock_read=FILE_READ_TIMEOUT)
+        limit = self.max_file_bytes
+        try:
+            async with self._session.get(url, timeout=timeout) as resp:
+                if resp.status >= 400:
+                    reason = _reason(await resp.text())
+                    raise BridgeError(f"bridge refused GET {url}: {resp.status} {reason}", reason)
+                if resp.content_length is not None and resp.content_length > limit:
+                    raise BridgeError(f"{name} is {resp.content_length} bytes, more than {limit}",
+                                      f"the file is larger than {limit} bytes")
+                size = 0
+                with dest.open("wb") as out:
+                    async for chunk in resp.content.iter_chunked(1 << 16):
+                        size += len(chunk)
+                        if size > limit:
+                            raise BridgeError(f"{name} is more than {limit} bytes",
+                                              f"the file is larger than {limit} bytes")
+                        out.write(chunk)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            dest.unlink(missing_ok=True)
+            raise BridgeUnavailable(f"could not download {name} from {self.control_url}: "
+                                    f"{describe(exc)}", "the audio bridge cannot be reached") from None
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        log.info("downloaded %s from the bridge (%d bytes)", name, size)
+        return dest
 
     # -- local -------------------------------------------------------------------
 

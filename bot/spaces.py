@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from bot import cards
 from bot.bridge_api import BridgeControl, BridgeError, BridgeUnavailable, StageMissing
@@ -159,27 +161,46 @@ class SpaceService:
                              f"{self.bridge.page_url(space_id, token)}")
         return room
 
-    async def post_audio(self, space_id: str, path: str, duration: float, what: str) -> str | None:
-        """Upload a recording or a clip the bridge wrote and post it in the space's room."""
-        from pathlib import Path
-
+    async def post_audio(self, space_id: str, name: str, duration: float, what: str) -> str | None:
+        """Fetch a recording or a clip from the bridge (by the file name its event gives)
+        and post it in the space's room. If it cannot be fetched the room is told why."""
         rec = self.store.load_space(space_id)
         room = rec.row.room_id if rec else None
-        file = Path(path)
         if not room:
-            log.error("space %s: %s %s has no room to go to", space_id, what, path)
-            return None
-        if not file.is_file():
-            log.error("space %s: %s %s is not readable here (is the bridge on another machine?)",
-                      space_id, what, path)
-            await self.matrix.notice(room, f"The {what} of this space could not be posted: the bridge's "
-                                     "file is not reachable from the bot.")
+            log.error("space %s: %s %s has no room to go to", space_id, what, name)
             return None
         minutes, seconds = divmod(int(duration), 60)
         body = f"{what.capitalize()}: {rec.space.title} ({minutes}:{seconds:02d}).ogg"
-        event_id = await self.matrix.send_audio(room, file, duration, body)
-        log.info("space %s: %s posted in room %s (%s, %.1f s)", space_id, what, room, file.name, duration)
+        try:
+            with tempfile.TemporaryDirectory(prefix="chorus-") as folder:
+                file = await self.bridge.fetch(name, Path(folder))
+                event_id = await self.matrix.send_audio(room, file, duration, body)
+        except BridgeError as exc:
+            log.error("space %s: %s %s could not be fetched from the bridge for room %s: %s",
+                      space_id, what, name, room, exc)
+            await self.matrix.notice(room, f"The {what} of this space could not be posted: "
+                                     f"{exc.reason}.")
+            return None
+        log.info("space %s: %s posted in room %s (%s, %.1f s)", space_id, what, room, name, duration)
         return event_id
+
+    async def post_transcript_file(self, space_id: str, name: str) -> str | None:
+        """Fetch the space's WebVTT transcript from the bridge and attach it to its room."""
+        rec = self.store.load_space(space_id)
+        if not rec or not rec.row.room_id:
+            log.error("space %s: transcript %s has no room to go to", space_id, name)
+            return None
+        try:
+            with tempfile.TemporaryDirectory(prefix="chorus-") as folder:
+                file = await self.bridge.fetch(name, Path(folder))
+                return await self.matrix.send_file(rec.row.room_id, file,
+                                                   f"Transcript: {rec.space.title}.vtt", "text/vtt")
+        except BridgeError as exc:
+            log.error("space %s: transcript %s could not be fetched from the bridge for room %s: %s",
+                      space_id, name, rec.row.room_id, exc)
+            await self.matrix.notice(rec.row.room_id, "The transcript of this space could not be "
+                                     f"posted: {exc.reason}.")
+            return None
 
     async def recording_failed(self, space_id: str, reason: str, recovered: bool) -> None:
         """The bridge could not finish a recording: say so in the space's room."""
@@ -189,18 +210,6 @@ class SpaceService:
         if room:
             when = " cut off by the audio bridge's restart" if recovered else ""
             await self.matrix.notice(room, f"The recording{when} could not be finished: {reason}")
-
-    async def post_transcript_file(self, space_id: str, path: str) -> str | None:
-        """Attach the space's WebVTT transcript (from the bridge) to its room."""
-        from pathlib import Path
-
-        rec = self.store.load_space(space_id)
-        file = Path(path)
-        if not rec or not rec.row.room_id or not file.is_file():
-            log.error("space %s: transcript %s cannot be posted (room %s)", space_id, path,
-                      rec.row.room_id if rec else None)
-            return None
-        return await self.matrix.send_file(rec.row.room_id, file, f"Transcript: {rec.space.title}.vtt", "text/vtt")
 
     async def remind(self, space_id: str, user_id: str, on: bool) -> str:
         rec = self.store.load_space(space_id)

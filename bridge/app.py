@@ -291,6 +291,21 @@ async def _audio_body(request: web.Request, limit: int) -> bytes:
     return bytes(data)
 
 
+async def get_file(request: web.Request) -> web.StreamResponse:
+    """A recording, clip or transcript, streamed to the bot (it never reads our disk)."""
+    _check_secret(request)
+    name = request.match_info["name"]
+    match = recording.FILE_NAME.fullmatch(name)
+    if match is None:
+        raise _json_error(web.HTTPBadRequest, "not a file name of this bridge", field="name")
+    folder = Path(request.app[SETTINGS].recordings_dir).resolve()
+    path = folder / name
+    if not path.is_file() or path.resolve().parent != folder:
+        raise _json_error(web.HTTPNotFound, f"no file {name}")
+    log.info("sending %s (%d bytes) to the bot", name, path.stat().st_size)
+    return web.FileResponse(path, headers={hdrs.CONTENT_TYPE: recording.FILE_TYPES[match[1]]})
+
+
 async def list_control(request: web.Request) -> web.Response:
     _check_secret(request)
     return web.json_response({"version": PROTOCOL_VERSION, "minor": PROTOCOL_MINOR,
@@ -584,6 +599,7 @@ def create_app(settings: BridgeSettings) -> web.Application:
     app[INSTANCE] = uuid.uuid4().hex[:16]
     app.router.add_get(f"{API}/events", control_events)
     app.router.add_get(f"{API}/spaces", list_control)
+    app.router.add_get(f"{API}/files/{{name}}", get_file)
     app.router.add_post(f"{API}/spaces/{{space_id}}", open_space)
     app.router.add_get(f"{API}/spaces/{{space_id}}", get_space)
     app.router.add_patch(f"{API}/spaces/{{space_id}}", patch_space)
@@ -646,7 +662,8 @@ async def _recover_recordings(app: web.Application) -> None:
             log.warning("space %s: recovered %.1f s of recording cut off by a bridge restart: %s",
                         left.space_id, duration, ogg_path)
             app[EVENTS].emit({"type": "recording_ready", "space_id": left.space_id,
-                              "path": str(ogg_path.resolve()), "duration": round(duration, 3),
+                              "path": str(ogg_path.resolve()), "file": ogg_path.name,
+                              "duration": round(duration, 3),
                               "recovered": True})
 
     task = asyncio.create_task(convert(), name="recover-recordings")

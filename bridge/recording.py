@@ -41,10 +41,16 @@ SAMPLE_BYTES = 2
 WAV_HEADER_BYTES = 44
 NOTE_SUFFIX = ".json"
 FAILED_SUFFIX = ".failed"
+#: the names of the files the bridge hands out (GET /control/v1/files/{name}): recordings,
+#: clips and transcripts; no folders, no dot files
+FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}\.(ogg|vtt)")
+FILE_TYPES = {"ogg": "audio/ogg", "vtt": "text/vtt"}
 
 
 def safe_name(space_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", space_id)[:80] or "space"
+    """A space id as the start of a file name: letters, digits, ``_.-``, never a dot file
+    or an option (what FILE_NAME accepts)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", space_id)[:80].lstrip(".-") or "space"
 
 
 def note_path(wav_path: Path) -> Path:

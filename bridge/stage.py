@@ -276,12 +276,14 @@ class Stage:
                         "path": str(recorder.wav_path), "reason": str(exc)})
             return
         event = {"type": "recording_ready", "space_id": self.space_id,
-                 "path": str(ogg_path.resolve()), "duration": round(duration, 3)}
+                 "path": str(ogg_path.resolve()), "file": ogg_path.name,
+                 "duration": round(duration, 3)}
         if self.captioner is not None:  # the captions said during the recording
             event["transcript_path"], event["transcript_cues"] = (
                 await self.captioner.finish_transcript(
                     ogg_path.with_suffix(".vtt"), self.title, since=recorder.started_at,
                     until=recorder.started_at + recorder.duration, closing=not self.open))
+            event["transcript_file"] = Path(event["transcript_path"]).name
         self._emit(event)
 
     async def _finish_transcript(self) -> None:
@@ -292,7 +294,7 @@ class Stage:
                 / f"{safe_name(self.space_id)}-{stamp}-{time.monotonic_ns()}.vtt")
         written, cues = await self.captioner.finish_transcript(path, self.title, closing=True)
         self._emit({"type": "transcript_ready", "space_id": self.space_id, "path": written,
-                    "cues": cues})
+                    "file": Path(written).name, "cues": cues})
 
     async def clip(self, seconds: float | None = None) -> dict[str, Any]:
         frames = list(self.clip_ring)
@@ -307,7 +309,7 @@ class Stage:
         path = directory / f"{safe_name(self.space_id)}-clip-{stamp}-{time.monotonic_ns()}.ogg"
         duration = await asyncio.to_thread(write_clip, pcm, path)
         event = {"type": "clip_ready", "space_id": self.space_id,
-                 "path": str(path.resolve()), "duration": round(duration, 3)}
+                 "path": str(path.resolve()), "file": path.name, "duration": round(duration, 3)}
         self._emit(event)
         return event
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from pathlib import PurePosixPath
 
 from bot import cards
 from bot.core import rules
@@ -233,7 +234,9 @@ async def clip(ctx: Ctx, id: str | None) -> None:
         made = await clipper(rec.space.id)
     except Exception as exc:  # noqa: BLE001 - the bridge says why (e.g. nothing to clip yet)
         raise UsageError(f"No clip: {exc}") from None
-    await ctx.spaces.post_audio(rec.space.id, made["path"], float(made.get("duration") or 0), "clip")
+    name = made.get("file") or PurePosixPath(str(made.get("path") or "")).name
+    if await ctx.spaces.post_audio(rec.space.id, name, float(made.get("duration") or 0), "clip") is None:
+        raise UsageError("The clip was made but could not be posted; the space's room says why.")
     await ctx.reply(f"Posted the last {int(float(made.get('duration') or 0))} seconds in the space's room.")
 
 

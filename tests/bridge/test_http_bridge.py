@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -284,5 +285,64 @@ async def test_a_lost_stage_is_pushed_again_and_a_failed_push_is_retried(bridge)
         hb.mark_stale("test")
         assert await hb.wait_synced(20)
         assert failures == ["recovered", "recovered"] and hb.resyncs == 3
+    finally:
+        await hb.close()
+
+
+# -- files over the control API -------------------------------------------------------
+
+
+async def test_files_are_served_to_the_bot_by_name_only(bridge, http_bridge, tmp_path):
+    hb = http_bridge
+    folder = Path(bridge.settings.recordings_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sp-clip-1.ogg").write_bytes(b"OggS" + bytes(5000))
+    (folder / "sp-1.vtt").write_text("WEBVTT\n")
+    (folder / "sp-1.wav").write_bytes(b"RIFF")
+    outside = tmp_path / "secret.ogg"
+    outside.write_bytes(b"not yours")
+    (folder / "link.ogg").symlink_to(outside)
+    got = await hb.fetch("sp-clip-1.ogg", tmp_path)
+    assert got == tmp_path / "sp-clip-1.ogg" and got.read_bytes() == b"OggS" + bytes(5000)
+    assert (await hb.fetch("sp-1.vtt", tmp_path)).read_text() == "WEBVTT\n"
+    async with aiohttp.ClientSession() as s:
+        async def status(name: str, secret: str | None = SECRET) -> int:
+            headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+            async with s.get(f"{bridge.url}/control/v1/files/{name}", headers=headers) as resp:
+                return resp.status
+        assert await status("sp-clip-1.ogg", secret=None) == 401
+        assert await status("sp-clip-1.ogg", secret="wrong-secret-0123456789") == 401
+        for bad in ("sp-1.wav", ".hidden.ogg", "-x.ogg", "sp-1.wav.json", "%2e%2e%2fsecret.ogg"):
+            assert await status(bad) in (400, 404), bad
+        assert await status("missing.ogg") == 404
+        assert await status("link.ogg") == 404  # a link out of the folder is not followed
+    with pytest.raises(BridgeError, match="not a file name"):
+        await hb.fetch("../secret.ogg", tmp_path)
+    with pytest.raises(BridgeError) as missing:
+        await hb.fetch("missing.ogg", tmp_path)
+    assert missing.value.reason == "no file missing.ogg"
+    assert not (tmp_path / "missing.ogg").exists()
+
+
+async def test_a_file_over_the_bots_limit_is_refused_and_nothing_is_left(bridge, http_bridge, tmp_path):
+    folder = Path(bridge.settings.recordings_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "big.ogg").write_bytes(bytes(300_000))
+    http_bridge.max_file_bytes = 100_000
+    into = tmp_path / "in"
+    into.mkdir()
+    with pytest.raises(BridgeError) as refused:
+        await http_bridge.fetch("big.ogg", into)
+    assert refused.value.reason == "the file is larger than 100000 bytes"
+    assert list(into.iterdir()) == []
+
+
+async def test_fetching_from_a_bridge_that_is_gone_says_it_cannot_be_reached(tmp_path):
+    hb = HttpBridge("http://127.0.0.1:9", "http://127.0.0.1:9", SECRET, request_timeout=2)
+    await hb.start()
+    try:
+        with pytest.raises(BridgeUnavailable):
+            await hb.fetch("x.ogg", tmp_path)
+        assert list(tmp_path.iterdir()) == []
     finally:
         await hb.close()

@@ -276,3 +276,30 @@ async def test_a_resync_puts_back_lost_stages_closes_stale_ones_and_tells_the_ro
     assert "can speak now" in reply and "had lost this space's stage" in reply, reply
     await chorus.bot.spaces.resync("recovered")
     assert bridge.stages[sid].roles[fan.user_id] == "speaker"
+
+
+async def test_the_bot_posts_what_the_bridge_serves_and_says_so_when_it_cannot(
+        chorus_factory, make_user) -> None:
+    chorus = await chorus_factory(hosting={"min_followers": 0})
+    host = await make_user("host")
+    room = await room_with_bot(host, chorus.user_id)
+    sid = space_id_in(await ask(host, room, "!space start Files"))
+    space_room = await host.accept_invite(inviter=chorus.user_id)
+    chorus.bridge.files["files-1.ogg"] = b"OggS" + bytes(2000)
+    chorus.bridge.files["files-1.vtt"] = b"WEBVTT\n"
+    # the path is the bridge's own, on a disk the bot never reads: only the name counts
+    await chorus.bridge.emit({"type": "recording_ready", "space_id": sid, "duration": 75.5,
+                              "path": "/elsewhere/files-1.ogg", "file": "files-1.ogg",
+                              "transcript_path": "/elsewhere/files-1.vtt",
+                              "transcript_file": "files-1.vtt"})
+    audio = await host.wait_for_message(space_room, "Recording: Files (1:15).ogg", sender=chorus.user_id)
+    assert audio.source["content"]["info"] == {"mimetype": "audio/ogg", "size": 2004, "duration": 75500}
+    vtt = await host.wait_for_message(space_room, "Transcript: Files.vtt", sender=chorus.user_id)
+    assert vtt.source["content"]["info"]["mimetype"] == "text/vtt"
+    # a bridge that cannot hand the file over: the room hears why
+    await chorus.bridge.emit({"type": "recording_ready", "space_id": sid, "duration": 3,
+                              "path": "/elsewhere/gone.ogg"})
+    notice = await host.wait_for_message(
+        space_room, lambda b: b.startswith("The recording of this space could not be posted"),
+        sender=chorus.user_id)
+    assert "gone.ogg" in body(notice)

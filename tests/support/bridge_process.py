@@ -1,6 +1,11 @@
 """``python -m bridge`` as a separate process on a fixed loopback port, that a test can
 kill with SIGKILL and start again on the same address (and the same recordings folder).
 
+With ``private_recordings`` its recordings folder is a tmpfs mounted in a mount namespace
+of its own (``unshare -m``): nothing it writes there can be seen by the test's process,
+as on another machine. Where the namespace cannot be made (no privilege for it), the
+bridge runs without it and ``private_recordings`` reads False.
+
 Every wait is bounded; :meth:`BridgeProcess.stop` kills whatever is left and belongs in
 a ``finally``.
 """
@@ -8,9 +13,12 @@ a ``finally``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -23,9 +31,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+#: mounts a private tmpfs on $0, then runs the rest of the command line
+_PRIVATE_MOUNT = 'mount -t tmpfs -o mode=0700 chorus-recordings "$0" && exec "$@"'
+
+
+@functools.cache
+def mount_namespaces_work() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    try:
+        probe = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                                "mount -t tmpfs none /mnt && umount /mnt"],
+                               capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
 class BridgeProcess:
     def __init__(self, work_dir: Path, secret: str, port: int | None = None,
-                 extra_config: str = "") -> None:
+                 extra_config: str = "", private_recordings: bool = False) -> None:
         self.work_dir = work_dir
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -36,6 +61,7 @@ class BridgeProcess:
             f'[bridge]\nlisten_host = "127.0.0.1"\nlisten_port = {self.port}\n'
             f'public_url = "{self.url}"\nshared_secret = "{secret}"\n'
             f'recordings_dir = "{self.recordings}"\n{extra_config}')
+        self.private_recordings = private_recordings and mount_namespaces_work()
         self.proc: asyncio.subprocess.Process | None = None
         self.lines: list[str] = []
         self._reader: asyncio.Task[None] | None = None
@@ -45,8 +71,13 @@ class BridgeProcess:
         """Start it and wait until it listens (its log says so)."""
         assert self.proc is None or self.proc.returncode is not None
         mark = len(self.lines)
+        command = [sys.executable, "-m", "bridge", "--config", str(self.config)]
+        if self.private_recordings:
+            self.recordings.mkdir(parents=True, exist_ok=True)
+            command = ["unshare", "-m", "--propagation", "private", "sh", "-c", _PRIVATE_MOUNT,
+                       str(self.recordings), *command]
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bridge", "--config", str(self.config), cwd=self.work_dir,
+            *command, cwd=self.work_dir,
             stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)})
         self._reader = asyncio.create_task(self._read(self.proc))
