@@ -114,6 +114,8 @@ class Chorus:
         self.options = options
         self.store = store
         self.bridge = bridge
+        #: recordings and transcripts on their way from the bridge to a room
+        self._posting: set[asyncio.Task[None]] = set()
         if options.encryption:
             Path(options.store_path).mkdir(parents=True, exist_ok=True)
         # every request bounded: a few tries, each with a time limit, then an exception the
@@ -329,6 +331,11 @@ class Chorus:
 
     async def close(self) -> None:
         await self._drain_lanes(timeout=10.0)
+        if self._posting:  # recordings being posted: finished if they can be, soon
+            _, late = await asyncio.wait(set(self._posting), timeout=30.0)
+            for task in late:
+                log.warning("stopping while still posting %s; it is left unposted", task.get_name())
+                task.cancel()
         await self.transcript.close()
         await self.reactions.close()
         self.scheduler.shutdown()
@@ -738,6 +745,29 @@ class Chorus:
 
     # ------------------------------------------------------------------ bridge
 
+    async def _post_files(self, event: dict) -> None:
+        """A recording (with its transcript, if any) or a transcript alone, from the bridge
+        to the space's room."""
+        space_id = event["space_id"]
+        try:
+            await self.transcript.flush(space_id)
+            if event["type"] == "transcript_ready":
+                await self.spaces.post_transcript_file(space_id, _file_name(event, "file", "path"))
+                return
+            what = "recording"
+            if event.get("recovered"):  # what was recorded before the bridge died
+                what = "recording up to the audio bridge's restart"
+            await self.spaces.post_audio(space_id, _file_name(event, "file", "path"),
+                                         float(event.get("duration") or 0), what)
+            if event.get("transcript_file") or event.get("transcript_path"):
+                await self.spaces.post_transcript_file(
+                    space_id, _file_name(event, "transcript_file", "transcript_path"))
+        except MatrixError as exc:
+            log.error("space %s: the %s could not be posted on Matrix: %s", space_id,
+                      event["type"].removesuffix("_ready"), exc)
+        except Exception:  # noqa: BLE001 - a task of its own: nothing else would log it
+            log.exception("space %s: posting the %s failed", space_id, event["type"])
+
     async def on_bridge_event(self, event: dict) -> None:
         kind, space_id, user = event.get("type"), event.get("space_id"), event.get("user_id")
         try:
@@ -745,20 +775,14 @@ class Chorus:
                 await self.spaces.act(space_id, user, rules.RaiseHand())
             elif kind == "reaction" and space_id and user and event.get("key"):
                 await self.spaces.act(space_id, user, rules.React(event["key"]))
-            elif kind == "recording_ready" and space_id and (event.get("file") or event.get("path")):
-                # (a clip_ready is not posted here: !space clip posts the clip it asked for)
-                what = "recording"
-                if event.get("recovered"):  # what was recorded before the bridge died
-                    what = "recording up to the audio bridge's restart"
-                await self.transcript.flush(space_id)
-                await self.spaces.post_audio(space_id, _file_name(event, "file", "path"),
-                                             float(event.get("duration") or 0), what)
-                if event.get("transcript_file") or event.get("transcript_path"):
-                    await self.spaces.post_transcript_file(
-                        space_id, _file_name(event, "transcript_file", "transcript_path"))
-            elif kind == "transcript_ready" and space_id and (event.get("file") or event.get("path")):
-                await self.transcript.flush(space_id)
-                await self.spaces.post_transcript_file(space_id, _file_name(event, "file", "path"))
+            elif kind in ("recording_ready", "transcript_ready") and space_id and (
+                    event.get("file") or event.get("path")):
+                # a download and an upload: off the events link, so hands and reactions
+                # do not wait behind a long recording (a clip_ready is not posted here:
+                # !space clip posts the clip it asked for)
+                task = asyncio.create_task(self._post_files(event), name=f"post-files:{space_id}")
+                self._posting.add(task)
+                task.add_done_callback(self._posting.discard)
             elif kind == "recording_failed" and space_id:
                 await self.spaces.recording_failed(space_id, str(event.get("reason") or "unknown error"),
                                                    bool(event.get("recovered")))

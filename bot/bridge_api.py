@@ -13,7 +13,7 @@ and when a push failed (see ``on_resync``).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -70,7 +70,11 @@ class BridgeControl(Protocol):
         captions: bool = False,
     ) -> None: ...
 
-    async def set_roles(self, space_id: str, roles: dict[str, str]) -> None: ...
+    async def set_roles(self, space_id: str, roles: dict[str, str],
+                        removed: Iterable[str] = ()) -> None:
+        """Who is who in a live space, as a whole: ``roles`` (others are listeners) and the
+        users a moderator removed (the bridge closes their connections and refuses them)."""
+        ...
 
     async def set_options(
         self, space_id: str, *, record: bool | None = None, captions: bool | None = None
@@ -126,6 +130,7 @@ class _Stage:
     record: bool
     captions: bool
     roles: dict[str, str] = field(default_factory=dict)
+    removed: frozenset[str] = frozenset()
     listeners: int = 0
     peak: int = 0
 
@@ -178,11 +183,13 @@ class InMemoryBridge:
         except KeyError:
             raise StageMissing(f"space {space_id} has no open stage") from None
 
-    async def set_roles(self, space_id, roles):
+    async def set_roles(self, space_id, roles, removed=()):
         unknown = set(roles.values()) - ROLES
         if unknown:
             raise BridgeError(f"unknown role(s) {sorted(unknown)} for space {space_id}")
-        self._stage(space_id).roles = dict(roles)
+        stage = self._stage(space_id)
+        stage.roles = dict(roles)
+        stage.removed = frozenset(removed)
 
     async def set_options(self, space_id, *, record=None, captions=None):
         stage = self._stage(space_id)

@@ -20,6 +20,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -190,11 +191,13 @@ class HttpBridge:
         await self._request("POST", self._url(space_id), {
             "title": title, "public": public, "record": record, "captions": captions})
 
-    async def set_roles(self, space_id: str, roles: dict[str, str]) -> None:
+    async def set_roles(self, space_id: str, roles: dict[str, str],
+                        removed: Iterable[str] = ()) -> None:
         unknown = set(roles.values()) - ROLES
         if unknown:
             raise BridgeError(f"unknown role(s) {sorted(unknown)} for space {space_id}")
-        await self._request("PUT", self._url(space_id, "/roles"), {"roles": dict(roles)})
+        await self._request("PUT", self._url(space_id, "/roles"),
+                            {"roles": dict(roles), "removed": sorted(removed)})
 
     async def set_options(self, space_id: str, *, record: bool | None = None,
                           captions: bool | None = None) -> None:
@@ -271,13 +274,13 @@ class HttpBridge:
                     raise BridgeError(f"{name} is {resp.content_length} bytes, more than {limit}",
                                       f"the file is larger than {limit} bytes")
                 size = 0
-                with dest.open("wb") as out:
-                    async for chunk in resp.content.iter_chunked(1 << 16):
+                with dest.open("wb") as out:  # written off the event loop, a chunk at a time
+                    async for chunk in resp.content.iter_chunked(1 << 18):
                         size += len(chunk)
                         if size > limit:
                             raise BridgeError(f"{name} is more than {limit} bytes",
                                               f"the file is larger than {limit} bytes")
-                        out.write(chunk)
+                        await asyncio.to_thread(out.write, chunk)
         except (aiohttp.ClientError, TimeoutError) as exc:
             dest.unlink(missing_ok=True)
             raise BridgeUnavailable(f"could not download {name} from {self.control_url}: "

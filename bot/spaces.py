@@ -10,10 +10,12 @@ reply says that the audio side did not take it, and the bridge is brought up to 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import shutil
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -172,8 +174,7 @@ class SpaceService:
         minutes, seconds = divmod(int(duration), 60)
         body = f"{what.capitalize()}: {rec.space.title} ({minutes}:{seconds:02d}).ogg"
         try:
-            with tempfile.TemporaryDirectory(prefix="chorus-") as folder:
-                file = await self.bridge.fetch(name, Path(folder))
+            async with _fetched(self.bridge, name) as file:
                 event_id = await self.matrix.send_audio(room, file, duration, body)
         except BridgeError as exc:
             log.error("space %s: %s %s could not be fetched from the bridge for room %s: %s",
@@ -191,8 +192,7 @@ class SpaceService:
             log.error("space %s: transcript %s has no room to go to", space_id, name)
             return None
         try:
-            with tempfile.TemporaryDirectory(prefix="chorus-") as folder:
-                file = await self.bridge.fetch(name, Path(folder))
+            async with _fetched(self.bridge, name) as file:
                 return await self.matrix.send_file(rec.row.room_id, file,
                                                    f"Transcript: {rec.space.title}.vtt", "text/vtt")
         except BridgeError as exc:
@@ -288,7 +288,7 @@ class SpaceService:
     async def _do_RolesChanged(self, space: Space, e: fx.RolesChanged) -> None:
         failed: BridgeError | None = None
         try:
-            await self.bridge.set_roles(space.id, {u: r.value for u, r in space.people.items()})
+            await self._push_roles(space)
         except BridgeError as exc:  # the room still shows the roles the database holds
             failed = exc
         room_id = self._room(space.id)
@@ -367,9 +367,43 @@ class SpaceService:
         await self.matrix.dm(e.user_id, e.text)
 
     async def _do_Kick(self, space: Space, e: fx.Kick) -> None:
+        failed: BridgeError | None = None
+        if space.state is State.LIVE:  # the bridge closes their connections at once
+            try:
+                await self._push_roles(space)
+            except BridgeError as exc:
+                failed = exc
         room_id = self._room(space.id)
         if room_id and e.user_id in self.matrix.members(room_id):
             await self.matrix.kick(room_id, e.user_id, e.reason)
+        if failed is not None:
+            raise failed
+
+    async def _push_roles(self, space: Space) -> None:
+        """Who is who, as a whole: the roles, and who may not be there at all (removed from
+        this space, or banned from Chorus)."""
+        await self.bridge.set_roles(space.id, {u: r.value for u, r in space.people.items()},
+                                    removed=space.removed | self.store.banned_users())
+
+    async def push_access(self) -> list[str]:
+        """Push who is who to every live space (after a ban or an unban); the spaces the
+        bridge did not take (logged; a resync pushes them again)."""
+        failed = []
+        for row in self.store.spaces_in_state(State.LIVE):
+            async with self.lock(row.id):
+                rec = self.store.load_space(row.id)
+                if rec is None or rec.space.state is not State.LIVE:
+                    continue
+                try:
+                    await self._push_roles(rec.space)
+                except StageMissing:
+                    self.bridge.mark_stale(f"space {row.id} has no stage on the bridge")
+                    failed.append(row.id)
+                except BridgeError as exc:
+                    log.error("space %s: could not push who may be there to the bridge: %s",
+                              row.id, exc)
+                    failed.append(row.id)
+        return failed
 
     async def _do_ReactionAdded(self, space: Space, e: fx.ReactionAdded) -> None:
         if self.reactions is not None:
@@ -519,7 +553,6 @@ class SpaceService:
         if rec is None or rec.space.state is not State.LIVE:
             return None  # ended meanwhile
         row = rec.row
-        roles = {u: r.value for u, r in rec.space.people.items()}
         public = row.visibility == "everyone"
         try:
             try:
@@ -535,7 +568,7 @@ class SpaceService:
                                              record=row.recording, captions=False)
                 await self._captions_lost(rec, exc.reason)
                 rec = self.store.load_space(space_id)
-            await self.bridge.set_roles(row.id, roles)
+            await self._push_roles(rec.space)
         except BridgeUnavailable:
             raise
         except BridgeError as exc:
@@ -559,6 +592,17 @@ class SpaceService:
             except MatrixError as exc:
                 log.warning("space %s: could not tell room %s captions are off: %s",
                             rec.space.id, rec.row.room_id, exc)
+
+
+@contextlib.asynccontextmanager
+async def _fetched(bridge: BridgeControl, name: str) -> AsyncIterator[Path]:
+    """One of the bridge's files, downloaded into a private temporary folder (in TMPDIR)
+    that is removed afterwards; the disk work is done off the event loop."""
+    folder = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="chorus-"))
+    try:
+        yield await bridge.fetch(name, folder)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, folder, True)
 
 
 def _noted(outcome: rules.Outcome, failures: list[BridgeError]) -> rules.Outcome:

@@ -16,7 +16,9 @@ import hmac
 import json
 import logging
 import math
+import os
 import socket
+import stat
 import time
 import uuid
 from pathlib import Path
@@ -42,13 +44,15 @@ from .guard import ConnectionGuard, GuardedSite, PathOnlyAccessLogger, address_k
 from .limits import RateLimiter, Slots, Throttle
 from .oggstream import OggListener
 from .settings import BridgeSettings
-from .stage import ROLES, Stage
+from .stage import REMOVED_REASON, ROLES, Stage
 
 log = logging.getLogger(__name__)
 
 API = "/control/v1"
 PROTOCOL_VERSION = 1
-PROTOCOL_MINOR = 1  # 1.1: POST .../play (voice messages)
+#: 1.1: POST .../play (voice messages); 1.2: instance ids, GET .../files/{name}, roles
+#: pushes with "removed", tokens that end and their renewal
+PROTOCOL_MINOR = 2
 MAX_SPACE_ID = 255
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -170,7 +174,14 @@ async def put_roles(request: web.Request) -> web.Response:
             raise _json_error(web.HTTPBadRequest,
                               f"role {role!r} for {user} is not one of {sorted(ROLES)}",
                               field=f"roles.{user}")
+    removed = body.get("removed")
+    if removed is not None and not (isinstance(removed, list)
+                                    and all(isinstance(u, str) for u in removed)):
+        raise _json_error(web.HTTPBadRequest, "field 'removed' must be a list of user ids",
+                          field="removed")
     stage.set_roles(roles)
+    if removed is not None:
+        stage.set_removed(frozenset(removed))
     return web.json_response(stage.stats())
 
 
@@ -298,12 +309,23 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     match = recording.FILE_NAME.fullmatch(name)
     if match is None:
         raise _json_error(web.HTTPBadRequest, "not a file name of this bridge", field="name")
-    folder = Path(request.app[SETTINGS].recordings_dir).resolve()
-    path = folder / name
-    if not path.is_file() or path.resolve().parent != folder:
-        raise _json_error(web.HTTPNotFound, f"no file {name}")
-    log.info("sending %s (%d bytes) to the bot", name, path.stat().st_size)
-    return web.FileResponse(path, headers={hdrs.CONTENT_TYPE: recording.FILE_TYPES[match[1]]})
+    folder = Path(request.app[SETTINGS].recordings_dir)
+    try:  # the name itself, never a link (checked on what was opened, not before)
+        fd = os.open(folder / name, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        raise _json_error(web.HTTPNotFound, f"no file {name}") from None
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise _json_error(web.HTTPNotFound, f"no file {name}")
+        log.info("sending %s (%d bytes) to the bot", name, info.st_size)
+        resp = web.StreamResponse(headers={hdrs.CONTENT_TYPE: recording.FILE_TYPES[match[1]]})
+        resp.content_length = info.st_size
+        await resp.prepare(request)
+        while chunk := await asyncio.to_thread(file.read, 1 << 18):
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
 
 
 async def list_control(request: web.Request) -> web.Response:
@@ -435,6 +457,8 @@ async def client_ws(request: web.Request) -> web.StreamResponse:
         return await _refuse_ws(request, CLOSE_BAD_TOKEN, f"token refused: {exc.reason}")
     except PermissionError as exc:
         return await _refuse_ws(request, CLOSE_FORBIDDEN, str(exc))
+    if claims is not None and not stage.may_join(claims.user):
+        return await _refuse_ws(request, CLOSE_FORBIDDEN, REMOVED_REASON)
     if not _admit_listener(request, claims):
         return await _refuse_ws(request, CLOSE_TOO_MANY, TOO_MANY_LISTENERS)
 
@@ -454,6 +478,7 @@ async def client_ws(request: web.Request) -> web.StreamResponse:
     client = Client(claims.user if claims else None, claims.role if claims else "listener",
                     audio_backlog_limit(settings),
                     bundles=request.query.get("bundles") == "1")
+    client.expires_at = float(claims.exp) if claims else None
     client.attach(transport, lambda: not ws.closed)
 
     kicker = asyncio.create_task(_wait_for_kick(client, ws, request))
@@ -490,11 +515,13 @@ async def live_ogg(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     stage = _stage(request)
     try:
-        _claims(request, stage)
+        claims = _claims(request, stage)
     except tokens.TokenError as exc:
         raise _json_error(web.HTTPUnauthorized, f"token refused: {exc.reason}") from None
     except PermissionError as exc:
         raise _json_error(web.HTTPForbidden, str(exc)) from None
+    if claims is not None and not stage.may_join(claims.user):
+        raise _json_error(web.HTTPForbidden, REMOVED_REASON)
     if not _admit_listener(request, None):
         raise web.HTTPTooManyRequests(text=json.dumps({"error": TOO_MANY_LISTENERS}),
                                       content_type="application/json", headers={"Retry-After": "30"})
@@ -513,6 +540,8 @@ async def live_ogg(request: web.Request) -> web.StreamResponse:
     chunked = resp.headers.get(hdrs.TRANSFER_ENCODING, "").lower() == "chunked"
     await resp.write(stage.ogg.headers())
     listener = OggListener(transport, chunked, stage.space_id)
+    if claims is not None:  # the stream ends with its token (it cannot be renewed)
+        listener.user_id, listener.expires_at = claims.user, float(claims.exp)
     stage.add_ogg(listener)
     try:
         await listener.kick_event.wait()
@@ -765,6 +794,8 @@ async def openid_login(request: web.Request) -> web.Response:
         return web.json_response({"error": openid.GENERIC_ERROR}, status=401)
     finally:
         slots.give_back()
+    if not stage.may_join(user_id):
+        return web.json_response({"error": REMOVED_REASON}, status=403)
     role = stage.roles.get(user_id)
     if role is None and not stage.public:
         return web.json_response({"error": f"{user_id} is not in this space; ask the host to invite you"},

@@ -150,7 +150,7 @@ class SpaceClient:
                 if msg.type == aiohttp.WSMsgType.BINARY:
                     self._on_binary(msg.data)
                 elif msg.type == aiohttp.WSMsgType.TEXT:
-                    self.messages.append(json.loads(msg.data))
+                    self._on_json(json.loads(msg.data))
                     async with self._changed:
                         self._changed.notify_all()
                 else:
@@ -203,13 +203,23 @@ class SpaceClient:
             self.reconnects += 1
             log.info("space %s: reconnected (%d)", self.space_id, self.reconnects)
             if first.type == aiohttp.WSMsgType.TEXT:
-                self.messages.append(json.loads(first.data))
+                self._on_json(json.loads(first.data))
             elif first.type == aiohttp.WSMsgType.BINARY:
                 self._on_binary(first.data)
             async with self._changed:
                 self._changed.notify_all()
             return True
         return False
+
+    def _on_json(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+        if message.get("type") == "token" and isinstance(message.get("token"), str):
+            self.token = message["token"]  # a reconnect uses the renewed token
+
+    async def renew(self, token: str | None = None) -> None:
+        """Ask for a fresh token (or hand over one the bot minted); the answer is a
+        ``token`` message, which this client keeps for its reconnects."""
+        await self.send_json({"type": "renew"} if token is None else {"type": "renew", "token": token})
 
     def _on_binary(self, data: bytes) -> None:
         if wire.is_bundle(data):

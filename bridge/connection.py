@@ -140,6 +140,9 @@ class Client:
         self.id = Client._next_id
         self.user_id = user_id
         self.token_role = token_role
+        #: when its token ends (unix seconds); None for an anonymous listener. The stage
+        #: closes the connection then (4401 "token expired") unless it was renewed.
+        self.expires_at: float | None = None
         self.audio_limit = audio_limit
         #: the client asked for bundles (it gets them while it may not speak; whether it
         #: gets them now is the stage's to say: ``client.id in stage.bundles``)

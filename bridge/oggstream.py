@@ -44,6 +44,9 @@ class OggListener:
         self.space_id = space_id
         self.kicked: tuple[int, str] | None = None
         self.kick_event = asyncio.Event()
+        #: who signed in with a token, and when it ends (None: anonymous)
+        self.user_id: str | None = None
+        self.expires_at: float | None = None
 
     def __repr__(self) -> str:
         peer = self.transport.get_extra_info("peername")

@@ -25,11 +25,19 @@ from typing import Any
 
 import numpy as np
 
-from . import jsonsafe, opus, wire, wsframe
+from . import jsonsafe, opus, tokens, wire, wsframe
 from .activity import ActivityBatch, ActivityLimits
 from .bundles import BundleGroups
 from .captions import CaptionPool, CaptionsError, StageCaptions
-from .connection import CLOSE_SPACE_ENDED, CLOSE_TOO_SLOW, FRAME_MS, Client, state_key
+from .connection import (
+    CLOSE_BAD_TOKEN,
+    CLOSE_FORBIDDEN,
+    CLOSE_SPACE_ENDED,
+    CLOSE_TOO_SLOW,
+    FRAME_MS,
+    Client,
+    state_key,
+)
 from .mixer import FRAME_SAMPLES, FRAME_SECONDS, SILENCE_DBFS, Mixer, TickResult
 from .oggstream import LiveOgg, OggListener
 from .recording import Recorder, safe_name, write_clip
@@ -47,10 +55,18 @@ PARTICIPANTS_EVERY_TICKS = 10
 ACTIVITY_EVERY_TICKS = 10
 #: forget the rate-limit budgets of users who left, this often (10 s)
 FORGET_BUDGETS_EVERY_TICKS = 500
+#: close connections whose token has ended, this often (1 s)
+EXPIRY_EVERY_TICKS = 50
+REMOVED_REASON = "removed from this space by a moderator"
 #: a client's JSON messages are tiny; anything larger or deeper is refused unparsed
 MAX_CLIENT_JSON_BYTES = 4096
 MAX_CLIENT_JSON_DEPTH = 4
 Emit = Callable[[dict[str, Any]], None]
+
+
+def _seconds_left(expires_at: float | None) -> float | None:
+    """How long a token has left by the bridge's clock (a browser's may be wrong)."""
+    return None if expires_at is None else round(max(0.0, expires_at - time.time()), 3)
 
 
 def ogg_buffer_limit(settings: BridgeSettings) -> int:
@@ -94,6 +110,8 @@ class Stage:
         self.settings = settings
         self._emit = emit
         self.roles: dict[str, str] = {}
+        #: users a moderator removed: cut off, and refused until the bot says otherwise
+        self.removed: frozenset[str] = frozenset()
         self.mixer = Mixer(settings.jitter_frames, 1)
         #: voice messages played into the mix (bridge/voice.py)
         self.voice = VoiceQueue(self.mixer)
@@ -220,6 +238,19 @@ class Stage:
             "mix_ms_p99": round(TickTiming(self.mix_seconds).percentile(99) * 1000, 3),
         }
 
+    def may_join(self, user_id: str | None) -> bool:
+        """Whether this user may connect (anonymous listeners are the app's to judge)."""
+        return user_id not in self.removed
+
+    def set_removed(self, removed: frozenset[str]) -> None:
+        """Who a moderator removed; their connections are closed now (4403)."""
+        self.removed = frozenset(removed)
+        for conn in [*self.clients.values(), *self.ogg_listeners]:
+            if conn.user_id is not None and conn.user_id in self.removed:
+                log.info("space %s: %s removed by a moderator; connection closed",
+                         self.space_id, conn.user_id)
+                conn.kick(CLOSE_FORBIDDEN, REMOVED_REASON)
+
     def set_roles(self, roles: dict[str, str]) -> None:
         """Replace the role map; anyone who may no longer speak is cut from the next tick."""
         self.roles = dict(roles)
@@ -337,6 +368,9 @@ class Stage:
                 client.deliver(b"".join(map(wsframe.binary, missed)), time.monotonic())
 
     def add_client(self, client: Client) -> None:
+        if not self.may_join(client.user_id):  # removed while it was connecting
+            client.kick(CLOSE_FORBIDDEN, REMOVED_REASON)
+            return
         self.clients[client.id] = client
         self._per_frame[client.id] = client
         self._place(client)
@@ -347,6 +381,7 @@ class Stage:
             "recording": self.recorder is not None, "roles": self.roles,
             "frame_samples": FRAME_SAMPLES, "sample_rate": 48000,
             "bundle_ms": self.bundle_ticks * FRAME_MS if client.wants_bundles else FRAME_MS,
+            "expires_at": client.expires_at, "expires_in": _seconds_left(client.expires_at),
         })
         self._count_changed("listener_joined", client.user_id)
         self._broadcast_participants()
@@ -368,6 +403,9 @@ class Stage:
             self._broadcast_participants()
 
     def add_ogg(self, listener: OggListener) -> None:
+        if not self.may_join(listener.user_id):  # removed while it was connecting
+            listener.kick(CLOSE_FORBIDDEN, REMOVED_REASON)
+            return
         self.ogg.add(listener)
         self._count_changed("listener_joined", None)
 
@@ -461,6 +499,8 @@ class Stage:
             self._on_hand(client, kind == "raise_hand")
         elif kind == "reaction":
             self._on_reaction(client, msg.get("key"))
+        elif kind == "renew":
+            self._on_renew(client, msg.get("token"))
         else:
             self._refuse(client, "bad_message", f"unknown message type {kind[:32]!r}")
 
@@ -491,6 +531,48 @@ class Stage:
         self._emit({"type": "hand_raised" if raised else "hand_lowered",
                     "space_id": self.space_id, "user_id": user_id})
         self._broadcast_participants()
+
+    def _on_renew(self, client: Client, given: Any) -> None:
+        """A fresh token before the connection's ends: the one given (minted by the bot,
+        for the same user and space), or one minted here for the user's current role."""
+        user_id = client.user_id
+        if user_id is None:
+            client.error("not_allowed", "anonymous listeners have no token to renew")
+            return
+        if not self.may_join(user_id):
+            client.error("not_allowed", REMOVED_REASON)
+            return
+        if not self.public and user_id not in self.roles:
+            client.error("not_allowed", f"{user_id} is not in this space any more")
+            return
+        secret = self.settings.shared_secret
+        if given is None:
+            role = self.roles.get(user_id, "listener")
+            token = tokens.mint(secret, self.space_id, user_id, role, self.settings.token_ttl_seconds)
+            expires_at = float(tokens.verify(secret, token, self.space_id).exp)
+        elif isinstance(given, str) and len(given) <= 4096:
+            try:
+                claims = tokens.verify(secret, given, self.space_id)
+            except tokens.TokenError as exc:
+                client.error("bad_token", f"token refused: {exc.reason}")
+                return
+            if claims.user != user_id:
+                client.error("not_allowed", "that token is for another user")
+                return
+            token, expires_at = given, float(claims.exp)
+        else:
+            self._refuse(client, "bad_message", "renew 'token' must be a token string")
+            return
+        client.expires_at = expires_at
+        client.send_json({"type": "token", "token": token, "expires_at": expires_at,
+                          "expires_in": _seconds_left(expires_at)})
+
+    def _close_expired(self, now: float) -> None:
+        for conn in [*self.clients.values(), *self.ogg_listeners]:
+            if conn.expires_at is not None and conn.expires_at <= now and conn.kicked is None:
+                log.info("space %s: the token of %s ended; connection closed", self.space_id,
+                         conn.user_id)
+                conn.kick(CLOSE_BAD_TOKEN, "token expired")
 
     def _on_reaction(self, client: Client, key: Any) -> None:
         if not isinstance(key, str) or not 0 < len(key) <= 16 or not key.isprintable():
@@ -580,6 +662,8 @@ class Stage:
             self._flush_activity()
         if self._participants_dirty and seq % PARTICIPANTS_EVERY_TICKS == 0:
             self._send_participants()
+        if seq % EXPIRY_EVERY_TICKS == 0:
+            self._close_expired(time.time())
         if seq % FORGET_BUDGETS_EVERY_TICKS == 0 and len(self.limits):
             self.limits.forget_idle(time.monotonic(),
                                     {c.user_id for c in self.clients.values() if c.user_id})

@@ -69,7 +69,8 @@ async def mod_end(ctx: Ctx, id: str) -> None:
     await ctx.reply(outcome.reply)
 
 
-@_cmd("mod remove", space_id(optional=False), user(), help="Remove someone from a space; they cannot rejoin it.")
+@_cmd("mod remove", space_id(optional=False), user(),
+      help="Remove someone from a space: their audio is cut at once and they cannot rejoin.")
 async def mod_remove(ctx: Ctx, id: str, user: str) -> None:
     _need_mod(ctx)
     target = await ctx.resolve_user(user)
@@ -77,7 +78,8 @@ async def mod_remove(ctx: Ctx, id: str, user: str) -> None:
     await ctx.reply(outcome.reply)
 
 
-@_cmd("mod ban", user(), help="Ban someone from hosting and joining any space; removes them from live ones.")
+@_cmd("mod ban", user(), help="Ban someone from hosting and joining any space; removes them from live ones "
+     "and cuts their audio at once.")
 async def ban(ctx: Ctx, user: str) -> None:
     _need_mod(ctx)
     target = await ctx.resolve_user(user)
@@ -98,8 +100,13 @@ async def ban(ctx: Ctx, user: str) -> None:
             done.append(f"removed them from {sid}")
         except rules.Refused as exc:
             log.warning("space %s: could not remove banned user %s: %s", sid, target, exc)
+    # every live space, not only those they joined: the audio bridge closes whatever
+    # connection they hold (a page signed in through the widget, say) and refuses them
+    failed = await ctx.spaces.push_access()
     tail = f" ({'; '.join(done)})" if done else ""
-    await ctx.reply(f"{target} is banned from Chorus spaces{tail}.")
+    note = (f" ⚠ The audio side did not take it yet for {', '.join(failed)}; Chorus pushes it "
+            "again by itself." if failed else "")
+    await ctx.reply(f"{target} is banned from Chorus spaces{tail}.{note}")
 
 
 @_cmd("mod unban", user(), help="Lift a ban.")
@@ -110,6 +117,7 @@ async def unban(ctx: Ctx, user: str) -> None:
         raise UsageError(f"{target} is not banned.")
     ctx.store.update_user(target, banned=False)
     ctx.store.audit(ctx.sender, "mod.unban", None, target)
+    await ctx.spaces.push_access()  # the bridge lets them in again (where not removed)
     await ctx.reply(f"{target} is no longer banned.")
 
 

@@ -113,6 +113,10 @@ class Store:
                 s.add(row)
             return row
 
+    def banned_users(self) -> frozenset[str]:
+        with session_scope(self.engine) as s:
+            return frozenset(s.exec(select(m.User.user_id).where(m.User.banned)).all())
+
     def update_user(self, user_id: str, **fields) -> m.User:
         with session_scope(self.engine) as s:
             row = s.get(m.User, user_id)

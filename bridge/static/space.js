@@ -23,7 +23,8 @@ const state = {
   stats: { framesIn: 0, bundlesIn: 0, framesDecoded: 0, framesSent: 0, reactions: 0, errors: [] },
   // connection: "connecting" | "connected" | "waiting" (to reconnect) | "ended" | "refused"
   conn: "connecting", closed: null, reconnects: 0, retryAttempt: 0, retryTimer: null,
-  retryAt: 0, connectedAt: 0, lost: false, noSpaceSince: 0,
+  retryAt: 0, countdownTimer: null, connectedAt: 0, lost: false, noSpaceSince: 0,
+  expiresAt: null, renewTimer: null, renewals: 0,
 };
 window.chorus = state; // for tests and debugging
 
@@ -38,7 +39,7 @@ function status(text) { $("status").textContent = text; }
 // Close codes after which trying again cannot help (docs/protocol.md): say why, stop.
 const FINAL_CLOSES = {
   4401: ["refused", "Your link was refused. Ask the Chorus bot for a new one"],
-  4403: ["refused", "This space is not public: open it with your personal link"],
+  4403: ["refused", "You cannot listen here"],
   4404: ["ended", "This space is not live"],
   4410: ["ended", "The space ended"],
 };
@@ -109,11 +110,13 @@ function retryDelay(attempt) {
 function scheduleReconnect(why) {
   const delay = retryDelay(state.retryAttempt++);
   state.retryAt = Date.now() + delay;
+  // one countdown at a time: an earlier one must not write its own reason over this one
+  clearTimeout(state.countdownTimer);
   const show = () => {
     if (state.conn !== "waiting") return;
     const left = Math.max(0, Math.ceil((state.retryAt - Date.now()) / 1000));
     $("conn-text").textContent = `Connection lost (${why}). Reconnecting in ${left} s…`;
-    if (left > 0) setTimeout(show, 1000);
+    if (left > 0) state.countdownTimer = setTimeout(show, 1000);
   };
   setConn("waiting", "");
   show();
@@ -145,7 +148,9 @@ function onJson(m) {
       setRole(m.role, m.may_speak);
       status(m.user_id ? `Signed in as ${m.user_id}` : "Listening anonymously");
       setCaptionsOn(m.captions);
+      planRenewal(m.expires_at, m.expires_in);
       break;
+    case "token": onToken(m); break;
     case "captions": setCaptionsOn(m.enabled); break;
     case "caption": onCaption(m); break;
     case "you": setRole(m.role, m.may_speak); break;
@@ -165,6 +170,30 @@ function onJson(m) {
     case "closing": status(`The space ended: ${m.reason}`); break;
     case "error": state.stats.errors.push(m); if (m.count === 1) status(m.reason); break;
   }
+}
+
+// ---- the token ends: ask for a fresh one well before -------------------------------
+// The bridge closes a connection whose token has ended (4401 "token expired"). A signed-in
+// page asks for a fresh token when four fifths of the present one's life have gone, keeps
+// it for its reconnects and puts it in the address bar, so that a reload works too.
+// Planned from expires_in, the time left by the bridge's clock: this browser's may be off.
+function planRenewal(expiresAt, expiresIn) {
+  clearTimeout(state.renewTimer);
+  state.expiresAt = expiresAt || null;
+  if (expiresIn === null || expiresIn === undefined) return;
+  const left = expiresIn * 1000;
+  const wait = Math.min(Math.max(left * 0.8, 1000), 2 ** 31 - 1);
+  state.renewTimer = setTimeout(() => sendJson({ type: "renew" }), wait);
+}
+
+function onToken(m) {
+  token = m.token;
+  state.renewals++;
+  const url = new URL(location.href);
+  url.searchParams.set("token", token);
+  history.replaceState(null, "", url);
+  setOggLink();
+  planRenewal(m.expires_at, m.expires_in);
 }
 
 function setHand(raised) {

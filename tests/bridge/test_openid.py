@@ -85,6 +85,18 @@ async def test_a_private_space_needs_a_role(homeserver, widget_bridge) -> None:
     assert status == 200 and body["role"] == "listener"
 
 
+async def test_a_user_a_moderator_removed_cannot_sign_in(homeserver, widget_bridge) -> None:
+    removed = homeserver.register(unique_localpart("removed"), secrets.token_urlsafe(12))
+    await widget_bridge.open("rm", public=True)
+    status, _ = await widget_bridge.control("PUT", "/spaces/rm/roles",
+                                            {"roles": {}, "removed": [removed.user_id]})
+    assert status == 200
+    oid = await _openid_token(homeserver, removed)
+    status, body = await _login(widget_bridge, "rm", {"access_token": oid["access_token"],
+                                                     "matrix_server_name": oid["matrix_server_name"]})
+    assert status == 403 and body["error"] == "removed from this space by a moderator"
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 async def test_the_page_signs_in_inside_a_widget_host(homeserver, widget_bridge, browser) -> None:  # noqa: F811
     """A stand-in for Element: a parent page that embeds the space page as a widget and

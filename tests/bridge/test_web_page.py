@@ -9,9 +9,10 @@ import subprocess
 import aiohttp
 import pytest
 
+from bridge import tokens
 from bridge.client import SpaceClient
 
-from .conftest import make_settings, rms, run_bridge, sine
+from .conftest import SECRET, make_settings, rms, run_bridge, sine
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
@@ -193,11 +194,10 @@ async def test_page_comes_back_after_a_bridge_restart(tmp_path, browser):
         second = await run_bridge(make_settings(tmp_path, listen_port=port))
         # the new bridge does not know the space until the bot opens it there again: the
         # page hears "no such space" and keeps trying, saying why
-        await browser.wait_js("window.chorus.closed && window.chorus.closed.code === 4404",
-                              timeout=60)
-        assert await browser.js("window.chorus.conn") in ("waiting", "connecting")
-        text = await browser.js("document.getElementById('conn-text').textContent")
-        assert "waiting for the space to come back" in text or text == "Reconnecting…"
+        await browser.wait_js(
+            "window.chorus.closed && window.chorus.closed.code === 4404"
+            " && window.chorus.conn === 'waiting' && document.getElementById('conn-text')"
+            ".textContent.includes('waiting for the space to come back')", timeout=60)
         await second.open("rs")
         await browser.wait_js("window.chorus.conn === 'connected'", timeout=60)
         assert len(second.stage("rs").clients) == 1
@@ -288,3 +288,36 @@ async def test_widget_listens_only_to_its_parent(bridge, browser):
         assert not bridge.stage("wid").clients  # and nobody signed in with the stolen token
     finally:
         await runner.cleanup()
+
+
+async def test_a_signed_in_page_renews_its_token_before_it_ends(bridge, browser):
+    """A page whose token lasts 3 s asks for a fresh one in time, keeps listening past the
+    first one's end, and carries the new one in its address (a reload works)."""
+    await bridge.open("tok", public=False, roles={"@web:x": "listener"})
+    first = bridge.token("tok", "@web:x", ttl=3)
+    ends = tokens.verify(SECRET, first, "tok").exp
+    await browser.call("Page.navigate", url=f"{bridge.url}/spaces/tok?token={first}")
+    await browser.wait_js("window.chorus && window.chorus.renewals >= 1", timeout=15)
+    assert await browser.js("window.chorus.expiresAt") > ends + 60
+    # past the first token's end it is still the same connection, still playing
+    await browser.wait_js(f"Date.now() / 1000 > {ends} + 1.5", timeout=15)
+    frames = await browser.js("window.chorus.stats.framesIn")
+    await browser.wait_js(f"window.chorus.stats.framesIn > {frames + 10}")
+    assert await browser.js("window.chorus.conn") == "connected"
+    assert await browser.js("window.chorus.reconnects") == 0
+    address = await browser.js("location.search")
+    assert "token=" in address and first not in address
+
+
+async def test_a_page_whose_token_ends_unrenewed_says_why(bridge, browser):
+    await bridge.open("old", public=False)
+    # as a page that cannot renew: its renew messages never leave it
+    await browser.call("Page.addScriptToEvaluateOnNewDocument", source=(
+        "const send = WebSocket.prototype.send; WebSocket.prototype.send = function (data) {"
+        " if (typeof data === 'string' && data.includes('renew')) return;"
+        " return send.call(this, data); };"))
+    await browser.call("Page.navigate",
+                       url=f"{bridge.url}/spaces/old?token={bridge.token('old', '@web:x', ttl=2)}")
+    await browser.wait_js("window.chorus && window.chorus.conn === 'refused'", timeout=15)
+    text = await browser.js("document.getElementById('conn-text').textContent")
+    assert "Your link was refused" in text and "token expired" in text

@@ -36,16 +36,25 @@ _PRIVATE_MOUNT = 'mount -t tmpfs -o mode=0700 chorus-recordings "$0" && exec "$@
 
 
 @functools.cache
-def mount_namespaces_work() -> bool:
+def mount_namespace_command() -> tuple[str, ...] | None:
+    """How to run a command in a mount namespace of its own here: as root ``unshare -m``,
+    else in a user namespace too (``unshare -rm``); None if neither is allowed."""
     if shutil.which("unshare") is None:
-        return False
-    try:
-        probe = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
-                                "mount -t tmpfs none /mnt && umount /mnt"],
-                               capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return probe.returncode == 0
+        return None
+    for flags in (("-m",), ("-r", "-m")):
+        command = ("unshare", *flags, "--propagation", "private")
+        try:
+            probe = subprocess.run([*command, "sh", "-c", "mount -t tmpfs none /mnt && umount /mnt"],
+                                   capture_output=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if probe.returncode == 0:
+            return command
+    return None
+
+
+def mount_namespaces_work() -> bool:
+    return mount_namespace_command() is not None
 
 
 class BridgeProcess:
@@ -74,8 +83,9 @@ class BridgeProcess:
         command = [sys.executable, "-m", "bridge", "--config", str(self.config)]
         if self.private_recordings:
             self.recordings.mkdir(parents=True, exist_ok=True)
-            command = ["unshare", "-m", "--propagation", "private", "sh", "-c", _PRIVATE_MOUNT,
-                       str(self.recordings), *command]
+            unshare = mount_namespace_command()
+            assert unshare is not None
+            command = [*unshare, "sh", "-c", _PRIVATE_MOUNT, str(self.recordings), *command]
         self.proc = await asyncio.create_subprocess_exec(
             *command, cwd=self.work_dir,
             stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
