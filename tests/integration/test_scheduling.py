@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -24,17 +25,21 @@ async def test_schedule_replies_with_the_time_and_refuses_bad_times(chorus_facto
     host = await make_user("host")
     room = await room_with_bot(host, chorus.user_id)
     assert "Europe/Berlin" in await ask(host, room, "!timezone Europe/Berlin")
-    reply = await ask(host, room, "!space schedule 2 dec 2026 18:00 | Advent jam")
+    berlin = ZoneInfo("Europe/Berlin")
+    day = datetime.now(berlin).date() + timedelta(days=3)  # a date, written out, always ahead
+    local = datetime(day.year, day.month, day.day, 18, 0, tzinfo=berlin)
+    when = local.astimezone(UTC)
+    reply = await ask(host, room, f"!space schedule {day.day} {day:%b %Y} 18:00 | Advent jam")
     sid = space_id_in(reply)
-    assert "18:00 CET (Europe/Berlin) = 17:00 UTC" in reply
+    assert f"18:00 {local.tzname()} (Europe/Berlin) = {when:%H:%M} UTC" in reply
     rec = chorus.store.load_space(sid)
     assert rec.space.state is State.SCHEDULED
-    assert rec.space.scheduled_for.replace(tzinfo=UTC) == datetime(2026, 12, 2, 17, 0, tzinfo=UTC)
-    assert chorus.bot.scheduler.next_run("space-start", sid) == datetime(2026, 12, 2, 17, 0, tzinfo=UTC)
+    assert rec.space.scheduled_for.replace(tzinfo=UTC) == when
+    assert chorus.bot.scheduler.next_run("space-start", sid) == when
 
-    past = await ask(host, room, "!space schedule 2026-01-01 10:00 | Too late")
+    past = await ask(host, room, f"!space schedule {day - timedelta(days=40):%Y-%m-%d} 10:00 | Too late")
     assert "in the past" in past
-    far = await ask(host, room, "!space schedule 2027-03-01 10:00 | Too far")
+    far = await ask(host, room, f"!space schedule {day + timedelta(days=60):%Y-%m-%d} 10:00 | Too far")
     assert "at most 14 days ahead" in far
     bad = await ask(host, room, "!space schedule next blursday | Nonsense")
     assert "tomorrow 18:00" in bad or "e.g." in bad
