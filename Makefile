@@ -14,13 +14,15 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/install-system-deps.sh
+$(STAMP): pyproject.toml scripts/install-system-deps.sh tests/widget_host/package-lock.json
 	bash scripts/install-system-deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing chorus[$(EXTRAS)] into $(VENV) (log: $(VENV)/pip.log)"
 	$(BIN)/python -m pip install --disable-pip-version-check -e '.[$(EXTRAS)]' > $(VENV)/pip.log 2>&1 \
 		|| { tail -40 $(VENV)/pip.log; exit 1; }
 	$(BIN)/python -c "import bot, bridge, nio, sqlmodel, alembic, apscheduler, aiohttp, numpy, pydub"
+	@echo "installing the tests' widget host (matrix-widget-api, pinned in tests/widget_host/package-lock.json)"
+	npm ci --prefix tests/widget_host --no-audit --no-fund --ignore-scripts --loglevel=error
 	touch $(STAMP)
 
 config.toml:

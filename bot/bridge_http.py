@@ -87,7 +87,7 @@ def _stats(space_id: str, data: dict[str, Any]) -> StageStats:
 class HttpBridge:
     def __init__(self, control_url: str, public_url: str, shared_secret: str,
                  token_ttl: int = 3600, *, request_timeout: float = 10.0,
-                 max_backoff: float = 5.0) -> None:
+                 max_backoff: float = 5.0, homeservers: dict[str, str] | None = None) -> None:
         if not shared_secret:
             raise ValueError("shared_secret must not be empty")
         self.control_url = control_url.rstrip("/")
@@ -113,6 +113,10 @@ class HttpBridge:
         #: completed resyncs (tests wait on the count)
         self.resyncs = 0
         self._resynced = asyncio.Condition()
+        #: the bot's own homeserver (server name -> the URL the bot uses): told to the bridge
+        #: with every full push, so widget sign-ins of its users are checked there
+        self.homeservers = dict(homeservers or {})
+        self._homeservers_refused = False
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -137,7 +141,7 @@ class HttpBridge:
         if self._events_task is None:
             self._events_task = asyncio.create_task(self._events_loop(),
                                                     name="bridge-events")
-        if reached and self._resync_handlers and not await self.wait_synced(
+        if reached and self._has_pushes() and not await self.wait_synced(
                 self._timeout.total or 10.0):
             log.warning("the live stages are not on the bridge yet; still trying in the background")
 
@@ -323,7 +327,7 @@ class HttpBridge:
 
     def _kick_resync(self) -> None:
         needed = self._stale or self.instance != self.synced_instance
-        if (needed and self.connected.is_set() and self._resync_handlers
+        if (needed and self.connected.is_set() and self._has_pushes()
                 and (self._resync_task is None or self._resync_task.done())):
             self._resync_task = asyncio.create_task(self._resync_loop(), name="bridge-resync")
 
@@ -339,6 +343,7 @@ class HttpBridge:
                 why = "recovered"
             self._stale = False
             try:
+                await self._push_homeservers()
                 for handler in list(self._resync_handlers):
                     await handler(why)
             except asyncio.CancelledError:
@@ -356,6 +361,31 @@ class HttpBridge:
             self.resyncs += 1
             async with self._resynced:
                 self._resynced.notify_all()
+
+    def _has_pushes(self) -> bool:
+        return bool(self._resync_handlers or self.homeservers)
+
+    async def _push_homeservers(self) -> None:
+        """Tell the bridge the bot's homeserver. Unreachable: raised, so the push is retried;
+        refused (an older bridge, or a URL it will not take): said once in the log, and the
+        live stages are pushed all the same."""
+        if not self.homeservers:
+            return
+        try:
+            answer = await self._request("PUT", f"{self.control_url}{API}/openid/homeservers",
+                                         {"homeservers": self.homeservers}, allow_404=True)
+        except (BridgeUnavailable, BridgeAuthError):
+            raise
+        except BridgeError as exc:
+            refused = exc.reason
+        else:
+            refused = "it is older than protocol 1.3" if answer is None else ""
+        if refused and not self._homeservers_refused:
+            log.warning("the bridge at %s did not take the bot's homeserver (%s): widget sign-ins "
+                        "of %s go through federation discovery unless the bridge's "
+                        "[bridge.openid_homeservers] lists it", self.control_url, refused,
+                        ", ".join(self.homeservers))
+        self._homeservers_refused = bool(refused)
 
     async def wait_synced(self, timeout: float) -> bool:
         """Wait until the bridge holds every live stage (False on timeout)."""

@@ -335,6 +335,38 @@ def _list(item: Parser, what: str) -> Parser:
     return parse
 
 
+class Table(Mapping[str, str]):
+    """A setting whose value is a TOML table: read-only and hashable, as settings are."""
+
+    def __init__(self, pairs: Any = ()) -> None:
+        self._items = dict(pairs)
+
+    def __getitem__(self, key: str) -> str:
+        return self._items[key]
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items.items()))
+
+    def __repr__(self) -> str:
+        return f"Table({self._items!r})"
+
+
+def _homeservers(value: Any) -> Table:
+    """[bridge.openid_homeservers]: the bridge's own rule, so both read a table alike."""
+    from bridge.settings import HomeserverMapError, homeserver_map
+
+    try:
+        return Table(homeserver_map(dict(value) if isinstance(value, Table) else value))
+    except HomeserverMapError as exc:
+        raise _Bad(str(exc), exc.where) from None
+
+
 def _command_prefix(value: Any) -> str:
     desc = "1 to 3 characters without spaces"
     if not isinstance(value, str) or not 1 <= len(value) <= 3 or any(c.isspace() for c in value):
@@ -522,6 +554,7 @@ class BridgeSettings(_Section):
     openid_attempts_per_minute: int = _setting(600, _int(1))
     openid_allow_private_networks: bool = _setting(False, _bool)
     openid_timeout_seconds: float = _setting(10.0, _number(0.1, 300))
+    openid_homeservers: Table = _setting(Table(), _homeservers)
 
     def _check_together(self) -> None:
         if self.ogg_page_ms % 20:

@@ -98,15 +98,31 @@ def start_local_homeserver(settings: Settings):
     return hs, LocalAccounts(hs.base_url, bot_user.user_id, creds["password"], demo)
 
 
+def own_homeserver(settings: Settings, local_url: str | None = None) -> dict[str, str]:
+    """The bot's own server name -> the homeserver URL the bot uses (the local Synapse's
+    when it runs one): widget sign-ins of its users are checked there, so they work
+    without federation. Empty when neither is known."""
+    if local_url:
+        return {settings.local.server_name: local_url}
+    if settings.matrix.homeserver:
+        return {settings.matrix.server_name: settings.matrix.homeserver}
+    return {}
+
+
 async def make_bridge(settings: Settings, stack: AsyncExitStack,
-                      openid_homeservers: dict[str, str] | None = None) -> BridgeControl:
-    """The bridge client: an embedded bridge in this process, or a remote one."""
+                      own_homeservers: dict[str, str] | None = None) -> BridgeControl:
+    """The bridge client: an embedded bridge in this process, or a remote one.
+
+    ``own_homeservers`` (:func:`own_homeserver`, the default) joins ``[bridge.openid_homeservers]``
+    (whose entries win): in the embedded bridge's settings, or told to a remote one."""
     from bot.bridge_http import HttpBridge
 
     b = settings.bridge
+    own = own_homeserver(settings) if own_homeservers is None else own_homeservers
     secret = b.shared_secret or secrets.token_urlsafe(32)
     if b.mode == "remote":
-        return HttpBridge(b.control_url, b.public_url or b.control_url, secret, b.token_ttl_seconds)
+        return HttpBridge(b.control_url, b.public_url or b.control_url, secret, b.token_ttl_seconds,
+                          homeservers=own)
     from bridge.app import start_embedded
     from bridge.settings import BridgeSettings
 
@@ -128,7 +144,7 @@ async def make_bridge(settings: Settings, stack: AsyncExitStack,
                         captions_engine=settings.captions.engine, captions_model_path=settings.captions.model_path,
                         captions_language=settings.captions.language,
                         captions_by_default=settings.spaces.captions_by_default,
-                        openid_homeservers=tuple((openid_homeservers or {}).items()))
+                        openid_homeservers=tuple({**own, **b.openid_homeservers}.items()))
     runner, port = await start_embedded(bs)
     stack.push_async_callback(runner.cleanup)
     control = f"http://{b.listen_host}:{port}"
@@ -152,9 +168,7 @@ async def serve(settings: Settings, *, print_=print, bridge: BridgeControl | Non
         else:
             settings.check_for_remote_homeserver()
         if bridge is None:
-            # the widget's OpenID tokens from the local Synapse are checked at its own address
-            local = {settings.local.server_name: hs_url} if hs_url else None
-            bridge = await make_bridge(settings, stack, local)
+            bridge = await make_bridge(settings, stack, own_homeserver(settings, hs_url))
         from bot import redact
 
         redact.install([settings.bridge.shared_secret, getattr(bridge, "_secret", ""), settings.matrix.password,
@@ -193,4 +207,4 @@ def _print_banner(print_, settings: Settings, bot: Chorus, bridge: BridgeControl
     print_("\n".join(lines))
 
 
-__all__ = ["ConfigError", "serve", "start_local_homeserver", "make_bridge"]
+__all__ = ["ConfigError", "serve", "start_local_homeserver", "make_bridge", "own_homeserver"]

@@ -43,7 +43,7 @@ from .events import EventBus
 from .guard import ConnectionGuard, GuardedSite, PathOnlyAccessLogger, address_key
 from .limits import RateLimiter, Slots, Throttle
 from .oggstream import OggListener
-from .settings import BridgeSettings
+from .settings import BridgeSettings, HomeserverMapError, homeserver_map
 from .stage import REMOVED_REASON, ROLES, Stage
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,8 @@ log = logging.getLogger(__name__)
 API = "/control/v1"
 PROTOCOL_VERSION = 1
 #: 1.1: POST .../play (voice messages); 1.2: instance ids, GET .../files/{name}, roles
-#: pushes with "removed", tokens that end and their renewal
-PROTOCOL_MINOR = 2
+#: pushes with "removed", tokens that end and their renewal; 1.3: PUT .../openid/homeservers
+PROTOCOL_MINOR = 3
 MAX_SPACE_ID = 255
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -69,6 +69,7 @@ OPENID_LOG: web.AppKey[Throttle] = web.AppKey("openid_log", Throttle)
 OPENID_SLOTS: web.AppKey[Slots] = web.AppKey("openid_slots", Slots)
 #: this start of the bridge: new on every start, so the bot can tell a restart
 INSTANCE: web.AppKey[str] = web.AppKey("instance", str)
+HOMESERVERS: web.AppKey[openid.Homeservers] = web.AppKey("homeservers", openid.Homeservers)
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -326,6 +327,24 @@ async def get_file(request: web.Request) -> web.StreamResponse:
             await resp.write(chunk)
         await resp.write_eof()
         return resp
+
+
+async def put_homeservers(request: web.Request) -> web.Response:
+    """The bot's own homeserver (server name -> the URL the bot uses), so widget sign-ins
+    of its users are checked there rather than through federation discovery. Replaces
+    what the bot said before; ``[bridge.openid_homeservers]`` entries still win."""
+    _check_secret(request)
+    body = await _body(request)
+    try:
+        pairs = homeserver_map(body.get("homeservers"))
+    except HomeserverMapError as exc:
+        raise _json_error(web.HTTPBadRequest, f"homeservers{exc.where}: {exc}", field="homeservers") from None
+    book = request.app[HOMESERVERS]
+    if dict(pairs) != book.from_bot:
+        log.info("widget sign-ins of %s are checked at %s (the bot's homeserver)",
+                 ", ".join(name for name, _ in pairs) or "no server", ", ".join(url for _, url in pairs) or "-")
+    book.set_from_bot(dict(pairs))
+    return web.json_response({"homeservers": book.as_dict()})
 
 
 async def list_control(request: web.Request) -> web.Response:
@@ -626,9 +645,11 @@ def create_app(settings: BridgeSettings) -> web.Application:
     app[SOCKETS] = set()
     app[BACKGROUND] = set()
     app[INSTANCE] = uuid.uuid4().hex[:16]
+    app[HOMESERVERS] = openid.Homeservers(dict(settings.openid_homeservers))
     app.router.add_get(f"{API}/events", control_events)
     app.router.add_get(f"{API}/spaces", list_control)
     app.router.add_get(f"{API}/files/{{name}}", get_file)
+    app.router.add_put(f"{API}/openid/homeservers", put_homeservers)
     app.router.add_post(f"{API}/spaces/{{space_id}}", open_space)
     app.router.add_get(f"{API}/spaces/{{space_id}}", get_space)
     app.router.add_patch(f"{API}/spaces/{{space_id}}", patch_space)
@@ -712,7 +733,7 @@ async def _http_session(app: web.Application):
     """One outgoing HTTP session (OpenID checks: public addresses only, except the
     configured homeservers), closed at cleanup."""
     settings = app[SETTINGS]
-    async with openid.make_session(dict(settings.openid_homeservers),
+    async with openid.make_session(app[HOMESERVERS],
                                    allow_private=settings.openid_allow_private_networks) as session:
         app[HTTP] = session
         yield
@@ -782,7 +803,7 @@ async def openid_login(request: web.Request) -> web.Response:
                                  headers={"Retry-After": "5"})
     try:
         user_id = await openid.verify(request.app[HTTP], body["access_token"], server_name,
-                                      dict(settings.openid_homeservers),
+                                      request.app[HOMESERVERS],
                                       allow_private=settings.openid_allow_private_networks,
                                       timeout_s=settings.openid_timeout_seconds)
     except openid.ServerNameError as exc:

@@ -2,7 +2,7 @@
 
 Inside Element the page runs as a widget and asks the widget API for an OpenID token; the
 bridge sends it to the user's homeserver (``/_matrix/federation/v1/openid/userinfo``) and
-learns the user id. The homeserver's address comes from ``openid_homeservers`` (server name
+learns the user id. The homeserver's address comes from :class:`Homeservers` (server name
 -> base URL, set by the operator or the bot, trusted as given) if the name is there, else
 from Matrix discovery: ``https://<name>:<port>`` for a name with an explicit port, else
 ``https://<name>/.well-known/matrix/server``'s ``m.server``, else ``https://<name>:8448``.
@@ -108,15 +108,15 @@ class PublicOnlyResolver(AbstractResolver):
     The connector connects to the addresses returned here, so the check cannot be
     undone by a second lookup."""
 
-    def __init__(self, *, allow_private: bool = False, trusted_hosts: frozenset[str] = frozenset()) -> None:
+    def __init__(self, *, allow_private: bool = False, homeservers: Homeservers | None = None) -> None:
         self._inner = DefaultResolver()
         self.allow_private = allow_private
-        self.trusted_hosts = frozenset(h.lower() for h in trusted_hosts)
+        self.homeservers = homeservers or Homeservers()
 
     async def resolve(self, host: str, port: int = 0,
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
-        if self.allow_private or host.lower() in self.trusted_hosts:
+        if self.allow_private or self.homeservers.trusts(host):
             return results
         for result in results:
             try:
@@ -131,11 +131,38 @@ class PublicOnlyResolver(AbstractResolver):
         await self._inner.close()
 
 
-def make_session(homeservers: dict[str, str], *, allow_private: bool) -> aiohttp.ClientSession:
+class Homeservers:
+    """Server names whose homeserver URL is known, so their tokens are checked there and
+    not through discovery: the operator's map (``[bridge.openid_homeservers]``) and the
+    bot's (its own homeserver, pushed over the control API). The operator's entry wins
+    where both name a server. Both are trusted as given: their hosts may be private."""
+
+    def __init__(self, configured: dict[str, str] | None = None) -> None:
+        self.configured = dict(configured or {})
+        self.from_bot: dict[str, str] = {}
+        self._hosts = self._trusted_hosts()
+
+    def set_from_bot(self, mapping: dict[str, str]) -> None:
+        self.from_bot = dict(mapping)
+        self._hosts = self._trusted_hosts()
+
+    def get(self, server_name: str) -> str | None:
+        return self.configured.get(server_name) or self.from_bot.get(server_name)
+
+    def as_dict(self) -> dict[str, str]:
+        return {**self.from_bot, **self.configured}
+
+    def trusts(self, host: str) -> bool:
+        return host.lower() in self._hosts
+
+    def _trusted_hosts(self) -> frozenset[str]:
+        return frozenset((URL(base).host or "").lower() for base in self.as_dict().values())
+
+
+def make_session(homeservers: Homeservers, *, allow_private: bool) -> aiohttp.ClientSession:
     """The outgoing session for OpenID checks: public addresses only, except the hosts
-    of the configured ``homeservers``."""
-    trusted = frozenset(URL(base).host or "" for base in homeservers.values())
-    resolver = PublicOnlyResolver(allow_private=allow_private, trusted_hosts=trusted)
+    of the known ``homeservers`` (looked up at each connection, so a later push counts)."""
+    resolver = PublicOnlyResolver(allow_private=allow_private, homeservers=homeservers)
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver, limit=100),
                                  trust_env=False)
 
@@ -211,7 +238,7 @@ async def _discover(checks: _Checks, host: str, port: int | None) -> str:
 
 
 async def verify(session: aiohttp.ClientSession, access_token: str, server_name: str,
-                 homeservers: dict[str, str], *, allow_private: bool = False,
+                 homeservers: Homeservers, *, allow_private: bool = False,
                  timeout_s: float = 10.0) -> str:
     """The Matrix user id the OpenID ``access_token`` belongs to, on ``server_name``.
 

@@ -6,11 +6,14 @@ the same ``[bridge]`` section with :func:`load_settings`.
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class SettingsError(ValueError):
@@ -27,8 +30,9 @@ class BridgeSettings:
     recordings_dir: str = "var/recordings"
     control_url: str = ""
     redis_url: str = ""
-    #: server name -> homeserver base URL for verifying widget OpenID tokens (else discovery);
-    #: set by the bot for its local Synapse, not read from config.toml
+    #: server name -> homeserver base URL for verifying widget OpenID tokens (else discovery),
+    #: config.toml's [bridge.openid_homeservers] table; the bot adds its own homeserver
+    #: (embedded: here; a separate bridge: over the control API)
     openid_homeservers: tuple[tuple[str, str], ...] = ()
     #: how much unsent audio a listener may have, in 20 ms frames (at least two bundles
     #: for a bundled client); a listener further behind than this is disconnected.
@@ -121,6 +125,10 @@ class BridgeSettings:
         for key in ("openid_attempts_per_address_per_minute", "openid_attempts_per_minute"):
             if getattr(self, key) < 1:
                 raise SettingsError(f"bridge.{key}: must be at least 1")
+        try:
+            object.__setattr__(self, "openid_homeservers", homeserver_map(self.openid_homeservers))
+        except HomeserverMapError as exc:
+            raise SettingsError(f"bridge.openid_homeservers{exc.where}: {exc}") from None
 
 
 _TYPES = {f.name: f.type for f in fields(BridgeSettings)}
@@ -129,8 +137,14 @@ _TYPES = {f.name: f.type for f in fields(BridgeSettings)}
 def settings_from_mapping(section: dict[str, Any]) -> BridgeSettings:
     kwargs: dict[str, Any] = {}
     for key, value in section.items():
-        if key not in _TYPES or key == "openid_homeservers":
+        if key not in _TYPES:
             raise SettingsError(f"bridge.{key}: unknown setting")
+        if key == "openid_homeservers":
+            try:
+                kwargs[key] = homeserver_map(value)
+            except HomeserverMapError as exc:
+                raise SettingsError(f"bridge.openid_homeservers{exc.where}: {exc}") from None
+            continue
         want = {"int": int, "bool": bool, "float": float}.get(str(_TYPES[key]), str)
         if want is int and (not isinstance(value, int) or isinstance(value, bool)):
             raise SettingsError(f"bridge.{key}: must be an integer, got {value!r}")
@@ -144,6 +158,63 @@ def settings_from_mapping(section: dict[str, Any]) -> BridgeSettings:
             raise SettingsError(f"bridge.{key}: must be a string, got {value!r}")
         kwargs[key] = value
     return BridgeSettings(**kwargs)
+
+
+class HomeserverMapError(ValueError):
+    """A bad server name -> URL map; ``where`` is the entry (``."name"``) or empty."""
+
+    def __init__(self, detail: str, where: str = "") -> None:
+        super().__init__(detail)
+        self.where = where
+
+
+_SERVER_NAME_RE = re.compile(
+    r"(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::[0-9]{1,5})?")
+#: most entries in one map (a config table, or one push from the bot)
+MAX_HOMESERVERS = 1000
+
+
+def homeserver_url(value: Any) -> str:
+    """An http(s) base URL (no query or fragment), without its trailing slash; raises
+    ValueError saying what is wrong."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected an http:// or https:// URL, got {type(value).__name__}")
+    shown = "a URL with a user or password in it" if "@" in value else repr(value[:200])
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError(f"expected an http:// or https:// URL, got {shown}") from None
+    if (parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment
+            or "@" in parts.netloc or any(c.isspace() or ord(c) < 32 for c in value)
+            or len(value) > 2000):
+        raise ValueError("expected an http:// or https:// URL with a host and no user, query "
+                         f"or fragment, got {shown}")
+    return value.rstrip("/")
+
+
+def homeserver_map(value: Any) -> tuple[tuple[str, str], ...]:
+    """A table of Matrix server name -> homeserver base URL, checked; sorted pairs.
+
+    Raises HomeserverMapError naming the entry at fault."""
+    if isinstance(value, tuple | list) and all(isinstance(p, tuple | list) and len(p) == 2 for p in value):
+        value = dict(value)
+    if not isinstance(value, dict):
+        raise HomeserverMapError('expected a table of server names to URLs, like '
+                                 '{ "example.org" = "https://matrix.example.org" }, '
+                                 f"got {type(value).__name__}")
+    if len(value) > MAX_HOMESERVERS:
+        raise HomeserverMapError(f"at most {MAX_HOMESERVERS} entries, got {len(value)}")
+    pairs = []
+    for name, url in value.items():
+        where = f".{json.dumps(str(name)[:100])}"
+        if not (isinstance(name, str) and len(name) <= 255 and _SERVER_NAME_RE.fullmatch(name)):
+            raise HomeserverMapError('expected a Matrix server name like "example.org" as the key', where)
+        try:
+            pairs.append((name, homeserver_url(url)))
+        except ValueError as exc:
+            raise HomeserverMapError(str(exc), where) from None
+    return tuple(sorted(pairs))
 
 
 def load_settings(path: str | Path) -> BridgeSettings:

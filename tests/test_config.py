@@ -362,6 +362,27 @@ def test_frame_durations_are_multiples_of_20(key: str, value: int) -> None:
     assert f"expected a multiple of 20 (ms), got {value}" in str(err)
 
 
+def test_openid_homeservers_are_a_table_of_server_names_to_urls(tmp_path: Path) -> None:
+    path = write(tmp_path, '[bridge.openid_homeservers]\n"example.org" = "https://matrix.example.org/"\n'
+                           '"chat.example.net:8448" = "http://10.0.0.5:8008"\n')
+    assert load_settings(path).bridge.openid_homeservers == {
+        "chat.example.net:8448": "http://10.0.0.5:8008", "example.org": "https://matrix.example.org"}
+    assert default_settings().bridge.openid_homeservers == {}
+
+
+@pytest.mark.parametrize(("value", "key", "expected"), [
+    ({"not a name": "https://x.org"}, 'bridge.openid_homeservers."not a name"', "a Matrix server name"),
+    ({"example.org": "ftp://x.org"}, 'bridge.openid_homeservers."example.org"', "an http:// or https:// URL"),
+    ({"example.org": "https://x.org/?a=1"}, 'bridge.openid_homeservers."example.org"', "no user, query"),
+    ({"example.org": 8008}, 'bridge.openid_homeservers."example.org"', "an http:// or https:// URL"),
+    ("https://x.org", "bridge.openid_homeservers", "a table of server names to URLs"),
+])
+def test_bad_openid_homeservers_name_the_entry(value: object, key: str, expected: str) -> None:
+    err = error_for({"bridge": {"openid_homeservers": value}})
+    assert err.key == key
+    assert str(err).startswith(f"config.toml: {key}: ") and expected in str(err)
+
+
 def test_cohosts_must_be_fewer_than_speakers() -> None:
     err = error_for({"spaces": {"max_speakers": 2}})  # default max_cohosts = 2
     assert err.key == "spaces.max_cohosts"

@@ -289,6 +289,32 @@ async def test_a_lost_stage_is_pushed_again_and_a_failed_push_is_retried(bridge)
         await hb.close()
 
 
+async def test_the_bots_homeserver_goes_with_every_full_push_and_a_refusal_blocks_nothing(bridge, caplog):
+    from bridge.app import HOMESERVERS
+
+    good = HttpBridge(bridge.url, bridge.url, SECRET, homeservers={"example.org": "https://hs.example.org/"})
+    try:
+        await good.start()
+        assert good.available  # start() waited for the push
+        assert bridge.app[HOMESERVERS].as_dict() == {"example.org": "https://hs.example.org"}
+    finally:
+        await good.close()
+    # a URL the bridge will not take (a password in it): said once, and the stages still go
+    refused = HttpBridge(bridge.url, bridge.url, SECRET,
+                         homeservers={"example.org": "https://user:pw@hs.example.org"})
+    pusher = Pusher(refused)
+    refused.on_resync(pusher)
+    caplog.set_level(logging.WARNING, logger="bot.bridge_http")
+    try:
+        await refused.start()
+        assert refused.available and pusher.calls == ["start"] and "kept" in bridge.app[STAGES]
+        said = [r.getMessage() for r in caplog.records if "did not take the bot's homeserver" in r.getMessage()]
+        assert len(said) == 1 and "example.org" in said[0] and "pw" not in said[0]
+        assert bridge.app[HOMESERVERS].as_dict() == {"example.org": "https://hs.example.org"}  # unchanged
+    finally:
+        await refused.close()
+
+
 # -- files over the control API -------------------------------------------------------
 
 

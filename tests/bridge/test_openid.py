@@ -280,3 +280,50 @@ def test_server_names_and_public_addresses() -> None:
         assert not is_public(ipaddress.ip_address(private)), private
     for public in ("8.8.8.8", "2606:4700:4700::1111"):
         assert is_public(ipaddress.ip_address(public))
+
+
+async def test_the_bot_tells_the_bridge_its_homeserver(homeserver, tmp_path) -> None:
+    """PUT /control/v1/openid/homeservers: after it, the bot's users sign in; bad maps and
+    callers without the secret are refused and change nothing."""
+    user = homeserver.register(unique_localpart("told"), secrets.token_urlsafe(12))
+    running = await _bridge(tmp_path)
+    try:
+        await running.open("told", public=True)
+
+        async def sign_in() -> tuple[int, dict]:
+            oid = await _openid_token(homeserver, user)
+            return await _login(running, "told", {"access_token": oid["access_token"],
+                                                  "matrix_server_name": oid["matrix_server_name"]})
+
+        assert (await sign_in())[0] == 401
+        mapping = {homeserver.server_name: homeserver.base_url}
+        status, body = await running.control("PUT", "/openid/homeservers", {"homeservers": mapping})
+        assert (status, body) == (200, {"homeservers": mapping})
+        status, body = await sign_in()
+        assert status == 200 and body["user_id"] == user.user_id
+        for bad in ({"homeservers": {"a b": "https://x.org"}}, {"homeservers": {"x.org": "gopher://x"}},
+                    {"homeservers": "x.org"}, {}):
+            status, body = await running.control("PUT", "/openid/homeservers", bad)
+            assert status == 400 and body["field"] == "homeservers", (bad, body)
+        status, _ = await running.control("PUT", "/openid/homeservers", {"homeservers": {}}, secret=None)
+        assert status == 401
+        status, body = await sign_in()
+        assert status == 200 and body["user_id"] == user.user_id
+    finally:
+        await _stop(running)
+
+
+async def test_the_operators_entry_wins_over_the_bots(homeserver, tmp_path) -> None:
+    user = homeserver.register(unique_localpart("op"), secrets.token_urlsafe(12))
+    running = await _bridge(tmp_path, openid_homeservers=((homeserver.server_name, "http://127.0.0.1:1"),))
+    try:
+        await running.open("op", public=True)
+        status, body = await running.control("PUT", "/openid/homeservers",
+                                             {"homeservers": {homeserver.server_name: homeserver.base_url}})
+        assert status == 200 and body["homeservers"] == {homeserver.server_name: "http://127.0.0.1:1"}
+        oid = await _openid_token(homeserver, user)
+        status, _ = await _login(running, "op", {"access_token": oid["access_token"],
+                                                 "matrix_server_name": oid["matrix_server_name"]})
+        assert status == 401  # checked at the operator's (here, wrong) URL, not the bot's
+    finally:
+        await _stop(running)

@@ -47,12 +47,27 @@ def test_load_settings_from_bridge_section(tmp_path):
     ('[bridge]\nshared_secret = "0123456789abcdef"\nogg_page_ms = 30',
      "bridge.ogg_page_ms: must be a multiple of 20 from 20 to 1000, got 30"),
     ("[bridge\n", "not valid TOML"),
+    ('[bridge]\nshared_secret = "0123456789abcdef"\nopenid_homeservers = { "a b" = "https://x.org" }',
+     'bridge.openid_homeservers."a b": expected a Matrix server name'),
+    ('[bridge]\nshared_secret = "0123456789abcdef"\n[bridge.openid_homeservers]\n"x.org" = "x.org"',
+     'bridge.openid_homeservers."x.org": expected an http:// or https:// URL'),
+    ('[bridge]\nshared_secret = "0123456789abcdef"\nopenid_homeservers = ["x.org"]',
+     "bridge.openid_homeservers: expected a table of server names to URLs"),
 ])
 def test_bad_settings_name_the_key(tmp_path, body, message):
     cfg = tmp_path / "config.toml"
     cfg.write_text(body)
     with pytest.raises(SettingsError, match=message.replace("[", r"\[")):
         load_settings(cfg)
+
+
+def test_openid_homeservers_are_read_from_the_bridge_section(tmp_path):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[bridge]\nshared_secret = "{SECRET}"\n[bridge.openid_homeservers]\n'
+                   '"example.org" = "https://matrix.example.org/"\n')
+    assert load_settings(cfg).openid_homeservers == (("example.org", "https://matrix.example.org"),)
+    with pytest.raises(SettingsError, match="openid_homeservers"):
+        BridgeSettings(shared_secret=SECRET, openid_homeservers=(("example.org", "example.org"),))
 
 
 def test_hardening_settings_are_read(tmp_path):
