@@ -46,9 +46,11 @@ class BridgeError(Exception):
     """The bridge refused a request or could not be reached. ``reason`` is the bridge's own
     words (for people), the message also says which request (for logs)."""
 
-    def __init__(self, message: str, reason: str | None = None) -> None:
+    def __init__(self, message: str, reason: str | None = None, *, status: int | None = None) -> None:
         super().__init__(message)
         self.reason = reason or message
+        #: the bridge's HTTP status, when it answered
+        self.status = status
 
 
 class BridgeUnavailable(BridgeError):

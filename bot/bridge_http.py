@@ -183,7 +183,8 @@ class HttpBridge:
                     if resp.status == 404 and "no open stage" in reason:
                         raise StageMissing(f"bridge refused {method} {url}: {resp.status} {reason}",
                                            reason)
-                    raise BridgeError(f"bridge refused {method} {url}: {resp.status} {reason}", reason)
+                    raise BridgeError(f"bridge refused {method} {url}: {resp.status} {reason}", reason,
+                                      status=resp.status)
                 return json.loads(text) if text else {}
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.mark_stale(f"{method} {url} failed")
@@ -377,6 +378,8 @@ class HttpBridge:
         except (BridgeUnavailable, BridgeAuthError):
             raise
         except BridgeError as exc:
+            if exc.status is None or exc.status >= 500:
+                raise  # the bridge's trouble, not a refusal: the push is tried again
             refused = exc.reason
         else:
             refused = "it is older than protocol 1.3" if answer is None else ""

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import secrets
 import signal
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from bot.app import BotOptions, Chorus
 from bot.bridge_api import BridgeControl
@@ -101,12 +103,43 @@ def start_local_homeserver(settings: Settings):
 def own_homeserver(settings: Settings, local_url: str | None = None) -> dict[str, str]:
     """The bot's own server name -> the homeserver URL the bot uses (the local Synapse's
     when it runs one): widget sign-ins of its users are checked there, so they work
-    without federation. Empty when neither is known."""
+    without federation. Empty when neither is known, or when the URL is not one the
+    bridge takes (a user or query in it): then discovery finds it, as for others."""
+    from bridge.settings import homeserver_url
+
     if local_url:
         return {settings.local.server_name: local_url}
-    if settings.matrix.homeserver:
-        return {settings.matrix.server_name: settings.matrix.homeserver}
-    return {}
+    if not settings.matrix.homeserver:
+        return {}
+    try:
+        return {settings.matrix.server_name: homeserver_url(settings.matrix.homeserver)}
+    except ValueError as exc:
+        log.warning("widget sign-ins of %s go through federation discovery: matrix.homeserver is "
+                    "not a URL the bridge takes (%s)", settings.matrix.server_name, exc)
+        return {}
+
+
+def _is_loopback(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _told_to_remote(control_url: str, homeservers: dict[str, str]) -> dict[str, str]:
+    """What the bot tells a separate bridge: a loopback URL means this machine, so it
+    is left out unless the bridge is on this machine too (its control URL is loopback)."""
+    if _is_loopback(control_url):
+        return homeservers
+    kept = {name: url for name, url in homeservers.items() if not _is_loopback(url)}
+    for name in sorted(set(homeservers) - set(kept)):
+        log.warning("not telling the bridge at %s to check %s's widget sign-ins at %s: that is this "
+                    "machine's loopback, not the bridge's; list a URL the bridge can reach in its "
+                    "[bridge.openid_homeservers]", control_url, name, homeservers[name])
+    return kept
 
 
 async def make_bridge(settings: Settings, stack: AsyncExitStack,
@@ -114,15 +147,17 @@ async def make_bridge(settings: Settings, stack: AsyncExitStack,
     """The bridge client: an embedded bridge in this process, or a remote one.
 
     ``own_homeservers`` (:func:`own_homeserver`, the default) joins ``[bridge.openid_homeservers]``
-    (whose entries win): in the embedded bridge's settings, or told to a remote one."""
+    (whose entries win): in the embedded bridge's settings, or told to a remote one (whose
+    own ``[bridge.openid_homeservers]`` wins over what it is told)."""
     from bot.bridge_http import HttpBridge
 
     b = settings.bridge
     own = own_homeserver(settings) if own_homeservers is None else own_homeservers
+    known = {**own, **b.openid_homeservers}
     secret = b.shared_secret or secrets.token_urlsafe(32)
     if b.mode == "remote":
         return HttpBridge(b.control_url, b.public_url or b.control_url, secret, b.token_ttl_seconds,
-                          homeservers=own)
+                          homeservers=_told_to_remote(b.control_url, known))
     from bridge.app import start_embedded
     from bridge.settings import BridgeSettings
 
@@ -144,7 +179,7 @@ async def make_bridge(settings: Settings, stack: AsyncExitStack,
                         captions_engine=settings.captions.engine, captions_model_path=settings.captions.model_path,
                         captions_language=settings.captions.language,
                         captions_by_default=settings.spaces.captions_by_default,
-                        openid_homeservers=tuple({**own, **b.openid_homeservers}.items()))
+                        openid_homeservers=tuple(known.items()))
     runner, port = await start_embedded(bs)
     stack.push_async_callback(runner.cleanup)
     control = f"http://{b.listen_host}:{port}"

@@ -24,7 +24,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp import WSMsgType, hdrs, web
 
 from . import jsonsafe, openid, recording, tokens, voice
@@ -58,7 +57,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 SETTINGS: web.AppKey[BridgeSettings] = web.AppKey("settings", BridgeSettings)
 STAGES: web.AppKey[dict[str, Stage]] = web.AppKey("stages", dict)
-HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("http", aiohttp.ClientSession)
+HTTP: web.AppKey[openid.Sessions] = web.AppKey("http", openid.Sessions)
 EVENTS: web.AppKey[EventBus] = web.AppKey("events", EventBus)
 SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("control_sockets", set)
 BACKGROUND: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("background", set)
@@ -730,12 +729,9 @@ async def _stop_logging_accept_errors(app: web.Application) -> None:
 
 
 async def _http_session(app: web.Application):
-    """One outgoing HTTP session (OpenID checks: public addresses only, except the
-    configured homeservers), closed at cleanup."""
-    settings = app[SETTINGS]
-    async with openid.make_session(app[HOMESERVERS],
-                                   allow_private=settings.openid_allow_private_networks) as session:
-        app[HTTP] = session
+    """The outgoing HTTP sessions of OpenID checks (bridge/openid.py), closed at cleanup."""
+    async with openid.open_sessions(allow_private=app[SETTINGS].openid_allow_private_networks) as sessions:
+        app[HTTP] = sessions
         yield
 
 

@@ -26,10 +26,13 @@ Anyone may call this, naming any server, so discovery is fenced in:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import re
 import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
 
@@ -104,19 +107,18 @@ def is_public(address: IPAddress) -> bool:
 
 class PublicOnlyResolver(AbstractResolver):
     """Resolves with aiohttp's default resolver and refuses a host if any of its
-    addresses is not public (unless it is a trusted host, or private networks are allowed).
+    addresses is not public (unless private networks are allowed).
     The connector connects to the addresses returned here, so the check cannot be
     undone by a second lookup."""
 
-    def __init__(self, *, allow_private: bool = False, homeservers: Homeservers | None = None) -> None:
+    def __init__(self, *, allow_private: bool = False) -> None:
         self._inner = DefaultResolver()
         self.allow_private = allow_private
-        self.homeservers = homeservers or Homeservers()
 
     async def resolve(self, host: str, port: int = 0,
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
-        if self.allow_private or self.homeservers.trusts(host):
+        if self.allow_private:
             return results
         for result in results:
             try:
@@ -132,19 +134,17 @@ class PublicOnlyResolver(AbstractResolver):
 
 
 class Homeservers:
-    """Server names whose homeserver URL is known, so their tokens are checked there and
-    not through discovery: the operator's map (``[bridge.openid_homeservers]``) and the
-    bot's (its own homeserver, pushed over the control API). The operator's entry wins
-    where both name a server. Both are trusted as given: their hosts may be private."""
+    """Server names whose homeserver URL is known, so their tokens are checked there
+    first: the operator's map (``[bridge.openid_homeservers]``) and the bot's (its own
+    homeserver, and its own table, pushed over the control API). The operator's entry
+    wins where both name a server."""
 
     def __init__(self, configured: dict[str, str] | None = None) -> None:
         self.configured = dict(configured or {})
         self.from_bot: dict[str, str] = {}
-        self._hosts = self._trusted_hosts()
 
     def set_from_bot(self, mapping: dict[str, str]) -> None:
         self.from_bot = dict(mapping)
-        self._hosts = self._trusted_hosts()
 
     def get(self, server_name: str) -> str | None:
         return self.configured.get(server_name) or self.from_bot.get(server_name)
@@ -152,19 +152,26 @@ class Homeservers:
     def as_dict(self) -> dict[str, str]:
         return {**self.from_bot, **self.configured}
 
-    def trusts(self, host: str) -> bool:
-        return host.lower() in self._hosts
 
-    def _trusted_hosts(self) -> frozenset[str]:
-        return frozenset((URL(base).host or "").lower() for base in self.as_dict().values())
+@dataclass
+class Sessions:
+    """The outgoing sessions of OpenID checks. ``public`` (discovery, and userinfo on a
+    discovered server) reaches public addresses only, unless private networks are
+    allowed. ``known`` is used for nothing but the userinfo URL of a known homeserver,
+    which the operator or the bot gave and which may be on a private address: no
+    caller-chosen name, port, path or redirect ever goes through it."""
+
+    public: aiohttp.ClientSession
+    known: aiohttp.ClientSession
 
 
-def make_session(homeservers: Homeservers, *, allow_private: bool) -> aiohttp.ClientSession:
-    """The outgoing session for OpenID checks: public addresses only, except the hosts
-    of the known ``homeservers`` (looked up at each connection, so a later push counts)."""
-    resolver = PublicOnlyResolver(allow_private=allow_private, homeservers=homeservers)
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver, limit=100),
-                                 trust_env=False)
+@contextlib.asynccontextmanager
+async def open_sessions(*, allow_private: bool) -> AsyncIterator[Sessions]:
+    resolver = PublicOnlyResolver(allow_private=allow_private)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver, limit=100),
+                                     trust_env=False) as public, \
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100), trust_env=False) as known:
+        yield Sessions(public, known)
 
 
 class _Checks:
@@ -237,31 +244,57 @@ async def _discover(checks: _Checks, host: str, port: int | None) -> str:
     return _base_url(host, None)
 
 
-async def verify(session: aiohttp.ClientSession, access_token: str, server_name: str,
+async def verify(sessions: Sessions, access_token: str, server_name: str,
                  homeservers: Homeservers, *, allow_private: bool = False,
                  timeout_s: float = 10.0) -> str:
     """The Matrix user id the OpenID ``access_token`` belongs to, on ``server_name``.
 
-    Raises ServerNameError for a malformed name and OpenIdError (with the reason, for
-    the log) for every failed check."""
+    A known homeserver is asked at its URL; if that cannot be reached or answers 404
+    (say, a proxy that routes only the client API), discovery is tried as for any other
+    name. Raises ServerNameError for a malformed name and OpenIdError (with the reason,
+    for the log) for every failed check."""
     base = homeservers.get(server_name)
-    checks = _Checks(session, allow_private, access_token, trusted=base is not None)
+    public = _Checks(sessions.public, allow_private, access_token)
+    first = ""
     try:
         async with asyncio.timeout(timeout_s):
-            if base is None:
-                host, port, address = parse_server_name(server_name)
-                if address is not None:
-                    raise OpenIdError("the server name is an IP literal; only DNS names are looked up")
-                base = await _discover(checks, host, port)
-            url = f"{base.rstrip('/')}/_matrix/federation/v1/openid/userinfo"
-            status, data = await checks.get_json(url, {"access_token": access_token})
+            if base is not None:
+                known = _Checks(sessions.known, allow_private, access_token, trusted=True)
+                try:
+                    status, data = await _ask_userinfo(known, base, access_token)
+                except (aiohttp.ClientError, OSError, ValueError) as exc:
+                    first = known.scrub(f"{base} could not be reached: {type(exc).__name__}: {exc}")
+                else:
+                    if status != 404:
+                        return _user_id_from(base, status, data, server_name)
+                    first = f"{base} answered 404"
+            host, port, address = parse_server_name(server_name)
+            if address is not None:
+                raise OpenIdError(_after(first, "the server name is an IP literal; only DNS names are looked up"))
+            found = await _discover(public, host, port)
+            status, data = await _ask_userinfo(public, found, access_token)
     except TimeoutError:
-        raise OpenIdError(f"no answer within {timeout_s:g}s") from None
+        raise OpenIdError(_after(first, f"no answer within {timeout_s:g}s")) from None
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         if isinstance(exc, ServerNameError):
             raise
-        raise OpenIdError(checks.scrub(f"{base or server_name} could not be reached: "
-                                       f"{type(exc).__name__}: {exc}")) from None
+        raise OpenIdError(_after(first, public.scrub(f"{server_name} could not be reached: "
+                                                     f"{type(exc).__name__}: {exc}"))) from None
+    except OpenIdError as exc:
+        raise OpenIdError(_after(first, str(exc))) from None
+    return _user_id_from(found, status, data, server_name)
+
+
+def _after(first: str, then: str) -> str:
+    return f"{first}; then by discovery: {then}" if first else then
+
+
+async def _ask_userinfo(checks: _Checks, base: str, access_token: str) -> tuple[int, Any]:
+    url = f"{base.rstrip('/')}/_matrix/federation/v1/openid/userinfo"
+    return await checks.get_json(url, {"access_token": access_token})
+
+
+def _user_id_from(base: str, status: int, data: Any, server_name: str) -> str:
     if status != 200:
         errcode = data.get("errcode") if isinstance(data, dict) else None
         raise OpenIdError(f"{base} answered {status}" + (f" ({errcode})" if isinstance(errcode, str) else ""))

@@ -126,7 +126,9 @@ class BridgeSettings:
             if getattr(self, key) < 1:
                 raise SettingsError(f"bridge.{key}: must be at least 1")
         try:
-            object.__setattr__(self, "openid_homeservers", homeserver_map(self.openid_homeservers))
+            pairs = self.openid_homeservers
+            object.__setattr__(self, "openid_homeservers",
+                               homeserver_map(dict(pairs) if isinstance(pairs, tuple) else pairs))
         except HomeserverMapError as exc:
             raise SettingsError(f"bridge.openid_homeservers{exc.where}: {exc}") from None
 
@@ -179,7 +181,11 @@ def homeserver_url(value: Any) -> str:
     ValueError saying what is wrong."""
     if not isinstance(value, str):
         raise ValueError(f"expected an http:// or https:// URL, got {type(value).__name__}")
-    shown = "a URL with a user or password in it" if "@" in value else repr(value[:200])
+    if "@" in value:
+        shown = "a URL with a user or password in it"
+    else:  # a query or fragment may hold a credential: not shown either
+        bare = value.split("?", 1)[0].split("#", 1)[0][:200]
+        shown = repr(bare) + (" with a query or fragment" if "?" in value or "#" in value else "")
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError on a bad port
@@ -197,8 +203,6 @@ def homeserver_map(value: Any) -> tuple[tuple[str, str], ...]:
     """A table of Matrix server name -> homeserver base URL, checked; sorted pairs.
 
     Raises HomeserverMapError naming the entry at fault."""
-    if isinstance(value, tuple | list) and all(isinstance(p, tuple | list) and len(p) == 2 for p in value):
-        value = dict(value)
     if not isinstance(value, dict):
         raise HomeserverMapError('expected a table of server names to URLs, like '
                                  '{ "example.org" = "https://matrix.example.org" }, '

@@ -308,6 +308,12 @@ async def test_the_bots_homeserver_goes_with_every_full_push_and_a_refusal_block
     try:
         await refused.start()
         assert refused.available and pusher.calls == ["start"] and "kept" in bridge.app[STAGES]
+        refused.mark_stale("test")  # pushed again: refused again, said no more
+        assert await refused.wait_synced(10)
+        async with asyncio.timeout(10):
+            while refused.resyncs < 2:
+                await asyncio.sleep(0.01)
+        assert pusher.calls == ["start", "recovered"]
         said = [r.getMessage() for r in caplog.records if "did not take the bot's homeserver" in r.getMessage()]
         assert len(said) == 1 and "example.org" in said[0] and "pw" not in said[0]
         assert bridge.app[HOMESERVERS].as_dict() == {"example.org": "https://hs.example.org"}  # unchanged

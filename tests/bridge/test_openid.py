@@ -327,3 +327,49 @@ async def test_the_operators_entry_wins_over_the_bots(homeserver, tmp_path) -> N
         assert status == 401  # checked at the operator's (here, wrong) URL, not the bot's
     finally:
         await _stop(running)
+
+
+async def test_a_known_homeserver_opens_no_door_to_its_host_for_anyone_else(homeserver, tmp_path, caplog) -> None:
+    """Knowing example.org's homeserver at http://localhost:PORT lets tokens of example.org
+    be checked there, and nothing more: a caller naming "localhost:<another port>" (or
+    any name) still goes through discovery's public-only fence, so the plain service on
+    loopback that would say yes is never reached. A known URL that fails falls back to
+    discovery, and the log says both."""
+    import logging
+
+    from aiohttp import web
+
+    asked: list[str] = []
+
+    async def userinfo(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        return web.json_response({"sub": "@x:localhost"})
+
+    plain = web.Application()
+    plain.router.add_get("/{tail:.*}", userinfo)
+    runner = web.AppRunner(plain)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    plain_port = site._server.sockets[0].getsockname()[1]
+    caplog.set_level(logging.INFO, logger="bridge.app")
+    running = await _bridge(tmp_path, openid_homeservers=(
+        ("example.org", homeserver.base_url.replace("127.0.0.1", "localhost")),
+        ("gone.example.org", "http://127.0.0.1:1")))
+    try:
+        await running.open("door", public=True)
+        for name in (f"localhost:{plain_port}", "localhost", "gone.example.org"):
+            status, body = await _login(running, "door", {"access_token": "a-stranger's-token",
+                                                         "matrix_server_name": name})
+            assert (status, body) == (401, {"error": "could not verify your Matrix identity"}), name
+    finally:
+        await _stop(running)
+        await runner.cleanup()
+    assert asked == []
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    for name in (f"localhost:{plain_port}", "localhost"):
+        said = [line for line in refusals if f"(server {name})" in line]
+        assert len(said) == 1 and "not a public address" in said[0], said  # fenced, not connected
+    fell_back = [line for line in refusals if "gone.example.org" in line]
+    assert fell_back and "http://127.0.0.1:1 could not be reached" in fell_back[0]
+    assert "then by discovery" in fell_back[0]

@@ -112,6 +112,7 @@ def _bot_settings(homeserver, tmp_path: Path, **bridge: Any):
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 async def test_element_widget_signs_in_a_user_of_the_bots_own_homeserver(
         homeserver, tmp_path, browser) -> None:  # noqa: F811
+    _widget_api_js()  # installed, or a clear failure now rather than a timeout later
     settings = _bot_settings(homeserver, tmp_path)
     user = homeserver.register(unique_localpart("ann"), secrets.token_urlsafe(12))
     joined: list[dict[str, Any]] = []
@@ -146,13 +147,36 @@ async def test_element_widget_signs_in_a_user_of_the_bots_own_homeserver(
         assert stats.speakers_connected == 1  # connected as the Matrix user, with their role
 
 
-def test_the_bots_homeserver_is_derived_from_its_config() -> None:
+def test_the_bots_homeserver_is_derived_from_its_config(caplog) -> None:
     settings = settings_from_dict({"matrix": {"homeserver": "https://matrix.example.org/",
                                               "user_id": "@chorus:example.org", "password": "x"}})
     assert own_homeserver(settings) == {"example.org": "https://matrix.example.org"}
     local = settings_from_dict({"local": {"server_name": "chorus.test"}})
     assert own_homeserver(local, "http://127.0.0.1:8008") == {"chorus.test": "http://127.0.0.1:8008"}
     assert own_homeserver(local) == {}  # local mode, before its Synapse is up
+    # a URL the bridge would refuse (a secret in its query) starts nothing wrong: discovery
+    odd = settings_from_dict({"matrix": {"homeserver": "https://hs.example.org/?key=s3cret",
+                                         "user_id": "@chorus:example.org", "password": "x"}})
+    assert own_homeserver(odd) == {}
+    assert "federation discovery" in caplog.text and "s3cret" not in caplog.text
+
+
+async def test_a_separate_bridge_on_another_machine_is_not_told_a_loopback_url(tmp_path, caplog) -> None:
+    settings = settings_from_dict({
+        "matrix": {"homeserver": "http://127.0.0.1:8008", "user_id": "@chorus:example.org", "password": "x"},
+        "bridge": {"mode": "remote", "control_url": "http://bridge.internal:8089", "shared_secret": SECRET * 2,
+                   "openid_homeservers": {"other.org": "https://matrix.other.org"}}})
+    async with AsyncExitStack() as stack:
+        remote = await make_bridge(settings, stack)
+        assert isinstance(remote, HttpBridge)
+        assert remote.homeservers == {"other.org": "https://matrix.other.org"}
+        assert "not telling the bridge at http://bridge.internal:8089" in caplog.text
+        near = await make_bridge(settings_from_dict({
+            "matrix": {"homeserver": "http://127.0.0.1:8008", "user_id": "@chorus:example.org", "password": "x"},
+            "bridge": {"mode": "remote", "control_url": "http://127.0.0.1:8089", "shared_secret": SECRET * 2}}),
+            stack)
+        assert isinstance(near, HttpBridge)
+        assert near.homeservers == {"example.org": "http://127.0.0.1:8008"}
 
 
 async def _sign_in(url: str, space_id: str, credentials: dict[str, Any]) -> tuple[int, dict[str, Any]]:
