@@ -19,10 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bridge.recording import FILE_NAME
-
-#: roles the bridge knows; "host", "cohost" and "speaker" may send audio.
-AUDIO_ROLES = frozenset({"host", "cohost", "speaker"})
-ROLES = AUDIO_ROLES | {"listener"}
+from bridge.roles import AUDIO_ROLES, ROLES
 
 BridgeEventHandler = Callable[[dict[str, Any]], Awaitable[None]]
 #: pushes every live stage to the bridge again; raises BridgeUnavailable to be retried.

@@ -42,8 +42,9 @@ from .events import EventBus
 from .guard import ConnectionGuard, GuardedSite, PathOnlyAccessLogger, address_key
 from .limits import RateLimiter, Slots, Throttle
 from .oggstream import OggListener
+from .roles import ROLES
 from .settings import BridgeSettings, HomeserverMapError, homeserver_map
-from .stage import REMOVED_REASON, ROLES, Stage
+from .stage import REMOVED_REASON, Stage
 
 log = logging.getLogger(__name__)
 

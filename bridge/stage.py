@@ -41,13 +41,12 @@ from .connection import (
 from .mixer import FRAME_SAMPLES, FRAME_SECONDS, SILENCE_DBFS, Mixer, TickResult
 from .oggstream import LiveOgg, OggListener
 from .recording import Recorder, safe_name, write_clip
+from .roles import AUDIO_ROLES
 from .settings import BridgeSettings
 from .voice import VoiceQueue
 
 log = logging.getLogger(__name__)
 
-AUDIO_ROLES = frozenset({"host", "cohost", "speaker"})
-ROLES = AUDIO_ROLES | {"listener"}
 
 LEVELS_EVERY_TICKS = 5
 PARTICIPANTS_EVERY_TICKS = 10

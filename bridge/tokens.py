@@ -18,8 +18,10 @@ import json
 import time
 from dataclasses import dataclass
 
+from .roles import ROLES
+
 TOKEN_VERSION = 1
-VALID_ROLES = frozenset({"host", "cohost", "speaker", "listener"})
+VALID_ROLES = ROLES
 
 
 class TokenError(ValueError):

@@ -927,3 +927,11 @@ def test_live_only_commands_refused_while_scheduled():
 def test_banned_actor_refused(cmd):
     s = stage(live(), listeners=[ALICE], requests=[BOB])
     refused(s, cmd, Actor(HOST, followers=1000, banned=True), "banned")
+
+
+def test_the_rules_and_the_bridge_spell_the_roles_alike():
+    from bot.core.model import SPEAKING_ROLES
+    from bridge.roles import AUDIO_ROLES, ROLES
+
+    assert {role.value for role in Role} == ROLES
+    assert {role.value for role in SPEAKING_ROLES} == AUDIO_ROLES
