@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 from bridge import tokens  # noqa: E402
 from bridge.client import SpaceClient, load_audio  # noqa: E402
 
-SECRET = "bench-secret-0123456789abcdef"
+SECRET = "bench-secret-0123456789abcdef-0123456"
 SPACE = "bench"
 FRAME = 960
 MARKER_HZ = 12000

@@ -38,7 +38,7 @@ from bridge import tokens  # noqa: E402
 from bridge.app import STAGES, start_embedded  # noqa: E402
 from bridge.settings import BridgeSettings  # noqa: E402
 
-SECRET = "flood-bench-secret-0123456789"
+SECRET = "flood-bench-secret-0123456789-abcdef"
 SPACE = "flood"
 
 

@@ -77,7 +77,7 @@ from bridge_bench import (  # noqa: E402
     stop_process,
 )
 
-SECRET = "bench-secret-0123456789abcdef"
+SECRET = "bench-secret-0123456789abcdef-0123456"
 SPACE = "bench"
 ICECAST_PASSWORD = "bench-source-0123456789"
 FRAME = 960

@@ -19,17 +19,31 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import math
 import os
 import re
 import tomllib
 import zoneinfo
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import urlsplit, urlunsplit
+
+from bridge.schema import HTTP_URL as _HTTP_URL
+from bridge.schema import Bad as _Bad
+from bridge.schema import Parser
+from bridge.schema import boolean as _bool
+from bridge.schema import choice as _choice
+from bridge.schema import describe as _describe
+from bridge.schema import did_you_mean as _did_you_mean
+from bridge.schema import expected as _expected
+from bridge.schema import integer as _int
+from bridge.schema import mask_url as _mask_url
+from bridge.schema import number as _number
+from bridge.schema import render as _render
+from bridge.schema import string as _string
+from bridge.settings import KEYS as BRIDGE_KEYS
+from bridge.settings import MIN_SECRET_LENGTH, captions_problem, resolved_public_url
+from bridge.settings import SECRET_HINT as _SECRET_HINT
 
 __all__ = [
     "AnnouncementsSettings",
@@ -84,83 +98,10 @@ def _one_line(text: str) -> str:
 # --------------------------------------------------------------------------------------
 
 
-def _type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list | tuple):
-        return "array"
-    if isinstance(value, Mapping):
-        return "table"
-    if isinstance(value, datetime):
-        return "date-time"
-    if isinstance(value, date):
-        return "date"
-    if isinstance(value, time):
-        return "time"
-    return type(value).__name__
-
-
-def _render(value: Any) -> str:
-    """A value as it would be written in TOML."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_render(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{k} = {_render(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, datetime | date | time):
-        return value.isoformat()
-    return repr(value)
-
-
-def _describe(value: Any, *, secret: bool = False) -> str:
-    if secret:
-        if isinstance(value, str):
-            return f"a {len(value)}-character string (value hidden)"
-        return f"a value of type {_type_name(value)} (value hidden)"
-    text = _render(value)
-    if len(text) > 60:
-        text = text[:57] + "…"
-    return f"{text} ({_type_name(value)})"
-
-
-class _Bad(Exception):
-    """Raised by a field parser: ``detail`` is what is wrong, ``suffix`` e.g. ``[2]``."""
-
-    def __init__(self, detail: str, suffix: str = "") -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.suffix = suffix
-
-
-def _expected(desc: str, value: Any, *, secret: bool = False, hint: str = "") -> _Bad:
-    return _Bad(f"expected {desc}, got {_describe(value, secret=secret)}{hint}")
-
-
-def _did_you_mean(word: str, candidates: list[str]) -> str:
-    match = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
-    return f" (did you mean {match[0]}?)" if match else ""
-
-
 # --------------------------------------------------------------------------------------
 # Field parsers: each takes the raw value and returns the normalised one or raises _Bad
 # --------------------------------------------------------------------------------------
 
-Parser = Callable[[Any], Any]
 
 _SERVER_NAME = r"(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::[0-9]{1,5})?"
 _HIST_LOCALPART = r"[\x21-\x39\x3b-\x7e]+"  # printable ASCII except ':'
@@ -170,7 +111,6 @@ USER_ID_RE = re.compile(rf"^@{_HIST_LOCALPART}:{_SERVER_NAME}$")
 ROOM_ID_RE = re.compile(rf"^!{_HIST_LOCALPART}(?::{_SERVER_NAME})?$")
 ROOM_ALIAS_RE = re.compile(rf"^#[^:\s\x00]+:{_SERVER_NAME}$")
 LOCALPART_RE = re.compile(r"^[a-z0-9._=/+-]+$")
-LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$")
 
 
 def is_user_id(text: str) -> bool:
@@ -178,119 +118,6 @@ def is_user_id(text: str) -> bool:
     return len(text) <= 255 and USER_ID_RE.match(text) is not None
 
 
-def _int(lo: int | None = None, hi: int | None = None) -> Parser:
-    if lo is not None and hi is not None:
-        desc = f"an integer from {lo} to {hi}"
-    elif lo is not None:
-        desc = f"an integer ≥ {lo}"
-    elif hi is not None:
-        desc = f"an integer ≤ {hi}"
-    else:
-        desc = "an integer"
-
-    def parse(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _expected(desc, value)
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise _expected(desc, value)
-        return value
-
-    return parse
-
-
-def _number(lo: float | None = None, hi: float | None = None) -> Parser:
-    if lo is not None and hi is not None:
-        desc = f"a number from {lo:g} to {hi:g}"
-    else:
-        desc = f"a number ≥ {lo:g}" if lo is not None else "a number"
-
-    def parse(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _expected(desc, value)
-        if (not math.isfinite(value) or (lo is not None and value < lo)
-                or (hi is not None and value > hi)):
-            raise _expected(desc, value)
-        return float(value)
-
-    return parse
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _expected("true or false", value)
-    return value
-
-
-def _string(*, nonempty: bool = False, secret: bool = False) -> Parser:
-    desc = "a non-empty string" if nonempty else "a string"
-
-    def parse(value: Any) -> str:
-        if not isinstance(value, str) or (nonempty and not value):
-            raise _expected(desc, value, secret=secret)
-        return value
-
-    return parse
-
-
-def _choice(*choices: str, fold_case: bool = False) -> Parser:
-    desc = "one of " + ", ".join(json.dumps(c) for c in choices)
-
-    def parse(value: Any) -> str:
-        if not isinstance(value, str):
-            raise _expected(desc, value)
-        candidate = value.upper() if fold_case else value
-        if candidate not in choices:
-            hint = _did_you_mean(candidate, list(choices))
-            if not hint and not fold_case and value.lower() in choices:
-                hint = f" (did you mean {value.lower()}?)"
-            raise _expected(desc, value, hint=hint)
-        return candidate
-
-    return parse
-
-
-def _mask_url(text: str) -> str:
-    """``text`` with any password in its authority part replaced by ``***``."""
-    try:
-        parts = urlsplit(text)
-        if parts.password is None:
-            return text
-        netloc = parts.netloc.rsplit("@", 1)
-        userinfo = netloc[0].split(":", 1)[0] + ":***"
-        return urlunsplit(parts._replace(netloc=f"{userinfo}@{netloc[1]}"))
-    except ValueError:
-        return text
-
-
-def _url(*schemes: str, what: str, allow_empty: bool = True) -> Parser:
-    desc = what + (' or ""' if allow_empty else "")
-
-    def parse(value: Any) -> str:
-        if not isinstance(value, str):
-            raise _expected(desc, value)
-        if value == "" and allow_empty:
-            return value
-        shown = _mask_url(value)
-        try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError:
-            raise _expected(desc, shown) from None
-        scheme = parts.scheme.lower()
-        needs_host = scheme != "unix"
-        if (
-            scheme not in schemes
-            or any(c.isspace() for c in value)
-            or (needs_host and not parts.hostname)
-            or (not needs_host and not parts.path)
-        ):
-            raise _expected(desc, shown)
-        return value.rstrip("/") if scheme in ("http", "https") else value
-
-    return parse
-
-
-_HTTP_URL = _url("http", "https", what="an http:// or https:// URL")
 
 
 def _user_id(value: Any) -> str:
@@ -335,38 +162,6 @@ def _list(item: Parser, what: str) -> Parser:
     return parse
 
 
-class Table(Mapping[str, str]):
-    """A setting whose value is a TOML table: read-only and hashable, as settings are."""
-
-    def __init__(self, pairs: Any = ()) -> None:
-        self._items = dict(pairs)
-
-    def __getitem__(self, key: str) -> str:
-        return self._items[key]
-
-    def __iter__(self):
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __hash__(self) -> int:
-        return hash(frozenset(self._items.items()))
-
-    def __repr__(self) -> str:
-        return f"Table({self._items!r})"
-
-
-def _homeservers(value: Any) -> Table:
-    """[bridge.openid_homeservers]: the bridge's own rule, so both read a table alike."""
-    from bridge.settings import HomeserverMapError, homeserver_map
-
-    try:
-        return Table(homeserver_map(dict(value) if isinstance(value, Table) else value))
-    except HomeserverMapError as exc:
-        raise _Bad(str(exc), exc.where) from None
-
-
 def _command_prefix(value: Any) -> str:
     desc = "1 to 3 characters without spaces"
     if not isinstance(value, str) or not 1 <= len(value) <= 3 or any(c.isspace() for c in value):
@@ -408,24 +203,6 @@ def _timezone(value: Any) -> str:
         hint = _did_you_mean(value, sorted(zoneinfo.available_timezones()))
         raise _expected(desc, value, hint=hint) from None
     return value
-
-
-def _language(value: Any) -> str:
-    if not isinstance(value, str) or not LANGUAGE_RE.match(value):
-        raise _expected('a language tag like "en-US" or "de"', value)
-    return value
-
-
-def _shared_secret(value: Any) -> str:
-    if not isinstance(value, str):
-        raise _expected("a string", value, secret=True)
-    if value and len(value) < MIN_SECRET_LENGTH:
-        raise _Bad(f'expected "" or at least {MIN_SECRET_LENGTH} characters, got {len(value)} characters{_SECRET_HINT}')
-    return value
-
-
-MIN_SECRET_LENGTH = 32
-_SECRET_HINT = " (make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
 
 
 def _setting(default: Any, parse: Parser, *, secret: bool = False, url: bool = False) -> Any:
@@ -522,46 +299,13 @@ class DatabaseSettings(_Section):
     url: str = _setting("sqlite:///var/chorus.db", _database_url, url=True)
 
 
-@dataclass(frozen=True, repr=False)
-class BridgeSettings(_Section):
+class _BridgeRules(_Section):
+    """[bridge]: its keys are bridge/settings.py's (KEYS), the one definition both services
+    read; here are the rules only the bot applies."""
+
     SECTION: ClassVar[str] = "bridge"
 
-    mode: str = _setting("embedded", _choice("embedded", "remote"))
-    listen_host: str = _setting("127.0.0.1", _string(nonempty=True))
-    listen_port: int = _setting(8089, _int(0, 65535))
-    public_url: str = _setting("", _HTTP_URL, url=True)
-    control_url: str = _setting("", _HTTP_URL, url=True)
-    shared_secret: str = _setting("", _shared_secret, secret=True)
-    token_ttl_seconds: int = _setting(3600, _int(1))
-    redis_url: str = _setting(
-        "",
-        _url("redis", "rediss", "unix", what="a redis://, rediss:// or unix:// URL"),
-        url=True,
-    )
-    recordings_dir: str = _setting("var/recordings", _string(nonempty=True))
-    # Tuning knobs that bridge/settings.py also reads from the same [bridge] section.
-    listener_queue_frames: int = _setting(50, _int(2, 3000))
-    jitter_frames: int = _setting(4, _int(1, 50))
-    ogg_page_ms: int = _setting(200, _int(20, 1000))
-    listener_bundle_ms: int = _setting(100, _int(20, 500))
-    max_msg_size: int = _setting(16 * 1024, _int(1024, 16 * 1024 * 1024))
-    opus_bitrate: int = _setting(48000, _int(6000, 510000))
-    clip_seconds: int = _setting(30, _int(1, 600))
-    header_timeout_seconds: float = _setting(10.0, _number(0.1))
-    max_pending_connections_per_address: int = _setting(64, _int(0))
-    max_streams_per_address: int = _setting(64, _int(0))
-    openid_attempts_per_address_per_minute: int = _setting(20, _int(1))
-    openid_attempts_per_minute: int = _setting(600, _int(1))
-    openid_allow_private_networks: bool = _setting(False, _bool)
-    openid_timeout_seconds: float = _setting(10.0, _number(0.1, 300))
-    openid_homeservers: Table = _setting(Table(), _homeservers)
-
     def _check_together(self) -> None:
-        if self.ogg_page_ms % 20:
-            self._fail("ogg_page_ms", f"expected a multiple of 20 (ms), got {self.ogg_page_ms}")
-        if self.listener_bundle_ms % 20:
-            self._fail("listener_bundle_ms",
-                       f"expected a multiple of 20 (ms), got {self.listener_bundle_ms}")
         if self.mode != "remote":
             return
         if not self.control_url:
@@ -583,14 +327,32 @@ class BridgeSettings(_Section):
         Pass the port actually bound when ``listen_port`` is 0. A wildcard listen host
         (``0.0.0.0``, ``::``) becomes ``localhost``; an IPv6 address gets brackets.
         """
-        if self.public_url:
-            return self.public_url
-        host = self.listen_host
-        if host in ("0.0.0.0", "::", "[::]"):
-            host = "localhost"
-        elif ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return f"http://{host}:{self.listen_port if port is None else port}"
+        return resolved_public_url(self.public_url, self.listen_host,
+                                   self.listen_port if port is None else port)
+
+
+class _CaptionsRules(_Section):
+    """[captions]: engine, model_path and language are bridge/settings.py's keys."""
+
+    SECTION: ClassVar[str] = "captions"
+
+    def _check_together(self) -> None:
+        problem = captions_problem(self.engine, self.model_path)
+        if problem:
+            self._fail("model_path", problem)
+
+
+def _section_from_keys(name: str, base: type[_Section], section: str,
+                       own: list[tuple[str, Any, Any]] = ()) -> type[_Section]:
+    """A section dataclass whose fields are the keys of ``section`` in bridge/settings.py's
+    KEYS (default and parser as defined there), then ``own``."""
+    keys = [(k.name, Any, _setting(k.default, k.parse, secret=k.secret, url=k.url))
+            for k in BRIDGE_KEYS if k.section == section]
+    return dataclasses.make_dataclass(name, keys + list(own), bases=(base,), frozen=True, repr=False,
+                                      namespace={"__module__": __name__})
+
+
+BridgeSettings = _section_from_keys("BridgeSettings", _BridgeRules, "bridge")
 
 
 @dataclass(frozen=True, repr=False)
@@ -650,21 +412,8 @@ class AnnouncementsSettings(_Section):
     rooms: tuple[str, ...] = _setting((), _list(_room, "room ids or aliases"))
 
 
-@dataclass(frozen=True, repr=False)
-class CaptionsSettings(_Section):
-    SECTION: ClassVar[str] = "captions"
-
-    engine: str = _setting("pocketsphinx", _choice("pocketsphinx", "vosk", "faster-whisper"))
-    model_path: str = _setting("", _string())
-    post_to_room: bool = _setting(False, _bool)
-    language: str = _setting("en-US", _language)
-
-    def _check_together(self) -> None:
-        if self.engine == "vosk" and not self.model_path:
-            self._fail(
-                "model_path",
-                'required when captions.engine = "vosk" (the folder of an unpacked Vosk model)',
-            )
+CaptionsSettings = _section_from_keys("CaptionsSettings", _CaptionsRules, "captions",
+                                      [("post_to_room", bool, _setting(False, _bool))])
 
 
 @dataclass(frozen=True, repr=False)

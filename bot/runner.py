@@ -159,27 +159,15 @@ async def make_bridge(settings: Settings, stack: AsyncExitStack,
         return HttpBridge(b.control_url, b.public_url or b.control_url, secret, b.token_ttl_seconds,
                           homeservers=_told_to_remote(b.control_url, known))
     from bridge.app import start_embedded
+    from bridge.settings import KEYS as BRIDGE_KEYS
     from bridge.settings import BridgeSettings
 
     private_dir(b.recordings_dir)  # what people said: the bot's alone (the bridge writes inside)
-    bs = BridgeSettings(listen_host=b.listen_host, listen_port=b.listen_port,
-                        public_url=settings.bridge_public_url, shared_secret=secret,
-                        token_ttl_seconds=b.token_ttl_seconds, recordings_dir=b.recordings_dir,
-                        redis_url=b.redis_url, listener_queue_frames=b.listener_queue_frames,
-                        jitter_frames=b.jitter_frames, max_msg_size=b.max_msg_size,
-                        ogg_page_ms=b.ogg_page_ms, listener_bundle_ms=b.listener_bundle_ms,
-                        opus_bitrate=b.opus_bitrate, clip_seconds=b.clip_seconds,
-                        header_timeout_seconds=b.header_timeout_seconds,
-                        max_pending_connections_per_address=b.max_pending_connections_per_address,
-                        max_streams_per_address=b.max_streams_per_address,
-                        openid_attempts_per_address_per_minute=b.openid_attempts_per_address_per_minute,
-                        openid_attempts_per_minute=b.openid_attempts_per_minute,
-                        openid_allow_private_networks=b.openid_allow_private_networks,
-                        openid_timeout_seconds=b.openid_timeout_seconds,
-                        captions_engine=settings.captions.engine, captions_model_path=settings.captions.model_path,
-                        captions_language=settings.captions.language,
-                        captions_by_default=settings.spaces.captions_by_default,
-                        openid_homeservers=tuple(known.items()))
+    sections = {"bridge": b, "captions": settings.captions, "spaces": settings.spaces}
+    values = {k.field: getattr(sections[k.section], k.name) for k in BRIDGE_KEYS if k.field}
+    values.update(public_url=settings.bridge_public_url, shared_secret=secret,
+                  openid_homeservers=tuple(known.items()))
+    bs = BridgeSettings(**values)
     runner, port = await start_embedded(bs)
     stack.push_async_callback(runner.cleanup)
     control = f"http://{b.listen_host}:{port}"

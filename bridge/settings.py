@@ -1,165 +1,233 @@
-"""Bridge settings: a small frozen dataclass, and a reader for config.toml's [bridge].
+"""The bridge's settings: the one definition of config.toml's ``[bridge]`` section (and
+of the ``[captions]`` keys the bridge reads), used by both services.
 
-The bot builds :class:`BridgeSettings` from its own config; ``python -m bridge`` reads
-the same ``[bridge]`` section with :func:`load_settings`.
+:data:`KEYS` says, for every key, its default and how it is checked (bridge/schema.py's
+parsers). From it come the bridge's :class:`BridgeSettings` (what ``python -m bridge``
+and the embedded bridge run with) and the bot's ``[bridge]`` and ``[captions]`` sections
+(bot/config.py), so the two read a key, its default and its errors alike.
+
+``python -m bridge --config config.toml`` reads the very file the bot reads: the
+``[bridge]`` section (keys only the bot uses, such as ``mode``, are passed over), the
+engine, model and language of ``[captions]`` and ``[spaces] captions_by_default``; every
+other section is the bot's and is not looked at. A misspelt ``[bridge]`` key is refused
+with one line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import re
 import tomllib
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .schema import (
+    HTTP_URL,
+    Bad,
+    Parser,
+    Table,
+    boolean,
+    choice,
+    did_you_mean,
+    expected,
+    integer,
+    language,
+    number,
+    string,
+    url,
+)
+
 
 class SettingsError(ValueError):
-    """A bad [bridge] setting; the message names the key and the reason."""
+    """A bad setting: one line naming the file (when read from one), the key and the reason."""
+
+
+MIN_SECRET_LENGTH = 32
+SECRET_HINT = " (make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+CAPTION_ENGINES = ("pocketsphinx", "vosk", "faster-whisper")
+
+
+def shared_secret(value: Any) -> str:
+    if not isinstance(value, str):
+        raise expected("a string", value, secret=True)
+    if value and len(value) < MIN_SECRET_LENGTH:
+        raise Bad(f'expected "" or at least {MIN_SECRET_LENGTH} characters, got {len(value)} '
+                  f"characters{SECRET_HINT}")
+    return value
+
+
+def frame_ms(lo: int, hi: int) -> Parser:
+    """A duration in ms that is a whole number of 20 ms frames."""
+    in_range = integer(lo, hi)
+
+    def parse(value: Any) -> int:
+        value = in_range(value)
+        if value % 20:
+            raise Bad(f"expected a multiple of 20 (ms), got {value}")
+        return value
+
+    return parse
+
+
+def homeservers(value: Any) -> Table:
+    if isinstance(value, Table):
+        value = dict(value)
+    try:
+        return Table(homeserver_map(value))
+    except HomeserverMapError as exc:
+        raise Bad(str(exc), exc.where) from None
 
 
 @dataclass(frozen=True)
-class BridgeSettings:
-    listen_host: str = "127.0.0.1"
-    listen_port: int = 8089
-    public_url: str = "http://127.0.0.1:8089"
-    shared_secret: str = ""
-    token_ttl_seconds: int = 3600
-    recordings_dir: str = "var/recordings"
-    control_url: str = ""
-    redis_url: str = ""
-    #: server name -> homeserver base URL for verifying widget OpenID tokens (else discovery),
-    #: config.toml's [bridge.openid_homeservers] table; the bot adds its own homeserver
-    #: (embedded: here; a separate bridge: over the control API)
-    openid_homeservers: tuple[tuple[str, str], ...] = ()
-    #: how much unsent audio a listener may have, in 20 ms frames (at least two bundles
-    #: for a bundled client); a listener further behind than this is disconnected.
-    listener_queue_frames: int = 50
-    #: kernel send buffer per client socket (bytes): bounds memory and hidden latency per
-    #: listener, and lets a stalled listener be noticed within seconds; 0 = OS default.
-    client_sndbuf_bytes: int = 32768
-    #: live.ogg page duration, in ms (20..1000, a multiple of 20): each page is built once
-    #: per space and written to every listener; longer pages cost fewer writes per
-    #: listener and less framing, and add up to this much latency before a player hears it.
-    ogg_page_ms: int = 200
-    #: listen-only WebSocket clients that ask for bundles (``?bundles=1``; the page does)
-    #: get this many ms of audio in one message (20..500, a multiple of 20; 20 = one frame
-    #: per message): fewer writes per listener, and up to this much more latency.
-    listener_bundle_ms: int = 100
-    #: per-speaker jitter buffer depth, in frames.
-    jitter_frames: int = 4
-    #: largest WebSocket message accepted from a client, in bytes.
-    max_msg_size: int = 16 * 1024
-    #: Opus bitrate for the listeners' mix.
-    opus_bitrate: int = 48000
-    #: seconds kept for the ``clip`` control call.
-    clip_seconds: int = 30
-    #: live captions (config.toml's [captions] section): engine, model, language;
-    #: recogniser processes; and whether spaces open with captions on by default (then
-    #: the engine is loaded, and checked, at start-up).
-    captions_engine: str = "pocketsphinx"
-    captions_model_path: str = ""
-    captions_language: str = "en-US"
-    captions_workers: int = 1
-    captions_by_default: bool = False
-    #: a connection must send complete request headers within this many seconds (at
-    #: first, and between requests while it is neither a WebSocket/stream nor the bot).
-    header_timeout_seconds: float = 10.0
-    #: connections from one address that have not yet sent a request, upgraded or
-    #: signed in; beyond this, new ones from that address are closed at once. 0 = no cap.
-    max_pending_connections_per_address: int = 64
-    #: listener connections (WebSockets and live.ogg streams; speakers and hosts are not
-    #: counted) one address may hold open at once; beyond this a new one is refused
-    #: (WebSocket close 4429, HTTP 429). 0 = no cap.
-    max_streams_per_address: int = 64
-    #: Element widget sign-ins (POST /spaces/{id}/openid) per minute, per remote address
-    #: and over all addresses (each is also the burst allowed).
-    openid_attempts_per_address_per_minute: int = 20
-    openid_attempts_per_minute: int = 600
-    #: let /openid reach homeservers on loopback, private or link-local addresses (only
-    #: for a private federation; the bot's own local Synapse is allowed through
-    #: openid_homeservers regardless).
-    openid_allow_private_networks: bool = False
-    #: one deadline for the whole homeserver check of a widget sign-in (discovery and
-    #: userinfo); past it the sign-in gets the generic refusal.
-    openid_timeout_seconds: float = 10.0
+class Key:
+    """One key of config.toml: where it is, its default, how it is checked and what the
+    bridge calls it (``field``; empty for a key only the bot reads)."""
 
-    def __post_init__(self) -> None:
-        if not self.shared_secret or len(self.shared_secret) < 16:
-            raise SettingsError("bridge.shared_secret: must be at least 16 characters")
-        if not 0 <= self.listen_port <= 65535:
-            raise SettingsError("bridge.listen_port: must be 0..65535")
-        if self.token_ttl_seconds <= 0:
-            raise SettingsError("bridge.token_ttl_seconds: must be positive")
-        if self.listener_queue_frames < 2:
-            raise SettingsError("bridge.listener_queue_frames: must be at least 2")
-        if not self.public_url.startswith(("http://", "https://")):
-            raise SettingsError("bridge.public_url: must start with http:// or https://")
-        if self.captions_engine not in ("pocketsphinx", "vosk", "faster-whisper"):
-            raise SettingsError("captions.engine: must be one of pocketsphinx, vosk, "
-                                f"faster-whisper, got {self.captions_engine!r}")
-        if self.captions_engine == "vosk" and not self.captions_model_path:
-            raise SettingsError('captions.model_path: required when captions.engine = "vosk"')
-        if not 1 <= self.captions_workers <= 64:
-            raise SettingsError("bridge.captions_workers: must be 1..64")
-        if not (isinstance(self.header_timeout_seconds, int | float)
-                and 0.1 <= self.header_timeout_seconds <= 86400):
-            raise SettingsError("bridge.header_timeout_seconds: must be a number of seconds "
-                                f"from 0.1 to 86400, got {self.header_timeout_seconds!r}")
-        if not (20 <= self.ogg_page_ms <= 1000 and self.ogg_page_ms % 20 == 0):
-            raise SettingsError("bridge.ogg_page_ms: must be a multiple of 20 from 20 to 1000, "
-                                f"got {self.ogg_page_ms!r}")
-        if not (20 <= self.listener_bundle_ms <= 500 and self.listener_bundle_ms % 20 == 0):
-            raise SettingsError("bridge.listener_bundle_ms: must be a multiple of 20 from 20 "
-                                f"to 500, got {self.listener_bundle_ms!r}")
-        if self.max_pending_connections_per_address < 0:
-            raise SettingsError("bridge.max_pending_connections_per_address: must be 0 (no cap) or more")
-        if self.max_streams_per_address < 0:
-            raise SettingsError("bridge.max_streams_per_address: must be 0 (no cap) or more")
-        if not (isinstance(self.openid_timeout_seconds, int | float)
-                and 0.1 <= self.openid_timeout_seconds <= 300):
-            raise SettingsError("bridge.openid_timeout_seconds: must be a number of seconds "
-                                f"from 0.1 to 300, got {self.openid_timeout_seconds!r}")
-        for key in ("openid_attempts_per_address_per_minute", "openid_attempts_per_minute"):
-            if getattr(self, key) < 1:
-                raise SettingsError(f"bridge.{key}: must be at least 1")
+    section: str
+    name: str
+    default: Any
+    parse: Parser
+    field: str = ""
+    secret: bool = False
+    url: bool = False
+
+    @property
+    def dotted(self) -> str:
+        return f"{self.section}.{self.name}"
+
+
+def _bridge(name: str, default: Any, parse: Parser, *, bot_only: bool = False, **flags: Any) -> Key:
+    return Key("bridge", name, default, parse, "" if bot_only else name, **flags)
+
+
+#: every key of [bridge], and the [captions] and [spaces] keys the bridge reads, in the
+#: order config.example.toml and docs/configuration.md give them
+KEYS: tuple[Key, ...] = (
+    _bridge("mode", "embedded", choice("embedded", "remote"), bot_only=True),
+    _bridge("listen_host", "127.0.0.1", string(nonempty=True)),
+    _bridge("listen_port", 8089, integer(0, 65535)),
+    _bridge("public_url", "", url("http", "https", what="an http:// or https:// URL"), url=True),
+    _bridge("control_url", "", HTTP_URL, bot_only=True, url=True),
+    _bridge("shared_secret", "", shared_secret, secret=True),
+    _bridge("token_ttl_seconds", 3600, integer(1)),
+    _bridge("redis_url", "", url("redis", "rediss", "unix", what="a redis://, rediss:// or unix:// URL"), url=True),
+    _bridge("recordings_dir", "var/recordings", string(nonempty=True)),
+    _bridge("listener_queue_frames", 50, integer(2, 3000)),
+    _bridge("client_sndbuf_bytes", 32768, integer(0, 64 * 1024 * 1024)),
+    _bridge("ogg_page_ms", 200, frame_ms(20, 1000)),
+    _bridge("listener_bundle_ms", 100, frame_ms(20, 500)),
+    _bridge("jitter_frames", 4, integer(1, 50)),
+    _bridge("max_msg_size", 16 * 1024, integer(1024, 16 * 1024 * 1024)),
+    _bridge("opus_bitrate", 48000, integer(6000, 510000)),
+    _bridge("clip_seconds", 30, integer(1, 600)),
+    _bridge("captions_workers", 1, integer(1, 64)),
+    _bridge("header_timeout_seconds", 10.0, number(0.1, 86400)),
+    _bridge("max_pending_connections_per_address", 64, integer(0)),
+    _bridge("max_streams_per_address", 64, integer(0)),
+    _bridge("openid_attempts_per_address_per_minute", 20, integer(1)),
+    _bridge("openid_attempts_per_minute", 600, integer(1)),
+    _bridge("openid_allow_private_networks", False, boolean),
+    _bridge("openid_timeout_seconds", 10.0, number(0.1, 300)),
+    _bridge("openid_homeservers", Table(), homeservers),
+    Key("captions", "engine", "pocketsphinx", choice(*CAPTION_ENGINES), "captions_engine"),
+    Key("captions", "model_path", "", string(), "captions_model_path"),
+    Key("captions", "language", "en-US", language, "captions_language"),
+    Key("spaces", "captions_by_default", False, boolean, "captions_by_default"),
+)
+
+BRIDGE_SECTION = {k.name: k for k in KEYS if k.section == "bridge"}
+_BY_FIELD = {k.field: k for k in KEYS if k.field}
+
+
+def captions_problem(engine: str, model_path: str) -> str | None:
+    """What is wrong with this [captions] engine and model together, if anything."""
+    if engine == "vosk" and not model_path:
+        return 'required when captions.engine = "vosk" (the folder of an unpacked Vosk model)'
+    return None
+
+
+def resolved_public_url(public_url: str, listen_host: str, port: int) -> str:
+    """``public_url``, or ``http://{listen_host}:{port}`` when it is empty. A wildcard
+    listen host (``0.0.0.0``, ``::``) becomes ``localhost``; an IPv6 address gets brackets."""
+    if public_url:
+        return public_url
+    host = listen_host
+    if host in ("0.0.0.0", "::", "[::]"):
+        host = "localhost"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _check(self: Any) -> None:
+    """BridgeSettings.__post_init__: every field through its key's parser, then the rules
+    across keys. Raises SettingsError naming the key."""
+    if isinstance(self.openid_homeservers, tuple):  # pairs, from code rather than a file
+        object.__setattr__(self, "openid_homeservers", dict(self.openid_homeservers))
+    for name, key in _BY_FIELD.items():
         try:
-            pairs = self.openid_homeservers
-            object.__setattr__(self, "openid_homeservers",
-                               homeserver_map(dict(pairs) if isinstance(pairs, tuple) else pairs))
-        except HomeserverMapError as exc:
-            raise SettingsError(f"bridge.openid_homeservers{exc.where}: {exc}") from None
+            object.__setattr__(self, name, key.parse(getattr(self, name)))
+        except Bad as exc:
+            raise SettingsError(f"{key.dotted}{exc.suffix}: {exc.detail}") from None
+    if not self.shared_secret:
+        raise SettingsError(f"bridge.shared_secret: required: at least {MIN_SECRET_LENGTH} characters, "
+                            f"the same on the bot and the bridge{SECRET_HINT}")
+    problem = captions_problem(self.captions_engine, self.captions_model_path)
+    if problem:
+        raise SettingsError(f"captions.model_path: {problem}")
+    if not self.public_url:
+        object.__setattr__(self, "public_url",
+                           resolved_public_url("", self.listen_host, self.listen_port))
 
 
-_TYPES = {f.name: f.type for f in fields(BridgeSettings)}
+#: What the bridge runs with: a frozen dataclass with a field per bridge key of
+#: :data:`KEYS` (``captions_engine`` for ``[captions] engine``, and so on), each checked
+#: on creation. An empty ``public_url`` becomes the listen address.
+BridgeSettings = dataclasses.make_dataclass(
+    "BridgeSettings",
+    [(k.field, Any, dataclasses.field(default=k.default, repr=not k.secret)) for k in KEYS if k.field],
+    frozen=True, namespace={"__post_init__": _check, "__module__": __name__,
+                            "__doc__": "The bridge's settings, checked on creation (see KEYS)."})
 
 
-def settings_from_mapping(section: dict[str, Any]) -> BridgeSettings:
+def settings_from_mapping(data: Mapping[str, Any]) -> Any:
+    """BridgeSettings from a parsed config.toml (all of it: the bot's sections are passed
+    over). Raises SettingsError naming the key."""
+    section = data.get("bridge")
+    if not isinstance(section, Mapping):
+        raise SettingsError("missing [bridge] section")
     kwargs: dict[str, Any] = {}
-    for key, value in section.items():
-        if key not in _TYPES:
-            raise SettingsError(f"bridge.{key}: unknown setting")
-        if key == "openid_homeservers":
-            try:
-                kwargs[key] = homeserver_map(value)
-            except HomeserverMapError as exc:
-                raise SettingsError(f"bridge.openid_homeservers{exc.where}: {exc}") from None
-            continue
-        want = {"int": int, "bool": bool, "float": float}.get(str(_TYPES[key]), str)
-        if want is int and (not isinstance(value, int) or isinstance(value, bool)):
-            raise SettingsError(f"bridge.{key}: must be an integer, got {value!r}")
-        if want is float:
-            if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-                raise SettingsError(f"bridge.{key}: must be a number, got {value!r}")
-            value = float(value)
-        if want is bool and not isinstance(value, bool):
-            raise SettingsError(f"bridge.{key}: must be true or false, got {value!r}")
-        if want is str and not isinstance(value, str):
-            raise SettingsError(f"bridge.{key}: must be a string, got {value!r}")
-        kwargs[key] = value
+    for name, value in section.items():
+        key = BRIDGE_SECTION.get(name)
+        if key is None:
+            hint = did_you_mean(str(name), list(BRIDGE_SECTION))
+            raise SettingsError(f"bridge.{name}: unknown key{hint.replace('(did you mean ', '(did you mean bridge.')}")
+        if key.field:
+            kwargs[key.field] = value
+    for key in KEYS:
+        table = data.get(key.section)
+        if key.section != "bridge" and isinstance(table, Mapping) and key.name in table:
+            kwargs[key.field] = table[key.name]
     return BridgeSettings(**kwargs)
+
+
+def load_settings(path: str | Path) -> Any:
+    """BridgeSettings from the config file at ``path`` (the bot's own config.toml will do)."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise SettingsError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML ({exc})") from None
+    try:
+        return settings_from_mapping(data)
+    except SettingsError as exc:
+        raise SettingsError(f"{path}: {exc}") from None
 
 
 class HomeserverMapError(ValueError):
@@ -210,44 +278,12 @@ def homeserver_map(value: Any) -> tuple[tuple[str, str], ...]:
     if len(value) > MAX_HOMESERVERS:
         raise HomeserverMapError(f"at most {MAX_HOMESERVERS} entries, got {len(value)}")
     pairs = []
-    for name, url in value.items():
+    for name, address in value.items():
         where = f".{json.dumps(str(name)[:100])}"
         if not (isinstance(name, str) and len(name) <= 255 and _SERVER_NAME_RE.fullmatch(name)):
             raise HomeserverMapError('expected a Matrix server name like "example.org" as the key', where)
         try:
-            pairs.append((name, homeserver_url(url)))
+            pairs.append((name, homeserver_url(address)))
         except ValueError as exc:
             raise HomeserverMapError(str(exc), where) from None
     return tuple(sorted(pairs))
-
-
-def load_settings(path: str | Path) -> BridgeSettings:
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise SettingsError(f"{path}: no such config file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"{path}: not valid TOML ({exc})") from None
-    section = data.get("bridge")
-    if not isinstance(section, dict):
-        raise SettingsError(f"{path}: missing [bridge] section")
-    return settings_from_mapping({**section, **_captions_keys(data)})
-
-
-def _captions_keys(data: dict[str, Any]) -> dict[str, Any]:
-    """[captions] engine/model_path/language and [spaces] captions_by_default, shared
-    with the bot's config, as BridgeSettings fields."""
-    found: dict[str, Any] = {}
-    captions = data.get("captions", {})
-    if isinstance(captions, dict):
-        for key in ("engine", "model_path", "language"):
-            if key in captions:
-                value = captions[key]
-                if not isinstance(value, str):
-                    raise SettingsError(f"captions.{key}: must be a string, got {value!r}")
-                found[f"captions_{key}"] = value
-    spaces = data.get("spaces", {})
-    if isinstance(spaces, dict) and "captions_by_default" in spaces:
-        found["captions_by_default"] = spaces["captions_by_default"]
-    return found

@@ -712,3 +712,63 @@ def test_docs_table_lists_every_key_with_its_default() -> None:
     for dotted, shown in documented.items():
         section_name, key = dotted.split(".")
         assert shown == _render(getattr(getattr(defaults, section_name), key)), dotted
+
+
+def test_the_bot_and_the_bridge_read_one_file_alike(tmp_path: Path) -> None:
+    """Every key the bridge reads, set to something other than its default in one file:
+    bot/config.py and bridge/settings.py (python -m bridge) come out with the same values,
+    because both take the key from bridge/settings.py's KEYS."""
+    from bridge.settings import KEYS
+    from bridge.settings import load_settings as load_bridge_settings
+
+    text = f"""
+[bridge]
+mode = "remote"
+control_url = "http://bridge.internal:8089"
+listen_host = "0.0.0.0"
+listen_port = 9100
+public_url = "https://audio.example.org"
+shared_secret = "{SECRET}"
+token_ttl_seconds = 600
+redis_url = "redis://127.0.0.1:6379/0"
+recordings_dir = "/srv/recordings"
+listener_queue_frames = 80
+client_sndbuf_bytes = 65536
+ogg_page_ms = 400
+listener_bundle_ms = 60
+jitter_frames = 6
+max_msg_size = 32768
+opus_bitrate = 64000
+clip_seconds = 45
+captions_workers = 3
+header_timeout_seconds = 5.5
+max_pending_connections_per_address = 10
+max_streams_per_address = 0
+openid_attempts_per_address_per_minute = 7
+openid_attempts_per_minute = 70
+openid_allow_private_networks = true
+openid_timeout_seconds = 4.0
+openid_homeservers = {{ "example.org" = "https://matrix.example.org" }}
+
+[captions]
+engine = "faster-whisper"
+model_path = "/models/base"
+language = "de-DE"
+post_to_room = true
+
+[spaces]
+captions_by_default = true
+"""
+    path = write(tmp_path, text)
+    bot = load_settings(path)
+    bridge = load_bridge_settings(path)
+    compared = 0
+    for key in KEYS:
+        if not key.field:
+            continue
+        ours = getattr(getattr(bot, key.section), key.name)
+        assert getattr(bridge, key.field) == ours, key.dotted
+        assert ours != key.default, f"{key.dotted} is not set away from its default here"
+        compared += 1
+    assert compared == len([k for k in KEYS if k.field])
+

@@ -22,7 +22,7 @@ from bridge.app import STAGES, start_embedded
 from bridge.settings import BridgeSettings
 from bridge.stage import Stage
 
-SECRET = "bridge-test-secret-0123456789"
+SECRET = "bridge-test-secret-0123456789-abcdef"
 FRAME = 960
 
 

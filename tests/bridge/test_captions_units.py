@@ -101,5 +101,5 @@ def test_settings_read_the_shared_captions_section(tmp_path):
         load_settings(cfg)
     cfg.write_text(f'[bridge]\nshared_secret = "{SECRET}"\n[spaces]\n'
                    'captions_by_default = "yes"\n')
-    with pytest.raises(SettingsError, match="captions_by_default: must be true or false"):
+    with pytest.raises(SettingsError, match="spaces.captions_by_default: expected true or false"):
         load_settings(cfg)

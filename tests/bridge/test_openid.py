@@ -5,25 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from urllib.parse import quote
 
 import aiohttp
 import pytest
 
 from bridge import tokens
 from tests.support.matrix_user import unique_localpart
+from tests.support.web import openid_token, serve_on_loopback
 
 from .conftest import SECRET, make_settings, run_bridge
 from .test_web_page import CHROMIUM, browser  # noqa: F401 - the Chromium fixture
-
-
-async def _openid_token(homeserver, user) -> dict:
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{homeserver.base_url}/_matrix/client/v3/user/{quote(user.user_id)}"
-                             "/openid/request_token", json={},
-                             headers={"Authorization": f"Bearer {user.access_token}"}) as resp:
-            assert resp.status == 200, await resp.text()
-            return await resp.json()
 
 
 @pytest.fixture
@@ -45,7 +36,7 @@ async def test_a_real_openid_token_signs_the_user_in_with_their_role(homeserver,
     listener = homeserver.register(unique_localpart("listener"), secrets.token_urlsafe(12))
     await widget_bridge.open("wid", public=True, roles={speaker.user_id: "speaker"})
     for user, role in ((speaker, "speaker"), (listener, "listener")):
-        oid = await _openid_token(homeserver, user)
+        oid = await openid_token(homeserver, user)
         status, body = await _login(widget_bridge, "wid", {"access_token": oid["access_token"],
                                                          "matrix_server_name": oid["matrix_server_name"]})
         assert status == 200, body
@@ -57,7 +48,7 @@ async def test_a_real_openid_token_signs_the_user_in_with_their_role(homeserver,
 async def test_forged_mismatched_and_unknown_are_refused(homeserver, widget_bridge) -> None:
     user = homeserver.register(unique_localpart("user"), secrets.token_urlsafe(12))
     await widget_bridge.open("wid2", public=True)
-    oid = await _openid_token(homeserver, user)
+    oid = await openid_token(homeserver, user)
     status, body = await _login(widget_bridge, "wid2", {"access_token": "forged",
                                                        "matrix_server_name": homeserver.server_name})
     assert status == 401 and "could not verify your Matrix identity" in body["error"]
@@ -75,11 +66,11 @@ async def test_a_private_space_needs_a_role(homeserver, widget_bridge) -> None:
     member = homeserver.register(unique_localpart("member"), secrets.token_urlsafe(12))
     outsider = homeserver.register(unique_localpart("outsider"), secrets.token_urlsafe(12))
     await widget_bridge.open("priv", public=False, roles={member.user_id: "listener"})
-    oid = await _openid_token(homeserver, outsider)
+    oid = await openid_token(homeserver, outsider)
     status, body = await _login(widget_bridge, "priv", {"access_token": oid["access_token"],
                                                        "matrix_server_name": oid["matrix_server_name"]})
     assert status == 403 and outsider.user_id in body["error"]
-    oid = await _openid_token(homeserver, member)
+    oid = await openid_token(homeserver, member)
     status, body = await _login(widget_bridge, "priv", {"access_token": oid["access_token"],
                                                        "matrix_server_name": oid["matrix_server_name"]})
     assert status == 200 and body["role"] == "listener"
@@ -91,7 +82,7 @@ async def test_a_user_a_moderator_removed_cannot_sign_in(homeserver, widget_brid
     status, _ = await widget_bridge.control("PUT", "/spaces/rm/roles",
                                             {"roles": {}, "removed": [removed.user_id]})
     assert status == 200
-    oid = await _openid_token(homeserver, removed)
+    oid = await openid_token(homeserver, removed)
     status, body = await _login(widget_bridge, "rm", {"access_token": oid["access_token"],
                                                      "matrix_server_name": oid["matrix_server_name"]})
     assert status == 403 and body["error"] == "removed from this space by a moderator"
@@ -108,7 +99,7 @@ async def test_the_page_signs_in_inside_a_widget_host(homeserver, widget_bridge,
 
     user = homeserver.register(unique_localpart("widget"), secrets.token_urlsafe(12))
     await widget_bridge.open("wid3", public=True, roles={user.user_id: "speaker"})
-    creds = await _openid_token(homeserver, user)
+    creds = await openid_token(homeserver, user)
 
     async def parent(request: web.Request) -> web.Response:
         page = f"""<!doctype html><iframe id="w" allow="microphone"
@@ -129,11 +120,7 @@ async def test_the_page_signs_in_inside_a_widget_host(homeserver, widget_bridge,
 
     app = web.Application()
     app.router.add_get("/", parent)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    runner, port = await serve_on_loopback(app)
     try:
         await browser.call("Page.navigate", url=f"http://127.0.0.1:{port}/")
         stage = widget_bridge.stage("wid3")
@@ -175,11 +162,7 @@ async def test_every_failed_check_gets_the_same_answer_and_the_log_says_why(tmp_
 
     plain = web.Application()  # a plain-HTTP service on loopback that would say yes
     plain.router.add_get("/{tail:.*}", userinfo)
-    runner = web.AppRunner(plain)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    plain_port = site._server.sockets[0].getsockname()[1]
+    runner, plain_port = await serve_on_loopback(plain)
     silent_peers: list[asyncio.StreamWriter] = []
 
     async def say_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -226,7 +209,7 @@ async def test_a_real_token_for_an_unmapped_loopback_server_is_refused(homeserve
     """Without the bot's openid_homeservers mapping, "localhost" is just a name that
     resolves to loopback: not reachable through /openid."""
     user = homeserver.register(unique_localpart("unmapped"), secrets.token_urlsafe(12))
-    oid = await _openid_token(homeserver, user)
+    oid = await openid_token(homeserver, user)
     running = await _bridge(tmp_path)
     try:
         await running.open("unmapped", public=True)
@@ -291,7 +274,7 @@ async def test_the_bot_tells_the_bridge_its_homeserver(homeserver, tmp_path) -> 
         await running.open("told", public=True)
 
         async def sign_in() -> tuple[int, dict]:
-            oid = await _openid_token(homeserver, user)
+            oid = await openid_token(homeserver, user)
             return await _login(running, "told", {"access_token": oid["access_token"],
                                                   "matrix_server_name": oid["matrix_server_name"]})
 
@@ -321,7 +304,7 @@ async def test_the_operators_entry_wins_over_the_bots(homeserver, tmp_path) -> N
         status, body = await running.control("PUT", "/openid/homeservers",
                                              {"homeservers": {homeserver.server_name: homeserver.base_url}})
         assert status == 200 and body["homeservers"] == {homeserver.server_name: "http://127.0.0.1:1"}
-        oid = await _openid_token(homeserver, user)
+        oid = await openid_token(homeserver, user)
         status, _ = await _login(running, "op", {"access_token": oid["access_token"],
                                                  "matrix_server_name": oid["matrix_server_name"]})
         assert status == 401  # checked at the operator's (here, wrong) URL, not the bot's
@@ -347,11 +330,7 @@ async def test_a_known_homeserver_opens_no_door_to_its_host_for_anyone_else(home
 
     plain = web.Application()
     plain.router.add_get("/{tail:.*}", userinfo)
-    runner = web.AppRunner(plain)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    plain_port = site._server.sockets[0].getsockname()[1]
+    runner, plain_port = await serve_on_loopback(plain)
     caplog.set_level(logging.INFO, logger="bridge.app")
     running = await _bridge(tmp_path, openid_homeservers=(
         ("example.org", homeserver.base_url.replace("127.0.0.1", "localhost")),

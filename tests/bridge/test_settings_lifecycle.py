@@ -1,4 +1,5 @@
 import asyncio
+import re
 
 import pytest
 
@@ -18,46 +19,44 @@ def test_load_settings_from_bridge_section(tmp_path):
     assert s.listen_host == BridgeSettings.listen_host
 
 
+OK = f'[bridge]\nshared_secret = "{SECRET}"\n'
+
+
 @pytest.mark.parametrize("body,message", [
-    ('[bridge]\nlisten_port = "x"\nshared_secret = "0123456789abcdef"',
-     "bridge.listen_port: must be an integer"),
-    ('[bridge]\nshared_secret = "short"', "bridge.shared_secret"),
-    ('[bridge]\nshared_secret = "0123456789abcdef"\nbogus = 1', "bridge.bogus: unknown"),
+    (OK + 'listen_port = "x"', 'bridge.listen_port: expected an integer from 0 to 65535, got "x" (string)'),
+    ('[bridge]\nshared_secret = "0123456789abcdef"', "bridge.shared_secret: expected \"\" or at least 32 characters"),
+    ("[bridge]\nlisten_port = 9000", "bridge.shared_secret: required: at least 32 characters"),
+    (OK + "bogus = 1", "bridge.bogus: unknown key"),
+    (OK + "listen_prot = 1", "bridge.listen_prot: unknown key (did you mean bridge.listen_port?)"),
     ("[bot]\n", "missing [bridge] section"),
-    ('[bridge]\nshared_secret = "0123456789abcdef"\nheader_timeout_seconds = 0',
-     "bridge.header_timeout_seconds: must be a number of seconds from 0.1"),
-    ('[bridge]\nshared_secret = "0123456789abcdef"\nheader_timeout_seconds = "10"',
-     "bridge.header_timeout_seconds: must be a number"),
-    ('[bridge]\nshared_secret = "0123456789abcdef"\nmax_pending_connections_per_address = -1',
-     "bridge.max_pending_connections_per_address: must be 0"),
-    ('[bridge]\nshared_secret = "0123456789abcdef"\nmax_streams_per_address = -3',
-     "bridge.max_streams_per_address: must be 0"),
-    ('[bridge]\nshared_secret = "0123456789abcdef"\nopenid_timeout_seconds = 0',
-     "bridge.openid_timeout_seconds: must be a number of seconds from 0.1 to 300"),
-    ('[bridge]\nshared_secret = "0123456789abcdef"\nopenid_timeout_seconds = 301',
-     "bridge.openid_timeout_seconds: must be a number of seconds from 0.1 to 300"),
-    ('[bridge]\nshared_secret = "0123456789abcdef"\nopenid_attempts_per_minute = 0',
-     "bridge.openid_attempts_per_minute: must be at least 1"),
-    ('[bridge]\nshared_secret = "0123456789abcdef"\nopenid_allow_private_networks = "yes"',
-     "bridge.openid_allow_private_networks: must be true or false"),
-    ('[bridge]\nshared_secret = "0123456789abcdef"\nlistener_bundle_ms = 90',
-     "bridge.listener_bundle_ms: must be a multiple of 20 from 20 to 500, got 90"),
-    ('[bridge]\nshared_secret = "0123456789abcdef"\nlistener_bundle_ms = 520',
-     "bridge.listener_bundle_ms: must be a multiple of 20 from 20 to 500, got 520"),
-    ('[bridge]\nshared_secret = "0123456789abcdef"\nogg_page_ms = 30',
-     "bridge.ogg_page_ms: must be a multiple of 20 from 20 to 1000, got 30"),
+    (OK + "header_timeout_seconds = 0", "bridge.header_timeout_seconds: expected a number from 0.1 to 86400"),
+    (OK + 'header_timeout_seconds = "10"', "bridge.header_timeout_seconds: expected a number"),
+    (OK + "max_pending_connections_per_address = -1",
+     "bridge.max_pending_connections_per_address: expected an integer ≥ 0"),
+    (OK + "max_streams_per_address = -3", "bridge.max_streams_per_address: expected an integer ≥ 0"),
+    (OK + "openid_timeout_seconds = 0", "bridge.openid_timeout_seconds: expected a number from 0.1 to 300"),
+    (OK + "openid_timeout_seconds = 301", "bridge.openid_timeout_seconds: expected a number from 0.1 to 300"),
+    (OK + "openid_attempts_per_minute = 0", "bridge.openid_attempts_per_minute: expected an integer ≥ 1"),
+    (OK + 'openid_allow_private_networks = "yes"', "bridge.openid_allow_private_networks: expected true or false"),
+    (OK + "listener_bundle_ms = 90", "bridge.listener_bundle_ms: expected a multiple of 20 (ms), got 90"),
+    (OK + "listener_bundle_ms = 520", "bridge.listener_bundle_ms: expected an integer from 20 to 500, got 520"),
+    (OK + "ogg_page_ms = 30", "bridge.ogg_page_ms: expected a multiple of 20 (ms), got 30"),
+    (OK + "captions_workers = 0", "bridge.captions_workers: expected an integer from 1 to 64"),
+    (OK + "client_sndbuf_bytes = -1", "bridge.client_sndbuf_bytes: expected an integer from 0 to"),
+    (OK + 'redis_url = "http://x"', "bridge.redis_url: expected a redis://, rediss:// or unix:// URL"),
+    (OK + '[captions]\nengine = "whisper"', 'captions.engine: expected one of "pocketsphinx", "vosk"'),
+    (OK + '[captions]\nengine = "vosk"', 'captions.model_path: required when captions.engine = "vosk"'),
     ("[bridge\n", "not valid TOML"),
-    ('[bridge]\nshared_secret = "0123456789abcdef"\nopenid_homeservers = { "a b" = "https://x.org" }',
+    (OK + 'openid_homeservers = { "a b" = "https://x.org" }',
      'bridge.openid_homeservers."a b": expected a Matrix server name'),
-    ('[bridge]\nshared_secret = "0123456789abcdef"\n[bridge.openid_homeservers]\n"x.org" = "x.org"',
+    (OK + '[bridge.openid_homeservers]\n"x.org" = "x.org"',
      'bridge.openid_homeservers."x.org": expected an http:// or https:// URL'),
-    ('[bridge]\nshared_secret = "0123456789abcdef"\nopenid_homeservers = ["x.org"]',
-     "bridge.openid_homeservers: expected a table of server names to URLs"),
+    (OK + 'openid_homeservers = ["x.org"]', "bridge.openid_homeservers: expected a table of server names to URLs"),
 ])
 def test_bad_settings_name_the_key(tmp_path, body, message):
     cfg = tmp_path / "config.toml"
     cfg.write_text(body)
-    with pytest.raises(SettingsError, match=message.replace("[", r"\[")):
+    with pytest.raises(SettingsError, match=re.escape(message)):
         load_settings(cfg)
 
 
@@ -65,7 +64,7 @@ def test_openid_homeservers_are_read_from_the_bridge_section(tmp_path):
     cfg = tmp_path / "config.toml"
     cfg.write_text(f'[bridge]\nshared_secret = "{SECRET}"\n[bridge.openid_homeservers]\n'
                    '"example.org" = "https://matrix.example.org/"\n')
-    assert load_settings(cfg).openid_homeservers == (("example.org", "https://matrix.example.org"),)
+    assert load_settings(cfg).openid_homeservers == {"example.org": "https://matrix.example.org"}
     with pytest.raises(SettingsError, match="openid_homeservers"):
         BridgeSettings(shared_secret=SECRET, openid_homeservers=(("example.org", "example.org"),))
 
@@ -107,3 +106,27 @@ async def test_shutdown_disconnects_clients_and_stops_every_task(tmp_path):
                  and ("stage-tick" in t.get_name() or "bridge" in repr(t.get_coro()))]
     assert leftovers == []
     assert list((tmp_path / "recordings").glob("*.ogg"))  # the recording was finished
+
+
+async def test_python_m_bridge_runs_on_the_projects_own_config_file(tmp_path):
+    """cp config.example.toml, set a secret and a port: the bridge starts on the very file
+    the bot reads, passing over the bot's sections and keys (mode, control_url, [matrix]…)."""
+    import aiohttp
+
+    from tests.support.bridge_process import ROOT, BridgeProcess
+
+    proc = BridgeProcess(tmp_path / "bridge", SECRET)
+    text = (ROOT / "config.example.toml").read_text(encoding="utf-8")
+    for old, new in (("listen_port = 8089", f"listen_port = {proc.port}"),
+                     ('shared_secret = ""', f'shared_secret = "{SECRET}"'),
+                     ('recordings_dir = "var/recordings"', f'recordings_dir = "{proc.recordings}"')):
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    proc.config.write_text(text, encoding="utf-8")
+    try:
+        await proc.start()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{proc.url}/healthz", timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                assert resp.status == 200
+    finally:
+        await proc.stop()

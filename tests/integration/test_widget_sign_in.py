@@ -19,7 +19,6 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -33,6 +32,7 @@ from tests.bridge.conftest import SECRET
 from tests.bridge.test_web_page import CHROMIUM, browser  # noqa: F401 - the Chromium fixture
 from tests.support.bridge_process import BridgeProcess
 from tests.support.matrix_user import unique_localpart
+from tests.support.web import openid_token, serve_on_loopback
 
 ROOT = Path(__file__).resolve().parents[2]
 WIDGET_API_JS = ROOT / "tests" / "widget_host" / "node_modules" / "matrix-widget-api" / "dist" / "api.js"
@@ -71,16 +71,6 @@ def _widget_api_js() -> Path:
     return WIDGET_API_JS
 
 
-async def _openid_credentials(homeserver, user) -> dict[str, Any]:
-    """What Element's widget driver hands a widget: an OpenID token from the homeserver."""
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{homeserver.base_url}/_matrix/client/v3/user/{quote(user.user_id)}"
-                             "/openid/request_token", json={},
-                             headers={"Authorization": f"Bearer {user.access_token}"}) as resp:
-            assert resp.status == 200, await resp.text()
-            return await resp.json()
-
-
 async def _serve_host(setup: dict[str, Any]) -> tuple[web.AppRunner, str]:
     page = HOST_PAGE.replace("SETUP", json.dumps(setup))
     async def host(request: web.Request) -> web.Response:
@@ -92,11 +82,7 @@ async def _serve_host(setup: dict[str, Any]) -> tuple[web.AppRunner, str]:
     app = web.Application()
     app.router.add_get("/", host)
     app.router.add_get("/matrix-widget-api.js", library)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    runner, port = await serve_on_loopback(app)
     return runner, f"http://127.0.0.1:{port}/"
 
 
@@ -137,7 +123,7 @@ async def test_element_widget_signs_in_a_user_of_the_bots_own_homeserver(
         runner, host_url = await _serve_host({
             "content": content, "bot": settings.matrix.user_id, "room": "!room:" + homeserver.server_name,
             "user": user.user_id, "homeserver": homeserver.base_url,
-            "credentials": await _openid_credentials(homeserver, user)})
+            "credentials": await openid_token(homeserver, user)})
         stack.push_async_callback(runner.cleanup)
         await browser.call("Page.navigate", url=host_url)
         await asyncio.wait_for(arrived.wait(), 30)
@@ -200,12 +186,12 @@ async def test_a_separate_bridge_learns_the_bots_homeserver_and_again_after_a_re
         await proc.start()
         await untold.start()
         await untold.open_stage("sep", "Separate", public=True)
-        status, body = await _sign_in(proc.url, "sep", await _openid_credentials(homeserver, user))
+        status, body = await _sign_in(proc.url, "sep", await openid_token(homeserver, user))
         assert (status, body) == (401, {"error": "could not verify your Matrix identity"})
 
         await told.start()
         assert told.available  # the push went through before start() returned
-        status, body = await _sign_in(proc.url, "sep", await _openid_credentials(homeserver, user))
+        status, body = await _sign_in(proc.url, "sep", await openid_token(homeserver, user))
         assert status == 200 and body["user_id"] == user.user_id, body
 
         before = told.resyncs
@@ -218,7 +204,7 @@ async def test_a_separate_bridge_learns_the_bots_homeserver_and_again_after_a_re
 
         await asyncio.wait_for(pushed_again(), 30)
         await told.open_stage("sep", "Separate", public=True)
-        status, body = await _sign_in(proc.url, "sep", await _openid_credentials(homeserver, user))
+        status, body = await _sign_in(proc.url, "sep", await openid_token(homeserver, user))
         assert status == 200 and body["user_id"] == user.user_id, body
     finally:
         await untold.close()
@@ -235,7 +221,7 @@ async def test_a_separate_bridge_reads_more_homeservers_from_its_config(homeserv
         await proc.start()
         await bot_side.start()
         await bot_side.open_stage("conf", "Configured", public=True)
-        status, body = await _sign_in(proc.url, "conf", await _openid_credentials(homeserver, user))
+        status, body = await _sign_in(proc.url, "conf", await openid_token(homeserver, user))
         assert status == 200 and body["user_id"] == user.user_id, body
     finally:
         await bot_side.close()
