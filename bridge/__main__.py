@@ -11,7 +11,7 @@ import signal
 import sys
 
 from .app import start_embedded
-from .settings import BridgeSettings, SettingsError, load_settings
+from .settings import BridgeSettings, SettingsError, load_settings, resolved_public_url
 
 log = logging.getLogger("bridge")
 
@@ -44,7 +44,8 @@ async def serve(settings: BridgeSettings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     runner, port = await start_embedded(settings)
-    log.info("bridge listening on %s:%d (public %s)", settings.listen_host, port, settings.public_url)
+    log.info("bridge listening on %s:%d (public %s)", settings.listen_host, port,
+             resolved_public_url(settings.public_url, settings.listen_host, port))
     try:
         await stop.wait()
     finally:

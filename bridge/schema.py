@@ -172,8 +172,8 @@ def mask_url(text: str) -> str:
         netloc = parts.netloc.rsplit("@", 1)
         userinfo = netloc[0].split(":", 1)[0] + ":***"
         return urlunsplit(parts._replace(netloc=f"{userinfo}@{netloc[1]}"))
-    except ValueError:
-        return text
+    except ValueError:  # unparseable: hide whatever sits between "scheme://user:" and "@"
+        return re.sub(r"(//[^/@]*?:)[^@]*@", r"\1***@", text)
 
 
 def url(*schemes: str, what: str, allow_empty: bool = True) -> Parser:

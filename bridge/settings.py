@@ -32,10 +32,12 @@ from .schema import (
     Table,
     boolean,
     choice,
+    describe,
     did_you_mean,
     expected,
     integer,
     language,
+    mask_url,
     number,
     string,
     url,
@@ -44,6 +46,9 @@ from .schema import (
 
 class SettingsError(ValueError):
     """A bad setting: one line naming the file (when read from one), the key and the reason."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
 
 
 MIN_SECRET_LENGTH = 32
@@ -179,38 +184,60 @@ def _check(self: Any) -> None:
     problem = captions_problem(self.captions_engine, self.captions_model_path)
     if problem:
         raise SettingsError(f"captions.model_path: {problem}")
-    if not self.public_url:
-        object.__setattr__(self, "public_url",
-                           resolved_public_url("", self.listen_host, self.listen_port))
+
+
+def _repr(self: Any) -> str:
+    """Every field but the secret; passwords inside URLs masked."""
+    shown = []
+    for key in KEYS:
+        if key.field and not key.secret:
+            value = getattr(self, key.field)
+            shown.append(f"{key.field}={(mask_url(value) if key.url else value)!r}")
+    return f"BridgeSettings({', '.join(shown)})"
 
 
 #: What the bridge runs with: a frozen dataclass with a field per bridge key of
 #: :data:`KEYS` (``captions_engine`` for ``[captions] engine``, and so on), each checked
-#: on creation. An empty ``public_url`` becomes the listen address.
+#: on creation. An empty ``public_url`` means the listen address (resolved_public_url).
 BridgeSettings = dataclasses.make_dataclass(
     "BridgeSettings",
-    [(k.field, Any, dataclasses.field(default=k.default, repr=not k.secret)) for k in KEYS if k.field],
-    frozen=True, namespace={"__post_init__": _check, "__module__": __name__,
-                            "__doc__": "The bridge's settings, checked on creation (see KEYS)."})
+    [(k.field, Any, dataclasses.field(default=k.default)) for k in KEYS if k.field],
+    frozen=True, repr=False,
+    namespace={"__post_init__": _check, "__repr__": _repr, "__module__": __name__,
+               "__doc__": "The bridge's settings, checked on creation (see KEYS)."})
+
+#: keys the bridge once read from [bridge] that live in the shared sections now
+_MOVED = {"captions_engine": "captions.engine", "captions_model_path": "captions.model_path",
+          "captions_language": "captions.language", "captions_by_default": "spaces.captions_by_default"}
 
 
 def settings_from_mapping(data: Mapping[str, Any]) -> Any:
     """BridgeSettings from a parsed config.toml (all of it: the bot's sections are passed
     over). Raises SettingsError naming the key."""
-    section = data.get("bridge")
-    if not isinstance(section, Mapping):
+    if "bridge" not in data:
         raise SettingsError("missing [bridge] section")
+    for name in ("bridge", "captions", "spaces"):
+        if name in data and not isinstance(data[name], Mapping):
+            raise SettingsError(f"{name}: expected a table (a [{name}] section), got {describe(data[name])}")
     kwargs: dict[str, Any] = {}
-    for name, value in section.items():
+    for name, value in data["bridge"].items():
         key = BRIDGE_SECTION.get(name)
         if key is None:
+            if name in _MOVED:
+                raise SettingsError(f"unknown key bridge.{name} (it is {_MOVED[name]} now)")
             hint = did_you_mean(str(name), list(BRIDGE_SECTION))
-            raise SettingsError(f"bridge.{name}: unknown key{hint.replace('(did you mean ', '(did you mean bridge.')}")
+            raise SettingsError(f"unknown key bridge.{json.dumps(name)[1:-1]}"
+                                f"{hint.replace('(did you mean ', '(did you mean bridge.')}")
         if key.field:
             kwargs[key.field] = value
+        else:  # the bot's own key: checked alike, then left to the bot
+            try:
+                key.parse(value)
+            except Bad as exc:
+                raise SettingsError(f"{key.dotted}{exc.suffix}: {exc.detail}") from None
     for key in KEYS:
-        table = data.get(key.section)
-        if key.section != "bridge" and isinstance(table, Mapping) and key.name in table:
+        table = data.get(key.section, {})
+        if key.section != "bridge" and key.name in table:
             kwargs[key.field] = table[key.name]
     return BridgeSettings(**kwargs)
 

@@ -26,8 +26,13 @@ OK = f'[bridge]\nshared_secret = "{SECRET}"\n'
     (OK + 'listen_port = "x"', 'bridge.listen_port: expected an integer from 0 to 65535, got "x" (string)'),
     ('[bridge]\nshared_secret = "0123456789abcdef"', "bridge.shared_secret: expected \"\" or at least 32 characters"),
     ("[bridge]\nlisten_port = 9000", "bridge.shared_secret: required: at least 32 characters"),
-    (OK + "bogus = 1", "bridge.bogus: unknown key"),
-    (OK + "listen_prot = 1", "bridge.listen_prot: unknown key (did you mean bridge.listen_port?)"),
+    (OK + "bogus = 1", "unknown key bridge.bogus"),
+    (OK + "listen_prot = 1", "unknown key bridge.listen_prot (did you mean bridge.listen_port?)"),
+    (OK + 'captions_engine = "vosk"', "unknown key bridge.captions_engine (it is captions.engine now)"),
+    (OK + '"a\\nb" = 1', "unknown key bridge.a\\nb"),
+    (OK + 'mode = "remot"', 'bridge.mode: expected one of "embedded", "remote"'),
+    ('captions = "vosk"\n' + OK, "captions: expected a table (a [captions] section)"),
+    (OK + 'redis_url = "redis://u:hunter2@[::1/0"', "bridge.redis_url: expected a redis://"),
     ("[bot]\n", "missing [bridge] section"),
     (OK + "header_timeout_seconds = 0", "bridge.header_timeout_seconds: expected a number from 0.1 to 86400"),
     (OK + 'header_timeout_seconds = "10"', "bridge.header_timeout_seconds: expected a number"),
@@ -56,8 +61,15 @@ OK = f'[bridge]\nshared_secret = "{SECRET}"\n'
 def test_bad_settings_name_the_key(tmp_path, body, message):
     cfg = tmp_path / "config.toml"
     cfg.write_text(body)
-    with pytest.raises(SettingsError, match=re.escape(message)):
+    with pytest.raises(SettingsError, match=re.escape(message)) as refused:
         load_settings(cfg)
+    assert "\n" not in str(refused.value) and "hunter2" not in str(refused.value)
+    assert str(refused.value).startswith(f"{cfg}: ")
+
+
+def test_the_bridges_settings_show_no_secret(tmp_path):
+    shown = repr(BridgeSettings(shared_secret=SECRET, redis_url="redis://u:hunter2@h:6379/0"))
+    assert SECRET not in shown and "hunter2" not in shown and "redis://u:***@h:6379/0" in shown
 
 
 def test_openid_homeservers_are_read_from_the_bridge_section(tmp_path):
