@@ -140,6 +140,8 @@ class Chorus:
         self.ready = asyncio.Event()
         #: commands told "the database is unreachable, I'll run it later" (told once each)
         self._told_waiting: set[str] = set()
+        #: commands claimed by this process lately (newest last): never told to wait
+        self._claimed_lately: dict[str, None] = {}
         #: commands answered while the database was down, to be marked done when it is back
         self._finish_later: set[str] = set()
         self.db_down_since: float | None = None
@@ -251,6 +253,8 @@ class Chorus:
                     self.db_down_since = time.monotonic()
                 log.warning("database unreachable (%s); this sync batch is handled again in %.0f s",
                             _brief(exc), delay)
+                # its own commands too: the batch may have failed before reaching them
+                await self._tell_commands_to_wait(resp)
                 peek = await self._peek_for_commands(peek, delay)
                 self.client.next_batch = resp.next_batch  # peeked events come again in the next sync
                 if self._stopping.is_set():
@@ -284,6 +288,11 @@ class Chorus:
         if not isinstance(resp, SyncResponse):
             await self._pause(seconds)
             return since
+        await self._tell_commands_to_wait(resp)
+        return resp.next_batch
+
+    async def _tell_commands_to_wait(self, resp: SyncResponse) -> None:
+        """Tell the sender of each command in this sync that it runs when the database is back."""
         for room_id, info in resp.rooms.join.items():
             join_ts = self._join_ts.get(room_id)
             for event in info.timeline.events:
@@ -291,8 +300,8 @@ class Chorus:
                         or join_ts is None or event.server_timestamp < join_ts
                         or not command_text(event.source.get("content", {})).startswith(self.options.prefix)):
                     continue
-                await self._tell_to_wait(room_id, event)
-        return resp.next_batch
+                if event.event_id not in self._claimed_lately:
+                    await self._tell_to_wait(room_id, event)
 
     async def _tell_to_wait(self, room_id: str, event) -> None:
         """Tell a command's sender, once, that it runs when the database is back."""
@@ -550,11 +559,15 @@ class Chorus:
         """Claim a command (unfinished until answered). If the database is unreachable, say
         once that it will run when the database is back, and raise."""
         try:
-            return self.store.claim_event(event.event_id, room_id)
+            claimed = self.store.claim_event(event.event_id, room_id)
         except Exception as exc:
             if database_unavailable(exc):
                 await self._tell_to_wait(room_id, event)
             raise
+        self._claimed_lately[event.event_id] = None
+        if len(self._claimed_lately) > 1000:
+            del self._claimed_lately[next(iter(self._claimed_lately))]
+        return claimed
 
     def _finish(self, event_id: str) -> None:
         try:
