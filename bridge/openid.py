@@ -270,7 +270,7 @@ async def verify(sessions: Sessions, access_token: str, server_name: str,
                     first = f"{base} answered 404"
             host, port, address = parse_server_name(server_name)
             if address is not None:
-                raise OpenIdError(_after(first, "the server name is an IP literal; only DNS names are looked up"))
+                raise OpenIdError("the server name is an IP literal; only DNS names are looked up")
             found = await _discover(public, host, port)
             status, data = await _ask_userinfo(public, found, access_token)
     except TimeoutError:

@@ -334,10 +334,10 @@ async def test_a_known_homeserver_opens_no_door_to_its_host_for_anyone_else(home
     caplog.set_level(logging.INFO, logger="bridge.app")
     running = await _bridge(tmp_path, openid_homeservers=(
         ("example.org", homeserver.base_url.replace("127.0.0.1", "localhost")),
-        ("gone.example.org", "http://127.0.0.1:1")))
+        ("gone.example.org", "http://127.0.0.1:1"), ("127.0.0.1:9", "http://127.0.0.1:1")))
     try:
         await running.open("door", public=True)
-        for name in (f"localhost:{plain_port}", "localhost", "gone.example.org"):
+        for name in (f"localhost:{plain_port}", "localhost", "gone.example.org", "127.0.0.1:9"):
             status, body = await _login(running, "door", {"access_token": "a-stranger's-token",
                                                          "matrix_server_name": name})
             assert (status, body) == (401, {"error": "could not verify your Matrix identity"}), name
@@ -352,3 +352,5 @@ async def test_a_known_homeserver_opens_no_door_to_its_host_for_anyone_else(home
     fell_back = [line for line in refusals if "gone.example.org" in line]
     assert fell_back and "http://127.0.0.1:1 could not be reached" in fell_back[0]
     assert "then by discovery" in fell_back[0]
+    literal = [line for line in refusals if "(server 127.0.0.1:9)" in line]
+    assert len(literal) == 1 and literal[0].count("then by discovery") == 1 and "IP literal" in literal[0]
