@@ -375,11 +375,9 @@ class HttpBridge:
         try:
             answer = await self._request("PUT", f"{self.control_url}{API}/openid/homeservers",
                                          {"homeservers": self.homeservers}, allow_404=True)
-        except (BridgeUnavailable, BridgeAuthError):
-            raise
-        except BridgeError as exc:
+        except BridgeError as exc:  # unreachable, secret refused (no status) or 5xx: tried again
             if exc.status is None or exc.status >= 500:
-                raise  # the bridge's trouble, not a refusal: the push is tried again
+                raise
             refused = exc.reason
         else:
             refused = "it is older than protocol 1.3" if answer is None else ""

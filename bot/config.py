@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from bridge.schema import HTTP_URL as _HTTP_URL
+from bridge.schema import SERVER_NAME, Parser
 from bridge.schema import Bad as _Bad
-from bridge.schema import Parser
 from bridge.schema import boolean as _bool
 from bridge.schema import choice as _choice
 from bridge.schema import describe as _describe
@@ -39,6 +39,7 @@ from bridge.schema import expected as _expected
 from bridge.schema import integer as _int
 from bridge.schema import mask_url as _mask_url
 from bridge.schema import number as _number
+from bridge.schema import one_line as _one_line
 from bridge.schema import render as _render
 from bridge.schema import string as _string
 from bridge.settings import KEYS as BRIDGE_KEYS
@@ -89,27 +90,17 @@ class ConfigError(Exception):
         self.detail = detail if detail is not None else message
 
 
-def _one_line(text: str) -> str:
-    return text.replace("\r", "\\r").replace("\n", "\\n")
-
-
-# --------------------------------------------------------------------------------------
-# Describing values in error messages
-# --------------------------------------------------------------------------------------
-
-
 # --------------------------------------------------------------------------------------
 # Field parsers: each takes the raw value and returns the normalised one or raises _Bad
 # --------------------------------------------------------------------------------------
 
 
-_SERVER_NAME = r"(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::[0-9]{1,5})?"
 _HIST_LOCALPART = r"[\x21-\x39\x3b-\x7e]+"  # printable ASCII except ':'
-SERVER_NAME_RE = re.compile(rf"^{_SERVER_NAME}$")
-USER_ID_RE = re.compile(rf"^@{_HIST_LOCALPART}:{_SERVER_NAME}$")
+SERVER_NAME_RE = re.compile(rf"^{SERVER_NAME}$")
+USER_ID_RE = re.compile(rf"^@{_HIST_LOCALPART}:{SERVER_NAME}$")
 # Room versions before 12 have "!opaque:server"; version 12 room ids have no server part.
-ROOM_ID_RE = re.compile(rf"^!{_HIST_LOCALPART}(?::{_SERVER_NAME})?$")
-ROOM_ALIAS_RE = re.compile(rf"^#[^:\s\x00]+:{_SERVER_NAME}$")
+ROOM_ID_RE = re.compile(rf"^!{_HIST_LOCALPART}(?::{SERVER_NAME})?$")
+ROOM_ALIAS_RE = re.compile(rf"^#[^:\s\x00]+:{SERVER_NAME}$")
 LOCALPART_RE = re.compile(r"^[a-z0-9._=/+-]+$")
 
 

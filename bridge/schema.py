@@ -19,6 +19,13 @@ from urllib.parse import urlsplit, urlunsplit
 Parser = Callable[[Any], Any]
 
 LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$")
+#: a Matrix server name: a DNS name or a bracketed IPv6 literal, with an optional port
+SERVER_NAME = r"(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::[0-9]{1,5})?"
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks written out, so a message stays on one line."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def type_name(value: Any) -> str:

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from .schema import (
     HTTP_URL,
+    SERVER_NAME,
     Bad,
     Parser,
     Table,
@@ -39,6 +40,7 @@ from .schema import (
     language,
     mask_url,
     number,
+    one_line,
     string,
     url,
 )
@@ -48,7 +50,7 @@ class SettingsError(ValueError):
     """A bad setting: one line naming the file (when read from one), the key and the reason."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
+        super().__init__(one_line(message))
 
 
 MIN_SECRET_LENGTH = 32
@@ -265,8 +267,7 @@ class HomeserverMapError(ValueError):
         self.where = where
 
 
-_SERVER_NAME_RE = re.compile(
-    r"(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::[0-9]{1,5})?")
+_SERVER_NAME_RE = re.compile(SERVER_NAME)
 #: most entries in one map (a config table, or one push from the bot)
 MAX_HOMESERVERS = 1000
 
