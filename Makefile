@@ -41,7 +41,7 @@ test: $(STAMP)
 # about 10 minutes: 11 speakers, a ladder of listeners, 60 s a step; stops at the first failing step
 # then about 6 minutes: live.ogg against Icecast, 1,000 listeners each, three page durations
 bench: $(STAMP)
-	bash scripts/install-system-deps.sh --bench
+	bash scripts/install-system-deps.sh
 	$(BIN)/python bench/bridge_bench.py --speakers 11 --listeners 200,400,600,800,1000,1200,1500,2000,3000,5000,10000 --seconds 60 --results bench/RESULTS.md
 	$(BIN)/python bench/bridge_bench.py --speakers 11 --bundle-ms 100 --listeners 500,1000,2000,3000,4000,5000,6000,8000,10000 --seconds 60 --results bench/RESULTS.md
 	$(BIN)/python bench/captions_bench.py --max-speakers 10

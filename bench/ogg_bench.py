@@ -5,7 +5,7 @@
     .venv/bin/python bench/ogg_bench.py --listeners 50 --seconds 5 --page-ms 20  # smoke test
 
 For each page duration, and within it for each listener count, the Chorus bridge and
-then Icecast (``icecast2``, Debian's package; `scripts/install-system-deps.sh --bench` installs it)
+then Icecast (``icecast2``, Debian's package; `scripts/install-system-deps.sh` installs it)
 serve the same stream to the same number of listeners, on the same machine, one after
 the other (only one server and its source run at a time):
 

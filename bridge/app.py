@@ -154,8 +154,8 @@ async def open_space(request: web.Request) -> web.Response:
         stage.start()
         status = 201
     else:  # idempotent: same call again updates what it names
-        stage.title, stage.public = title, public
-        stage.ogg.retitle(title)
+        stage.retitle(title)
+        stage.set_public(public)
         stage.set_record(record)
         if captions != stage.captions:
             stage.set_captions(captions)
@@ -582,7 +582,7 @@ async def live_ogg(request: web.Request) -> web.StreamResponse:
 async def public_spaces(request: web.Request) -> web.Response:
     spaces = [
         {"space_id": s.space_id, "title": s.title, "listeners": s.listeners,
-         "speakers": s.speakers_connected()}
+         "speakers": s.speakers_connected(), "stream_url": s.stream_url()}
         for s in request.app[STAGES].values() if s.public and s.open
     ]
     return web.json_response({"spaces": spaces})

@@ -71,6 +71,9 @@ class LiveOgg:
         self.too_slow = too_slow
         self.space_id = space_id
         self.listeners: set[OggListener] = set()
+        #: other writers of the stream that are not an audience: Icecast sources
+        #: (bridge/icecast.py); written like listeners, counted nowhere
+        self.relays: set[OggListener] = set()
         self.pages = 0
         self._packets: list[bytes] = []
         self._lacing = 0
@@ -95,6 +98,14 @@ class LiveOgg:
     def discard(self, listener: OggListener) -> None:
         self.listeners.discard(listener)
 
+    def add_relay(self, relay: OggListener) -> None:
+        """A writer that gets every page from the next one on (its headers are the
+        caller's to send first), and is no listener."""
+        self.relays.add(relay)
+
+    def discard_relay(self, relay: OggListener) -> None:
+        self.relays.discard(relay)
+
     # -- pages -----------------------------------------------------------------------
 
     def push(self, packet: bytes) -> None:
@@ -117,7 +128,7 @@ class LiveOgg:
         if not self._packets:
             self._packets.append(SILENT_PACKET)
         self._flush(last=True)
-        for listener in self.listeners:
+        for listener in (*self.listeners, *self.relays):
             listener.kick(code, reason)
 
     def _flush(self, last: bool = False) -> None:
@@ -125,13 +136,18 @@ class LiveOgg:
             return
         packets, self._packets, self._lacing = self._packets, [], 0
         self.pages += 1
-        if not self.listeners:
+        if not self.listeners and not self.relays:
             self.writer.skip_page(len(packets))  # nobody to build it for
             return
         data = self.writer.audio_page(packets, last=last)
+        self._write(self.listeners, data)
+        if self.relays:
+            self._write(self.relays, data)
+
+    def _write(self, listeners: set[OggListener], data: bytes) -> None:
         framed: bytes | None = None
         # no copy of the set: kicking only flags a listener; its handler removes it later
-        for listener in self.listeners:
+        for listener in listeners:
             if listener.kicked is not None:
                 continue
             transport = listener.transport

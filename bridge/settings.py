@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .icecast import icecast_url, listen_url
 from .schema import (
     HTTP_URL,
     SERVER_NAME,
@@ -127,6 +128,8 @@ KEYS: tuple[Key, ...] = (
     _bridge("client_sndbuf_bytes", 32768, integer(0, 64 * 1024 * 1024)),
     _bridge("ogg_page_ms", 200, frame_ms(20, 1000)),
     _bridge("listener_bundle_ms", 100, frame_ms(20, 500)),
+    _bridge("icecast_url", "", icecast_url, url=True),
+    _bridge("icecast_listen_url", "", listen_url),
     _bridge("jitter_frames", 4, integer(1, 50)),
     _bridge("max_msg_size", 16 * 1024, integer(1024, 16 * 1024 * 1024)),
     _bridge("opus_bitrate", 48000, integer(6000, 510000)),

@@ -38,6 +38,7 @@ from .connection import (
     Client,
     state_key,
 )
+from .icecast import IcecastSource, IcecastTarget, stream_url
 from .mixer import FRAME_SAMPLES, FRAME_SECONDS, SILENCE_DBFS, Mixer, TickResult
 from .oggstream import LiveOgg, OggListener
 from .recording import Recorder, safe_name, write_clip
@@ -128,6 +129,8 @@ class Stage:
                            buffer_limit=ogg_buffer_limit(settings),
                            too_slow=(CLOSE_TOO_SLOW, "too slow: fell behind the live audio"),
                            space_id=space_id)
+        #: feeds live.ogg to Icecast while the space is public and icecast_url is set
+        self.icecast: IcecastSource | None = None
         self.peak_listeners = 0
         self.tick_count = 0
         self.clock_resyncs = 0
@@ -161,6 +164,44 @@ class Stage:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"stage-tick:{self.space_id}")
+        self._sync_icecast()
+
+    def retitle(self, title: str) -> None:
+        """New listeners of live.ogg, and Icecast's next mount, carry the new title."""
+        self.title = title
+        self.ogg.retitle(title)
+        if self.icecast is not None:
+            self.icecast.title = title
+
+    def set_public(self, public: bool) -> None:
+        """Public or not; only a public space is fed to Icecast (bridge/icecast.py)."""
+        self.public = public
+        self._sync_icecast()
+
+    def _sync_icecast(self) -> None:
+        wanted = self.open and self.public and bool(self.settings.icecast_url)
+        if wanted and self.icecast is None:
+            self.icecast = IcecastSource(IcecastTarget.parse(self.settings.icecast_url), self.ogg,
+                                         self.space_id, title=self.title,
+                                         page_url=self.page_url(), bitrate=self.settings.opus_bitrate)
+            self.icecast.start()
+        elif not wanted and self.icecast is not None:
+            source, self.icecast = self.icecast, None
+            log.info("space %s: no longer public; unmounting it from Icecast (%s)", self.space_id,
+                     source.where)
+            self._spawn(source.stop())
+
+    def page_url(self) -> str:
+        """The space's page, when the bridge's public address is configured."""
+        base = self.settings.public_url
+        return f"{base}/spaces/{self.space_id}" if base else ""
+
+    def stream_url(self) -> str | None:
+        """Where any player hears this space through the Icecast tier, if anywhere."""
+        base = self.settings.icecast_listen_url
+        if self.icecast is None or not base:
+            return None
+        return stream_url(base, self.space_id)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -188,6 +229,9 @@ class Stage:
             client.flush()
             client.kick(code, reason)
         self.ogg.end(code, reason)
+        if self.icecast is not None:  # the last page is written; it goes out, then the close
+            source, self.icecast = self.icecast, None
+            await source.stop()
         if self.captioner is not None and self.recorder is None:
             self._spawn(self._finish_transcript())
         self.voice.clear()
@@ -229,6 +273,7 @@ class Stage:
             "captions": self.captions,
             "title": self.title,
             "public": self.public,
+            "icecast": self.icecast.status() if self.icecast is not None else None,
             "ticks": self.tick_count,
             "clock_resyncs": self.clock_resyncs,
             "tick_ms_p50": round(TickTiming(self.tick_seconds).percentile(50) * 1000, 3),
@@ -381,6 +426,7 @@ class Stage:
             "frame_samples": FRAME_SAMPLES, "sample_rate": 48000,
             "bundle_ms": self.bundle_ticks * FRAME_MS if client.wants_bundles else FRAME_MS,
             "expires_at": client.expires_at, "expires_in": _seconds_left(client.expires_at),
+            "stream_url": self.stream_url(),
         })
         self._count_changed("listener_joined", client.user_id)
         self._broadcast_participants()

@@ -4,16 +4,13 @@
 #   festival + HTS     synthesised test speech for the audio and caption tests
 #   chromium, driver   the headless browser that tests the bridge's web page
 #   nodejs, npm        (only when npm is missing) installs matrix-widget-api for the widget tests
-#   icecast2           (with --bench only) the peer the live.ogg benchmark runs against
+#   icecast2           the Icecast tier's tests feed a real one; the live.ogg benchmark's peer
 # Does nothing when every package is already there. Needs root (or sudo).
 set -euo pipefail
 
-PACKAGES=(ffmpeg libopus0 festival festvox-us-slt-hts chromium chromium-driver sox)
+PACKAGES=(ffmpeg libopus0 festival festvox-us-slt-hts chromium chromium-driver sox icecast2)
 if ! command -v npm >/dev/null 2>&1; then
     PACKAGES+=(nodejs npm)
-fi
-if [ "${1:-}" = "--bench" ]; then
-    PACKAGES+=(icecast2)
 fi
 
 missing=()

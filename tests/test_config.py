@@ -508,6 +508,8 @@ def test_database_password_is_not_echoed() -> None:
         ("bridge", "public_url", "example.org/listen"),
         ("bridge", "control_url", "ws://bridge:8089"),
         ("bridge", "redis_url", "http://redis:6379"),
+        ("bridge", "icecast_url", "http://source:pw@ice:8000/x"),
+        ("bridge", "icecast_listen_url", "radio.example.org/chorus"),
     ],
 )
 def test_bad_urls(section: str, key: str, value: str) -> None:
@@ -736,6 +738,8 @@ listener_queue_frames = 80
 client_sndbuf_bytes = 65536
 ogg_page_ms = 400
 listener_bundle_ms = 60
+icecast_url = "icecast://source:ice-pass@icecast.internal:8000/chorus"
+icecast_listen_url = "https://radio.example.org/chorus"
 jitter_frames = 6
 max_msg_size = 32768
 opus_bitrate = 64000

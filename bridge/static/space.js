@@ -14,7 +14,7 @@ let token = query.get("token");
 const $ = (id) => document.getElementById(id);
 const state = {
   ws: null, me: null, role: "listener", maySpeak: false, roles: {}, levels: {},
-  participants: [], hand: false,
+  participants: [], hand: false, streamUrl: null,
   // live captions: the latest line per speaker; the on/off choice is the listener's own
   captionsOn: false, showCaptions: localStorage.getItem("chorus.captions") !== "off",
   captions: {},
@@ -28,8 +28,11 @@ const state = {
 };
 window.chorus = state; // for tests and debugging
 
+// The any-player link: the bridge's own live.ogg, or, for a public space the bridge feeds
+// to an Icecast relay (hello.stream_url), the relay's address (it needs no token).
 function setOggLink() {
-  $("ogg").href = `/spaces/${encodeURIComponent(spaceId)}/live.ogg` + (token ? `?token=${token}` : "");
+  $("ogg").href = state.streamUrl
+    || `/spaces/${encodeURIComponent(spaceId)}/live.ogg` + (token ? `?token=${token}` : "");
 }
 setOggLink();
 
@@ -145,6 +148,7 @@ function onJson(m) {
       document.title = `${m.title} — Chorus`;
       state.me = m.user_id; state.roles = m.roles;
       state.bundleMs = m.bundle_ms || 20;
+      state.streamUrl = m.stream_url || null; setOggLink();
       setRole(m.role, m.may_speak);
       status(m.user_id ? `Signed in as ${m.user_id}` : "Listening anonymously");
       setCaptionsOn(m.captions);

@@ -77,8 +77,9 @@ def dechunk(body: bytes) -> bytes:
 class Stream:
     """A raw HTTP client of live.ogg that keeps everything it receives."""
 
-    def __init__(self, url: str, space_id: str, version: str = "1.1") -> None:
+    def __init__(self, url: str, space_id: str, version: str = "1.1", path: str = "") -> None:
         self.url, self.space_id, self.version = url, space_id, version
+        self.path = path or f"/spaces/{space_id}/live.ogg"
         self.raw = bytearray()
         self.done = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -86,7 +87,7 @@ class Stream:
     async def start(self) -> Stream:
         port = int(self.url.rsplit(":", 1)[1])
         reader, self.writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
-        self.writer.write(f"GET /spaces/{self.space_id}/live.ogg HTTP/{self.version}\r\n"
+        self.writer.write(f"GET {self.path} HTTP/{self.version}\r\n"
                           "Host: bridge\r\n\r\n".encode())
 
         async def read() -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from bridge import tokens
 from bridge.client import SpaceClient
+from tests.support.icecast import IcecastServer
 
 from .conftest import SECRET, make_settings, rms, run_bridge, sine
 
@@ -321,3 +322,31 @@ async def test_a_page_whose_token_ends_unrenewed_says_why(bridge, browser):
     await browser.wait_js("window.chorus && window.chorus.conn === 'refused'", timeout=15)
     text = await browser.js("document.getElementById('conn-text').textContent")
     assert "Your link was refused" in text and "token expired" in text
+
+
+async def test_the_any_player_link_of_a_public_space_fed_to_icecast_is_the_relay(tmp_path, browser):
+    """With an Icecast tier, a public space's page sends players to the relay (no token
+    needed there); a private space's page keeps the bridge's own live.ogg."""
+    ice = IcecastServer()
+    running = None
+    try:
+        await ice.start()
+        relay = f"http://127.0.0.1:{ice.port}/c"
+        running = await run_bridge(make_settings(tmp_path, icecast_url=ice.url("/c"),
+                                                 icecast_listen_url=relay))
+        await running.open("loud")
+        await running.open("quiet", public=False, roles={"@me:x": "listener"})
+        await ice.wait_sources(lambda s: "/c/loud.ogg" in s)
+        await browser.call("Page.navigate", url=f"{running.url}/spaces/loud")
+        await browser.wait_js("window.chorus && window.chorus.conn === 'connected'")
+        assert await browser.js("document.getElementById('ogg').href") == f"{relay}/loud.ogg"
+        token = running.token("quiet", "@me:x")
+        await browser.call("Page.navigate", url=f"{running.url}/spaces/quiet?token={token}")
+        await browser.wait_js("window.chorus && window.chorus.conn === 'connected'")
+        assert await browser.js("document.getElementById('ogg').getAttribute('href')") == \
+            f"/spaces/quiet/live.ogg?token={token}"
+    finally:
+        if running is not None:
+            await running.session.close()
+            await running.runner.cleanup()
+        ice.close()
