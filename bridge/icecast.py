@@ -22,12 +22,13 @@ import logging
 import random
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from .oggstream import LiveOgg, OggListener
-from .schema import Bad, expected, mask_url
+from .schema import Bad, expected
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,18 @@ RETRY_MAX_SECONDS = 30.0
 STABLE_SECONDS = 10.0
 #: the longest answer head read from Icecast
 MAX_ANSWER_BYTES = 8192
+#: after a close, unsent bytes get this long to leave before the socket is cut
+FLUSH_SECONDS = 5.0
 
 _PREFIX_RE = re.compile(r"[A-Za-z0-9._~/-]*")
 _USAGE = "an icecast://source:PASSWORD@host:port/prefix URL"
+#: "scheme://user:" up to the last "@": a password, even one holding "/", "?" or "#"
+_LOGIN_RE = re.compile(r"(://[^:/@]*:).*@")
+
+
+def masked(text: str) -> str:
+    """``text`` with anything that may be a password replaced by ``***``."""
+    return _LOGIN_RE.sub(r"\1***@", text)
 
 
 @dataclass(frozen=True)
@@ -53,15 +63,15 @@ class IcecastTarget:
     host: str
     port: int
     user: str
-    password: str
-    prefix: str
+    password: str = field(repr=False)
+    prefix: str = ""
 
     @classmethod
     def parse(cls, text: str) -> IcecastTarget:
         """Raises :class:`Bad` saying what is wrong, the password never shown."""
-        shown = mask_url(text)
         if not isinstance(text, str):
-            raise expected(_USAGE + ' or ""', text)
+            raise expected(_USAGE + ' or ""', text, secret=True)
+        shown = masked(text)
         if any(c.isspace() or ord(c) < 32 for c in text):
             raise Bad(f"expected {_USAGE}, got {shown!r} (it holds a space or a control character)")
         try:
@@ -82,8 +92,10 @@ class IcecastTarget:
         if not _PREFIX_RE.fullmatch(prefix) or "//" in prefix or "/." in prefix:
             raise Bad(f"expected {_USAGE}, got {shown!r} (the mount prefix may hold only "
                       "letters, digits and . _ ~ - /, no empty or dot segments)")
+        if port == 0:
+            raise Bad(f"expected {_USAGE}, got {shown!r} (port 0)")
         host = parts.hostname
-        return cls(host=host, port=port or DEFAULT_PORT,
+        return cls(host=host, port=DEFAULT_PORT if port is None else port,
                    user=unquote(parts.username or "") or DEFAULT_USER,
                    password=unquote(parts.password), prefix=prefix)
 
@@ -116,7 +128,7 @@ def listen_url(value: Any) -> str:
         raise expected('an http:// or https:// URL or ""', value)
     if value == "":
         return value
-    shown = mask_url(value)
+    shown = masked(value)
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError on a bad port
@@ -156,7 +168,8 @@ class IcecastSource:
     again after ``last_error``) or ``stopped``."""
 
     def __init__(self, target: IcecastTarget, ogg: LiveOgg, space_id: str, *,
-                 title: str = "", page_url: str = "", bitrate: int = 0) -> None:
+                 title: str = "", page_url: str = "", bitrate: int = 0,
+                 after: Awaitable[Any] | None = None) -> None:
         self.target = target
         self.ogg = ogg
         self.space_id = space_id
@@ -171,6 +184,8 @@ class IcecastSource:
         self.failures = 0
         self._relay: OggListener | None = None
         self._task: asyncio.Task[None] | None = None
+        #: what must finish before the first connection (an earlier source of the mount)
+        self._after = after
 
     def __repr__(self) -> str:
         return f"<IcecastSource {self.space_id} {self.where}>"
@@ -194,11 +209,14 @@ class IcecastSource:
         relay = self._relay
         if relay is not None:
             self.ogg.discard_relay(relay)
-            relay.transport.close()  # not abort: buffered pages are flushed first
+            _close(relay.transport)  # not abort: buffered pages are flushed first
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # gather: a cancel of the caller still reaches the caller (and the task)
+            (outcome,) = await asyncio.gather(self._task, return_exceptions=True)
+            if isinstance(outcome, Exception):
+                log.error("space %s: Icecast source %s had failed: %r", self.space_id,
+                          self.where, outcome)
 
     # -- the connection ----------------------------------------------------------------
 
@@ -210,7 +228,7 @@ class IcecastSource:
                  "User-Agent: Chorus",
                  "Content-Type: audio/ogg",
                  "ice-public: 0",
-                 f"ice-name: {_header_value(self.title) or self.space_id}",
+                 f"ice-name: {_header_value(self.title or self.space_id)}",
                  "ice-description: live on Chorus"]
         if self.bitrate:
             lines.append(f"ice-audio-info: channels=1;samplerate=48000;bitrate={self.bitrate // 1000}")
@@ -240,26 +258,26 @@ class IcecastSource:
         return reader, writer
 
     async def _run(self) -> None:
+        if self._after is not None:  # wait, not gather: our cancel must not cancel it
+            await asyncio.wait({asyncio.ensure_future(self._after)})
+            self._after = None
         delay = RETRY_FIRST_SECONDS
         while not self.ogg.ended:
             self.state = "connecting"
             started = time.monotonic()
             try:
-                async with asyncio.timeout(HANDSHAKE_SECONDS):
-                    reader, writer = await self._handshake()
-            except IcecastRefused as exc:
-                self._failed(_refusal(exc), refused=exc.status in (401, 403))
-            except TimeoutError:
-                self._failed(f"no answer within {HANDSHAKE_SECONDS:g} s")
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                    ValueError) as exc:
-                self._failed(_connect_error(exc))
-            else:
-                reason = await self._stream(reader, writer)
-                if reason is None:  # the space ended: the last page is on its way
-                    return
-                if time.monotonic() - started >= STABLE_SECONDS:
-                    delay = RETRY_FIRST_SECONDS
+                reason = await self._attempt()
+            except Exception as exc:  # noqa: BLE001 - a fault of ours: logged, tried again
+                log.exception("space %s: Icecast source %s failed unexpectedly; tried again "
+                              "with backoff", self.space_id, self.where)
+                self.failures += 1
+                self.last_error, reason = f"unexpected error: {exc!r}", ""
+            if reason is None:  # the space ended: the last page is on its way
+                self.state = "stopped"
+                return
+            if time.monotonic() - started >= STABLE_SECONDS:
+                delay = RETRY_FIRST_SECONDS
+            if reason:
                 self._failed(reason)
             self.state = "waiting"
             wait = delay * random.uniform(0.8, 1.2)
@@ -269,11 +287,27 @@ class IcecastSource:
             delay = min(delay * 2, RETRY_MAX_SECONDS)
         self.state = "stopped"
 
+    async def _attempt(self) -> str | None:
+        """One connection: None when the space ended, otherwise why it failed or ended
+        ("" when that was already logged)."""
+        try:
+            async with asyncio.timeout(HANDSHAKE_SECONDS):
+                reader, writer = await self._handshake()
+        except IcecastRefused as exc:
+            self._failed(_refusal(exc), refused=exc.status == 401)
+            return ""
+        except TimeoutError:
+            return f"no answer within {HANDSHAKE_SECONDS:g} s"
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ValueError) as exc:
+            return _connect_error(exc)
+        return await self._stream(reader, writer)
+
     async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str | None:
         """Pages go to Icecast until the space ends (None) or the connection is lost (why)."""
         transport = writer.transport
         if self.ogg.ended:
-            transport.close()
+            _close(transport)
             return None
         relay = OggListener(transport, chunked=False, space_id=self.space_id)  # type: ignore[arg-type]
         transport.write(self.ogg.headers())
@@ -298,12 +332,13 @@ class IcecastSource:
             self.ogg.discard_relay(relay)
             self._relay = None
         if self.ogg.ended:
-            transport.close()  # the last page, with end-of-stream, goes out first
+            _close(transport)  # the last page, with end-of-stream, goes out first
             return None
-        unsent = transport.get_write_buffer_size()
+        lost = closed.done() or transport.is_closing()
         transport.abort()
-        if relay.kicked is not None:
-            return f"fell behind ({unsent} bytes unsent): reconnecting"
+        if relay.kicked is not None and not lost:
+            return (f"fell behind (more than {self.ogg.buffer_limit} bytes unsent): "
+                    "reconnecting")
         return "Icecast closed the connection"
 
     def _failed(self, reason: str, *, refused: bool = False) -> None:
@@ -317,6 +352,12 @@ class IcecastSource:
         level = logging.ERROR if refused else logging.WARNING
         log.log(level, "space %s: Icecast source %s: %s; the space goes on without it and the "
                 "source is tried again with backoff", self.space_id, self.where, reason)
+
+
+def _close(transport: asyncio.BaseTransport) -> None:
+    """Close after what is buffered is sent, or cut it after FLUSH_SECONDS."""
+    transport.close()
+    asyncio.get_running_loop().call_later(FLUSH_SECONDS, transport.abort)
 
 
 async def _until_closed(reader: asyncio.StreamReader) -> None:

@@ -131,6 +131,7 @@ class Stage:
                            space_id=space_id)
         #: feeds live.ogg to Icecast while the space is public and icecast_url is set
         self.icecast: IcecastSource | None = None
+        self._icecast_stopping: asyncio.Task[Any] | None = None
         self.peak_listeners = 0
         self.tick_count = 0
         self.clock_resyncs = 0
@@ -181,15 +182,18 @@ class Stage:
     def _sync_icecast(self) -> None:
         wanted = self.open and self.public and bool(self.settings.icecast_url)
         if wanted and self.icecast is None:
+            # an earlier source of this mount (the space was private for a moment) lets go
+            # of it first, or Icecast would refuse the new one (403)
             self.icecast = IcecastSource(IcecastTarget.parse(self.settings.icecast_url), self.ogg,
                                          self.space_id, title=self.title,
-                                         page_url=self.page_url(), bitrate=self.settings.opus_bitrate)
+                                         page_url=self.page_url(), bitrate=self.settings.opus_bitrate,
+                                         after=self._icecast_stopping)
             self.icecast.start()
         elif not wanted and self.icecast is not None:
             source, self.icecast = self.icecast, None
             log.info("space %s: no longer public; unmounting it from Icecast (%s)", self.space_id,
                      source.where)
-            self._spawn(source.stop())
+            self._icecast_stopping = self._spawn(source.stop())
 
     def page_url(self) -> str:
         """The space's page, when the bridge's public address is configured."""
@@ -197,16 +201,18 @@ class Stage:
         return f"{base}/spaces/{self.space_id}" if base else ""
 
     def stream_url(self) -> str | None:
-        """Where any player hears this space through the Icecast tier, if anywhere."""
+        """Where any player hears this space through the Icecast tier: only while it is
+        mounted there (otherwise players are better off at the bridge's own live.ogg)."""
         base = self.settings.icecast_listen_url
-        if self.icecast is None or not base:
+        if self.icecast is None or self.icecast.state != "live" or not base:
             return None
         return stream_url(base, self.space_id)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+        return task
 
     async def close(self, code: int = CLOSE_SPACE_ENDED, reason: str = "space ended",
                     *, wait: bool = True) -> None:

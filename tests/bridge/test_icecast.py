@@ -50,12 +50,17 @@ def test_an_icecast_url_names_the_server_login_and_mount_prefix(url, want) -> No
     ("icecast://source:hunter2@ice:8000/a b", "a space or a control character"),
     ("icecast://source:hunter2@ice:8000/a/../b", "no empty or dot segments"),
     ("icecast://source:hunter2@ice:8000/a%2Fb", "may hold only letters"),
+    ("icecast://source:hunter2@ice:0/x", "port 0"),
+    ("icecast://source:hun#ter2@ice:8000/x", "expected an icecast://"),  # unencoded # in it
+    ("icecast://source:hun/ter2@ice:8000/x", "expected an icecast://"),
+    ("icecast://source:hun?ter2@ice:8000/x", "expected an icecast://"),
 ])
 def test_a_bad_icecast_url_says_why_and_never_shows_the_password(url, says) -> None:
     with pytest.raises(Bad) as caught:
         IcecastTarget.parse(url)
     assert says in str(caught.value)
-    assert "hunter2" not in str(caught.value)
+    assert "hunter2" not in str(caught.value) and "hun" not in str(caught.value)
+    assert "hunter2" not in repr(IcecastTarget("ice", 8000, "source", "hunter2"))
 
 
 def test_the_settings_refuse_a_bad_icecast_url_in_one_line_and_mask_a_good_one() -> None:
@@ -141,7 +146,9 @@ async def test_a_player_on_icecast_hears_a_public_space_until_it_ends(tmp_path, 
     player = None
     try:
         await running.open("tone", roles={"@a:x": "speaker"})
-        mounts = await icecast_server.wait_sources(lambda s: "/chorus/tone.ogg" in s)
+        # (Icecast knows the codec once it has read the header pages)
+        mounts = await icecast_server.wait_sources(
+            lambda s: s.get("/chorus/tone.ogg", {}).get("subtype"))
         info = mounts["/chorus/tone.ogg"]
         assert info["server_name"] == "Test tone" and info["server_type"] == "audio/ogg"
         assert info["server_url"] == "http://127.0.0.1:8089/spaces/tone"
@@ -197,7 +204,9 @@ async def test_only_public_spaces_are_mounted_and_a_change_of_mind_follows(tmp_p
         await _stopped(running)
 
 
-async def test_icecast_killed_and_started_again_costs_the_space_nothing(tmp_path, icecast_server) -> None:
+async def test_icecast_killed_and_started_again_costs_the_space_nothing(
+        tmp_path, icecast_server, monkeypatch) -> None:
+    monkeypatch.setattr(icecast, "RETRY_MAX_SECONDS", 2.0)
     running = await run_bridge(make_settings(tmp_path, ogg_page_ms=20,
                                              icecast_url=icecast_server.url("/c")))
     own = None
@@ -233,7 +242,8 @@ async def test_a_wrong_password_is_logged_once_with_no_secret_and_the_space_goes
         tmp_path, icecast_server, caplog) -> None:
     caplog.set_level(logging.DEBUG, logger="bridge.icecast")
     url = icecast_server.url("/c", password="not-the-password")
-    running = await run_bridge(make_settings(tmp_path, icecast_url=url))
+    running = await run_bridge(make_settings(tmp_path, icecast_url=url,
+                                             icecast_listen_url="https://radio.example.org/c"))
     try:
         await running.open("pw")
         stage = running.stage("pw")
@@ -245,11 +255,17 @@ async def test_a_wrong_password_is_logged_once_with_no_secret_and_the_space_goes
         assert "401" in status["last_error"] and "icecast_url" in status["last_error"]
         assert stage.tick_count > 0 and stage.open
         assert await icecast_server.sources() == {}
+        # players are not sent to a mount that is not there
+        async with running.session.get(f"{running.url}/api/spaces") as resp:
+            assert (await resp.json())["spaces"][0]["stream_url"] is None
+        async with SpaceClient(running.url, "pw") as anonymous:
+            assert (await anonymous.wait_type("hello"))["stream_url"] is None
         source = stage.icecast
     finally:
         await _stopped(running)
     assert source.state == "stopped" and source._task.done()  # the bridge's shutdown ended it
-    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    errors = [r for r in caplog.records
+              if r.name == "bridge.icecast" and r.levelno >= logging.WARNING]
     assert len(errors) == 1, [r.getMessage() for r in errors]
     message = errors[0].getMessage()
     assert errors[0].levelno == logging.ERROR
@@ -294,3 +310,55 @@ async def test_an_icecast_that_never_answers_holds_nothing(tmp_path, monkeypatch
             writer.transport.abort()
         server.close()
         await server.wait_closed()
+
+
+async def test_private_and_public_again_at_once_mounts_after_the_old_source_lets_go(
+        tmp_path, icecast_server, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="bridge.icecast")
+    running = await run_bridge(make_settings(tmp_path, icecast_url=icecast_server.url("/c")))
+    try:
+        await running.open("flip")
+        stage = running.stage("flip")
+        await icecast_server.wait_sources(lambda s: "/c/flip.ogg" in s)
+        first = stage.icecast
+        await running.open("flip", public=False)
+        await running.open("flip", public=True)  # before the first source has let go
+        second = stage.icecast
+        assert second is not first
+        async with asyncio.timeout(20):
+            while second.state != "live":
+                await asyncio.sleep(0.02)
+        assert first.state == "stopped" and second.failures == 0  # no 403 on the way
+        assert set(await icecast_server.sources()) == {"/c/flip.ogg"}
+    finally:
+        await _stopped(running)
+    assert not [r for r in caplog.records if r.name == "bridge.icecast" and r.levelno >= logging.WARNING]
+
+
+async def test_a_fault_in_the_source_is_logged_and_tried_again_and_ends_cleanly(
+        tmp_path, icecast_server, caplog, monkeypatch) -> None:
+    request = icecast.IcecastSource._request
+    calls = []
+
+    def faulty(self):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return request(self)
+
+    monkeypatch.setattr(icecast.IcecastSource, "_request", faulty)
+    running = await run_bridge(make_settings(tmp_path, icecast_url=icecast_server.url("/c")))
+    try:
+        await running.open("oops")
+        stage = running.stage("oops")
+        await icecast_server.wait_sources(lambda s: "/c/oops.ogg" in s)
+        source = stage.icecast
+        assert source.state == "live" and source.mounts == 1 and len(calls) == 2
+        status, body = await running.control("DELETE", "/spaces/oops")
+        assert status == 200 and body["open"] is False
+        assert source.state == "stopped" and source._task.done()
+    finally:
+        await _stopped(running)
+    faults = [r for r in caplog.records if r.name == "bridge.icecast" and r.exc_info]
+    assert len(faults) == 1 and "space oops" in faults[0].getMessage()
+    assert "boom" in str(faults[0].exc_info[1])

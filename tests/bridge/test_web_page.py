@@ -337,6 +337,9 @@ async def test_the_any_player_link_of_a_public_space_fed_to_icecast_is_the_relay
         await running.open("loud")
         await running.open("quiet", public=False, roles={"@me:x": "listener"})
         await ice.wait_sources(lambda s: "/c/loud.ogg" in s)
+        async with asyncio.timeout(10):  # and the bridge has had Icecast's answer
+            while running.stage("loud").stats()["icecast"]["state"] != "live":
+                await asyncio.sleep(0.02)
         await browser.call("Page.navigate", url=f"{running.url}/spaces/loud")
         await browser.wait_js("window.chorus && window.chorus.conn === 'connected'")
         assert await browser.js("document.getElementById('ogg').href") == f"{relay}/loud.ogg"
