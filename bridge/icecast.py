@@ -121,26 +121,6 @@ def icecast_url(value: Any) -> str:
     return value
 
 
-def listen_url(value: Any) -> str:
-    """The ``[bridge] icecast_listen_url`` parser: "" or an http(s) URL without a login,
-    query or fragment; its trailing slash dropped."""
-    if not isinstance(value, str):
-        raise expected('an http:// or https:// URL or ""', value)
-    if value == "":
-        return value
-    shown = masked(value)
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise Bad(f"expected an http:// or https:// URL, got {shown!r}") from None
-    if (parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc
-            or parts.query or parts.fragment or any(c.isspace() or ord(c) < 32 for c in value)):
-        raise Bad("expected an http:// or https:// URL with a host and no login, query or "
-                  f"fragment, got {shown!r}")
-    return value.rstrip("/")
-
-
 def stream_url(listen_base: str, space_id: str) -> str:
     """Where a player hears a space through the Icecast tier (``listen_base`` stands for
     the mount prefix, as the relay or CDN in front of Icecast serves it)."""

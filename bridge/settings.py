@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .icecast import icecast_url, listen_url
+from .icecast import icecast_url
 from .schema import (
     HTTP_URL,
     SERVER_NAME,
@@ -81,6 +81,16 @@ def frame_ms(lo: int, hi: int) -> Parser:
     return parse
 
 
+def base_url(value: Any) -> str:
+    """"" or an http(s) base URL with no login, query or fragment (homeserver_url)."""
+    if value == "":
+        return value
+    try:
+        return homeserver_url(value)
+    except ValueError as exc:
+        raise Bad(str(exc)) from None
+
+
 def homeservers(value: Any) -> Table:
     if isinstance(value, Table):
         value = dict(value)
@@ -129,7 +139,7 @@ KEYS: tuple[Key, ...] = (
     _bridge("ogg_page_ms", 200, frame_ms(20, 1000)),
     _bridge("listener_bundle_ms", 100, frame_ms(20, 500)),
     _bridge("icecast_url", "", icecast_url, url=True),
-    _bridge("icecast_listen_url", "", listen_url),
+    _bridge("icecast_listen_url", "", base_url),
     _bridge("jitter_frames", 4, integer(1, 50)),
     _bridge("max_msg_size", 16 * 1024, integer(1024, 16 * 1024 * 1024)),
     _bridge("opus_bitrate", 48000, integer(6000, 510000)),
