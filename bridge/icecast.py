@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from .oggstream import LiveOgg, OggListener
-from .schema import Bad, expected
+from .schema import Bad, expected, mask_url
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,6 @@ FLUSH_SECONDS = 5.0
 
 _PREFIX_RE = re.compile(r"[A-Za-z0-9._~/-]*")
 _USAGE = "an icecast://source:PASSWORD@host:port/prefix URL"
-#: "scheme://user:" up to the last "@": a password, even one holding "/", "?" or "#"
-_LOGIN_RE = re.compile(r"(://[^:/@]*:).*@")
-
-
-def masked(text: str) -> str:
-    """``text`` with anything that may be a password replaced by ``***``."""
-    return _LOGIN_RE.sub(r"\1***@", text)
 
 
 @dataclass(frozen=True)
@@ -69,9 +62,7 @@ class IcecastTarget:
     @classmethod
     def parse(cls, text: str) -> IcecastTarget:
         """Raises :class:`Bad` saying what is wrong, the password never shown."""
-        if not isinstance(text, str):
-            raise expected(_USAGE + ' or ""', text, secret=True)
-        shown = masked(text)
+        shown = mask_url(text)
         if any(c.isspace() or ord(c) < 32 for c in text):
             raise Bad(f"expected {_USAGE}, got {shown!r} (it holds a space or a control character)")
         try:

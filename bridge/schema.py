@@ -170,17 +170,23 @@ def choice(*choices: str, fold_case: bool = False) -> Parser:
     return parse
 
 
+#: "//user:" up to the last "@": what may be a password, even one holding "/", "?" or "#"
+#: (which cut the authority part short, so urlsplit does not see it as a password)
+_LOGIN_RE = re.compile(r"(//[^:/@]*:).*@")
+
+
 def mask_url(text: str) -> str:
     """``text`` with any password in its authority part replaced by ``***``."""
     try:
         parts = urlsplit(text)
-        if parts.password is None:
-            return text
-        netloc = parts.netloc.rsplit("@", 1)
-        userinfo = netloc[0].split(":", 1)[0] + ":***"
-        return urlunsplit(parts._replace(netloc=f"{userinfo}@{netloc[1]}"))
-    except ValueError:  # unparseable: hide whatever sits between "scheme://user:" and "@"
-        return re.sub(r"(//[^/@]*?:)[^@]*@", r"\1***@", text)
+        if parts.password is not None:
+            netloc = parts.netloc.rsplit("@", 1)
+            userinfo = netloc[0].split(":", 1)[0] + ":***"
+            return urlunsplit(parts._replace(netloc=f"{userinfo}@{netloc[1]}"))
+    except ValueError:
+        pass
+    # unparseable, or a password urlsplit cut short: hide all from "//user:" to the last "@"
+    return _LOGIN_RE.sub(r"\1***@", text)
 
 
 def url(*schemes: str, what: str, allow_empty: bool = True) -> Parser:

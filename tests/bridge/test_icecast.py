@@ -17,7 +17,7 @@ from bridge.client import SpaceClient
 from bridge.icecast import IcecastTarget, stream_url
 from bridge.ogg import FLAG_BOS, FLAG_EOS
 from bridge.oggstream import LiveOgg, OggListener
-from bridge.schema import Bad
+from bridge.schema import Bad, mask_url
 from bridge.settings import BridgeSettings, SettingsError
 from tests.support.icecast import PASSWORD, IcecastServer
 
@@ -362,3 +362,9 @@ async def test_a_fault_in_the_source_is_logged_and_tried_again_and_ends_cleanly(
     faults = [r for r in caplog.records if r.name == "bridge.icecast" and r.exc_info]
     assert len(faults) == 1 and "space oops" in faults[0].getMessage()
     assert "boom" in str(faults[0].exc_info[1])
+
+
+@pytest.mark.parametrize("url", ["redis://u:hun/ter2@h:6379/0", "icecast://source:hun#ter2@ice/x",
+                                 "https://u:hun?ter2@cdn/x"])
+def test_every_url_setting_masks_a_password_that_holds_a_slash_question_mark_or_hash(url) -> None:
+    assert "ter2" not in mask_url(url) and "hun" not in mask_url(url)
