@@ -298,6 +298,9 @@ class _BridgeRules(_Section):
 
     def _check_together(self) -> None:
         if self.mode != "remote":
+            if self.role == "edge":
+                self._fail("role", 'the embedded bridge is the origin; "edge" is for a bridge run '
+                           "on its own (python -m bridge --edge)")
             return
         if not self.control_url:
             self._fail(

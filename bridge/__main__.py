@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import re
@@ -44,8 +45,8 @@ async def serve(settings: BridgeSettings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     runner, port = await start_embedded(settings)
-    log.info("bridge listening on %s:%d (public %s)", settings.listen_host, port,
-             resolved_public_url(settings.public_url, settings.listen_host, port))
+    log.info("bridge listening on %s:%d (public %s, %s)", settings.listen_host, port,
+             resolved_public_url(settings.public_url, settings.listen_host, port), settings.role)
     try:
         await stop.wait()
     finally:
@@ -60,10 +61,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="config file with a [bridge] section (default: config.toml)")
     parser.add_argument("--config", "-c", dest="config_option", default=None,
                         help="the same, as an option (like python -m bot)")
+    parser.add_argument("--edge", action="store_true",
+                        help='run as an edge (as [bridge] role = "edge"): serve the listeners of '
+                             "the spaces an origin publishes on Redis (redis_url)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     try:
         settings = load_settings(args.config_option or args.config or "config.toml")
+        if args.edge:
+            settings = dataclasses.replace(settings, role="edge")
     except SettingsError as exc:
         print(f"bridge: {exc}", file=sys.stderr)
         return 2

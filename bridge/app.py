@@ -38,12 +38,14 @@ from .connection import (
     Client,
     audio_backlog_limit,
 )
+from .edge import EdgeFeed
 from .events import EventBus
 from .guard import ConnectionGuard, GuardedSite, PathOnlyAccessLogger, address_key
 from .limits import RateLimiter, Slots, Throttle
 from .oggstream import OggListener
+from .origin_feed import OriginFeed
 from .roles import ROLES
-from .settings import BridgeSettings, HomeserverMapError, homeserver_map
+from .settings import BridgeSettings, HomeserverMapError, homeserver_map, resolved_public_url
 from .stage import REMOVED_REASON, Stage
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,11 @@ OPENID_SLOTS: web.AppKey[Slots] = web.AppKey("openid_slots", Slots)
 #: this start of the bridge: new on every start, so the bot can tell a restart
 INSTANCE: web.AppKey[str] = web.AppKey("instance", str)
 HOMESERVERS: web.AppKey[openid.Homeservers] = web.AppKey("homeservers", openid.Homeservers)
+#: the Redis feed: an origin's to its edges, or an edge's from its origin (None: no Redis)
+FEED: web.AppKey[OriginFeed | EdgeFeed | None] = web.AppKey("feed", object)
+#: how long an edge's client waits for a space the edge has not heard of yet (it may
+#: have just started: the origin names its spaces every second)
+EDGE_WAIT_SECONDS = 2.0
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -147,9 +154,11 @@ async def open_space(request: web.Request) -> web.Response:
     stages = request.app[STAGES]
     stage = stages.get(space_id)
     if stage is None:
+        feed = request.app[FEED]
         stage = Stage(space_id, title, public=public, record=record, captions=captions,
                       settings=request.app[SETTINGS], emit=request.app[EVENTS].emit,
-                      captions_pool=request.app[CAPTIONS])
+                      captions_pool=request.app[CAPTIONS],
+                      mirror=feed if isinstance(feed, OriginFeed) else None)
         stages[space_id] = stage
         stage.start()
         status = 201
@@ -350,8 +359,26 @@ async def put_homeservers(request: web.Request) -> web.Response:
 async def list_control(request: web.Request) -> web.Response:
     _check_secret(request)
     return web.json_response({"version": PROTOCOL_VERSION, "minor": PROTOCOL_MINOR,
-                              "instance": request.app[INSTANCE],
+                              "instance": request.app[INSTANCE], "redis": _feed_status(request.app),
                               "spaces": [s.stats() for s in request.app[STAGES].values()]})
+
+
+def _feed_status(app: web.Application) -> dict[str, Any] | None:
+    feed = app[FEED]
+    return feed.status() if feed is not None else None
+
+
+async def edge_has_no_control(request: web.Request) -> web.Response:
+    raise _json_error(web.HTTPNotFound, "this bridge is an edge: the control API is on the origin")
+
+
+async def _known_stage(request: web.Request, space_id: str) -> Stage | None:
+    """The open stage of ``space_id``; an edge waits a moment for one it has not heard of."""
+    stage = request.app[STAGES].get(space_id)
+    feed = request.app[FEED]
+    if stage is None and isinstance(feed, EdgeFeed):
+        stage = await feed.wait_for(space_id, EDGE_WAIT_SECONDS)
+    return stage
 
 
 async def control_events(request: web.Request) -> web.WebSocketResponse:
@@ -467,7 +494,7 @@ async def _wait_for_kick(client: Client, ws: web.WebSocketResponse,
 async def client_ws(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     space_id = _space_id(request)
-    stage = request.app[STAGES].get(space_id)
+    stage = await _known_stage(request, space_id)
     if stage is None:
         return await _refuse_ws(request, CLOSE_NO_SPACE, f"no live space {space_id}")
     try:
@@ -532,7 +559,9 @@ async def client_ws(request: web.Request) -> web.StreamResponse:
 
 async def live_ogg(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
-    stage = _stage(request)
+    stage = await _known_stage(request, _space_id(request))
+    if stage is None:
+        raise _json_error(web.HTTPNotFound, f"no open stage for space {_space_id(request)}")
     try:
         claims = _claims(request, stage)
     except tokens.TokenError as exc:
@@ -597,14 +626,19 @@ async def space_page(request: web.Request) -> web.StreamResponse:
 
 
 async def health(request: web.Request) -> web.Response:
+    feed = request.app[FEED]
     return web.json_response({"ok": True, "stages": len(request.app[STAGES]),
-                              "instance": request.app[INSTANCE]})
+                              "instance": request.app[INSTANCE], "role": request.app[SETTINGS].role,
+                              "redis": feed.out.health.state if feed is not None else None})
 
 
 # -- lifecycle -------------------------------------------------------------------
 
 
 async def _on_shutdown(app: web.Application) -> None:
+    feed = app[FEED]
+    if isinstance(feed, EdgeFeed):  # first: no space is opened here after this
+        await feed.close()
     stages = app[STAGES]
     closing = list(stages.values())
     stages.clear()
@@ -613,6 +647,8 @@ async def _on_shutdown(app: web.Application) -> None:
     background = list(app[BACKGROUND])
     if background:  # recordings being converted; events still reach a connected bot
         await asyncio.gather(*background, return_exceptions=True)
+    if isinstance(feed, OriginFeed):  # after the stages: their last words reach the edges
+        await feed.close()
     await app[EVENTS].flush()
     for ws in list(app[SOCKETS]):
         await ws.close(code=CLOSE_SHUTDOWN, message=b"bridge shutting down")
@@ -646,17 +682,24 @@ def create_app(settings: BridgeSettings) -> web.Application:
     app[BACKGROUND] = set()
     app[INSTANCE] = uuid.uuid4().hex[:16]
     app[HOMESERVERS] = openid.Homeservers(dict(settings.openid_homeservers))
-    app.router.add_get(f"{API}/events", control_events)
-    app.router.add_get(f"{API}/spaces", list_control)
-    app.router.add_get(f"{API}/files/{{name}}", get_file)
-    app.router.add_put(f"{API}/openid/homeservers", put_homeservers)
-    app.router.add_post(f"{API}/spaces/{{space_id}}", open_space)
-    app.router.add_get(f"{API}/spaces/{{space_id}}", get_space)
-    app.router.add_patch(f"{API}/spaces/{{space_id}}", patch_space)
-    app.router.add_delete(f"{API}/spaces/{{space_id}}", delete_space)
-    app.router.add_put(f"{API}/spaces/{{space_id}}/roles", put_roles)
-    app.router.add_post(f"{API}/spaces/{{space_id}}/clip", clip_space)
-    app.router.add_post(f"{API}/spaces/{{space_id}}/play", play_voice)
+    app[FEED] = None
+    if settings.role == "edge":
+        app[FEED] = EdgeFeed(settings, app[STAGES])
+        app.router.add_route("*", f"{API}/{{tail:.*}}", edge_has_no_control)
+    else:
+        if settings.redis_url:
+            app[FEED] = OriginFeed(settings, app[STAGES])
+        app.router.add_get(f"{API}/events", control_events)
+        app.router.add_get(f"{API}/spaces", list_control)
+        app.router.add_get(f"{API}/files/{{name}}", get_file)
+        app.router.add_put(f"{API}/openid/homeservers", put_homeservers)
+        app.router.add_post(f"{API}/spaces/{{space_id}}", open_space)
+        app.router.add_get(f"{API}/spaces/{{space_id}}", get_space)
+        app.router.add_patch(f"{API}/spaces/{{space_id}}", patch_space)
+        app.router.add_delete(f"{API}/spaces/{{space_id}}", delete_space)
+        app.router.add_put(f"{API}/spaces/{{space_id}}/roles", put_roles)
+        app.router.add_post(f"{API}/spaces/{{space_id}}/clip", clip_space)
+        app.router.add_post(f"{API}/spaces/{{space_id}}/play", play_voice)
     app.router.add_post("/spaces/{space_id}/openid", openid_login)
     app.router.add_get("/spaces/{space_id}/ws", client_ws)
     app.router.add_get("/spaces/{space_id}/live.ogg", live_ogg)
@@ -838,4 +881,7 @@ async def start_embedded(settings: BridgeSettings) -> tuple[web.AppRunner, int]:
     await runner.setup()
     site = GuardedSite(runner, settings.listen_host, settings.listen_port, app[GUARD])
     await site.start()
+    feed = app[FEED]
+    if feed is not None:  # once the port is known: the feed names this bridge's address
+        feed.start(resolved_public_url(settings.public_url, settings.listen_host, site.port))
     return runner, site.port

@@ -81,6 +81,16 @@ def frame_ms(lo: int, hi: int) -> Parser:
     return parse
 
 
+_PREFIX_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def redis_prefix(value: Any) -> str:
+    """What the Redis feed's channels and keys start with: letters, digits, . _ -."""
+    if not isinstance(value, str) or not _PREFIX_RE.fullmatch(value):
+        raise expected("1 to 64 letters, digits, dots, dashes or underscores", value)
+    return value
+
+
 def base_url(value: Any) -> str:
     """"" or an http(s) base URL with no login, query or fragment (homeserver_url)."""
     if value == "":
@@ -132,7 +142,9 @@ KEYS: tuple[Key, ...] = (
     _bridge("control_url", "", HTTP_URL, bot_only=True, url=True),
     _bridge("shared_secret", "", shared_secret, secret=True),
     _bridge("token_ttl_seconds", 3600, integer(1)),
+    _bridge("role", "origin", choice("origin", "edge")),
     _bridge("redis_url", "", url("redis", "rediss", "unix", what="a redis://, rediss:// or unix:// URL"), url=True),
+    _bridge("redis_prefix", "chorus", redis_prefix),
     _bridge("recordings_dir", "var/recordings", string(nonempty=True)),
     _bridge("listener_queue_frames", 50, integer(2, 3000)),
     _bridge("client_sndbuf_bytes", 32768, integer(0, 64 * 1024 * 1024)),
@@ -196,6 +208,9 @@ def _check(self: Any) -> None:
     if not self.shared_secret:
         raise SettingsError(f"bridge.shared_secret: required: at least {MIN_SECRET_LENGTH} characters, "
                             f"the same on the bot and the bridge{SECRET_HINT}")
+    if self.role == "edge" and not self.redis_url:
+        raise SettingsError('bridge.role: "edge" needs bridge.redis_url (an edge serves the spaces '
+                            "its origin publishes on Redis)")
     problem = captions_problem(self.captions_engine, self.captions_model_path)
     if problem:
         raise SettingsError(f"captions.model_path: {problem}")

@@ -21,11 +21,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from . import jsonsafe, opus, tokens, wire, wsframe
+from . import feed, jsonsafe, opus, tokens, wire, wsframe
 from .activity import ActivityBatch, ActivityLimits
 from .bundles import BundleGroups
 from .captions import CaptionPool, CaptionsError, StageCaptions
@@ -64,6 +64,17 @@ MAX_CLIENT_JSON_DEPTH = 4
 Emit = Callable[[dict[str, Any]], None]
 
 
+class Mirror(Protocol):
+    """Where an origin's stage sends its frames, broadcasts and state for the edges
+    (bridge/origin_feed.py); every call returns at once."""
+
+    origin_url: str
+
+    def publish(self, space_id: str, data: bytes) -> None: ...
+    def urls(self) -> list[str]: ...
+    def hand_out(self) -> str | None: ...
+
+
 def _seconds_left(expires_at: float | None) -> float | None:
     """How long a token has left by the bridge's clock (a browser's may be wrong)."""
     return None if expires_at is None else round(max(0.0, expires_at - time.time()), 3)
@@ -99,8 +110,13 @@ class Stage:
         settings: BridgeSettings,
         emit: Emit,
         captions_pool: CaptionPool | None = None,
+        mirror: Mirror | None = None,
     ) -> None:
         self.space_id = space_id
+        #: the Redis feed to the edges, if this origin has one
+        self.mirror = mirror
+        #: listeners of this space on edges, as their last heartbeats said
+        self.edge_listeners = 0
         self.title = title
         self.public = public
         self.captions = False
@@ -166,6 +182,7 @@ class Stage:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"stage-tick:{self.space_id}")
         self._sync_icecast()
+        self.publish_state()
 
     def retitle(self, title: str) -> None:
         """New listeners of live.ogg, and Icecast's next mount, carry the new title."""
@@ -173,11 +190,27 @@ class Stage:
         self.ogg.retitle(title)
         if self.icecast is not None:
             self.icecast.title = title
+        self.publish_state()
 
     def set_public(self, public: bool) -> None:
         """Public or not; only a public space is fed to Icecast (bridge/icecast.py)."""
         self.public = public
         self._sync_icecast()
+        self.publish_state()
+
+    def feed_state(self) -> feed.SpaceState:
+        return feed.SpaceState(self.title, self.public, dict(self.roles), self.removed,
+                               self.captions, self.is_recording(),
+                               self.mirror.origin_url if self.mirror is not None else "")
+
+    def publish_state(self) -> None:
+        """The state, to the edges (on every change, and each second from the feed)."""
+        if self.mirror is not None and self.open:
+            self.mirror.publish(self.space_id, self.feed_state().encode())
+
+    def set_edge_listeners(self, count: int) -> None:
+        self.edge_listeners = count
+        self.peak_listeners = max(self.peak_listeners, self.listeners)
 
     def _sync_icecast(self) -> None:
         wanted = self.open and self.public and bool(self.settings.icecast_url)
@@ -235,6 +268,8 @@ class Stage:
             client.flush()
             client.kick(code, reason)
         self.ogg.end(code, reason)
+        if self.mirror is not None:
+            self.mirror.publish(self.space_id, feed.ended(reason))
         if self.icecast is not None:  # the last page is written; it goes out, then the close
             source, self.icecast = self.icecast, None
             await source.stop()
@@ -259,11 +294,14 @@ class Stage:
 
     @property
     def listeners(self) -> int:
-        return len(self.clients) + len(self.ogg_listeners)
+        return len(self.clients) + len(self.ogg_listeners) + self.edge_listeners
 
     def speakers_connected(self) -> int:
         users = {c.user_id for c in self.clients.values() if self.may_speak(c.user_id)}
         return len(users)
+
+    def is_recording(self) -> bool:
+        return self.recorder is not None
 
     def may_speak(self, user_id: str | None) -> bool:
         return user_id is not None and self.roles.get(user_id) in AUDIO_ROLES
@@ -273,9 +311,10 @@ class Stage:
             "space_id": self.space_id,
             "open": self.open,
             "listeners": self.listeners,
+            "edge_listeners": self.edge_listeners,
             "peak_listeners": self.peak_listeners,
             "speakers_connected": self.speakers_connected(),
-            "recording": self.recorder is not None,
+            "recording": self.is_recording(),
             "captions": self.captions,
             "title": self.title,
             "public": self.public,
@@ -300,6 +339,7 @@ class Stage:
                 log.info("space %s: %s removed by a moderator; connection closed",
                          self.space_id, conn.user_id)
                 conn.kick(CLOSE_FORBIDDEN, REMOVED_REASON)
+        self.publish_state()
 
     def set_roles(self, roles: dict[str, str]) -> None:
         """Replace the role map; anyone who may no longer speak is cut from the next tick."""
@@ -319,6 +359,7 @@ class Stage:
             client.send_json({"type": "you", "role": self.role_of(client),
                               "may_speak": self.may_speak(client.user_id)})
         self._broadcast_participants()
+        self.publish_state()
 
     def role_of(self, client: Client) -> str:
         if client.user_id is None:
@@ -336,6 +377,7 @@ class Stage:
             self.captioner.enable() if on else self.captioner.disable()
         self.captions = on
         self._broadcast_json({"type": "captions", "enabled": on})
+        self.publish_state()
 
     def set_record(self, on: bool) -> None:
         if on and self.recorder is None:
@@ -346,6 +388,9 @@ class Stage:
             recorder, self.recorder = self.recorder, None
             recorder.close()
             self._spawn(self._finish_recording(recorder))
+        else:
+            return
+        self.publish_state()
 
     async def _finish_recording(self, recorder: Recorder) -> None:
         ogg_path = recorder.wav_path.with_suffix(".ogg")
@@ -428,14 +473,52 @@ class Stage:
             "type": "hello", "protocol": 1, "space_id": self.space_id, "title": self.title,
             "user_id": client.user_id, "role": self.role_of(client),
             "may_speak": self.may_speak(client.user_id), "captions": self.captions,
-            "recording": self.recorder is not None, "roles": self.roles,
+            "recording": self.is_recording(), "roles": self.roles,
             "frame_samples": FRAME_SAMPLES, "sample_rate": 48000,
             "bundle_ms": self.bundle_ticks * FRAME_MS if client.wants_bundles else FRAME_MS,
             "expires_at": client.expires_at, "expires_in": _seconds_left(client.expires_at),
             "stream_url": self.stream_url(),
+            **self.where_to_listen(client),
         })
         self._count_changed("listener_joined", client.user_id)
         self._broadcast_participants()
+
+    def where_to_listen(self, client: Client) -> dict[str, Any]:
+        """For the page: the edges, least loaded first, and this origin's address. A
+        listener's page moves to the first edge; it is counted there at once, so that a
+        burst of joins spreads before the next heartbeats."""
+        if self.mirror is None:
+            return {"edges": [], "origin_url": None}
+        edges = self.mirror.urls()
+        if edges and not self.may_speak(client.user_id):
+            first = self.mirror.hand_out()
+            edges = [first, *(u for u in edges if u != first)]
+        return {"edges": edges, "origin_url": self.mirror.origin_url or None}
+
+    def remote_hand(self, user_id: str, raised: bool) -> None:
+        """A hand raised or lowered by a listener on an edge (checked and rate-limited there)."""
+        if raised and (self.may_speak(user_id) or not self.may_join(user_id)):
+            return
+        if (user_id in self.hands) == raised:
+            return
+        self.counters["hands_accepted"] += 1
+        if raised:
+            self.hands.add(user_id)
+        else:
+            self.hands.discard(user_id)
+        self.activity.set_hand(user_id, raised)
+        self._emit({"type": "hand_raised" if raised else "hand_lowered",
+                    "space_id": self.space_id, "user_id": user_id})
+        self._broadcast_participants()
+
+    def remote_reaction(self, user_id: str | None, key: str) -> None:
+        """A reaction from a listener on an edge (rate-limited there)."""
+        if not self.activity.has_room_for(key):
+            self.counters["reactions_refused"] += 1
+            return
+        self.counters["reactions_accepted"] += 1
+        self.activity.add_reaction(key)
+        self._emit({"type": "reaction", "space_id": self.space_id, "user_id": user_id, "key": key})
 
     def remove_client(self, client: Client) -> None:
         if self.clients.pop(client.id, None) is None:
@@ -472,6 +555,8 @@ class Stage:
             if c.user_id is not None and c.user_id not in seen:
                 seen[c.user_id] = {"user_id": c.user_id, "role": self.role_of(c),
                                    "hand_raised": c.user_id in self.hands}
+        for user_id in self.hands - seen.keys():  # listening on an edge, hand up
+            seen[user_id] = {"user_id": user_id, "role": "listener", "hand_raised": True}
         return sorted(seen.values(), key=lambda e: (e["role"] == "listener", e["user_id"]))
 
     def _broadcast_participants(self) -> None:
@@ -482,12 +567,16 @@ class Stage:
     def _send_participants(self) -> None:
         self._participants_dirty = False
         anonymous = sum(1 for c in self.clients.values() if c.user_id is None)
+        # listeners on edges are counted, not named (an edge does not say who they are)
         self._broadcast_json({"type": "participants", "participants": self.participants(),
-                              "anonymous": anonymous + len(self.ogg_listeners)})
+                              "anonymous": anonymous + len(self.ogg_listeners) + self.edge_listeners})
 
     def _broadcast_json(self, obj: dict[str, Any]) -> None:
         """One encode, the same text to every client's control queue (never its audio)."""
-        frame = wsframe.text(json.dumps(obj, separators=(",", ":")))
+        text = json.dumps(obj, separators=(",", ":"))
+        if self.mirror is not None:  # the edges' clients get it too
+            self.mirror.publish(self.space_id, feed.broadcast(text))
+        frame = wsframe.text(text)
         key = state_key(obj)
         for client in self.clients.values():
             client.send_control(frame, key)
@@ -693,7 +782,10 @@ class Stage:
             self._queue_control(seq, result)
         except Exception:  # a fault there must not cost anyone this tick's audio
             log.exception("space %s: control messages of tick %d failed", self.space_id, seq)
-        self._fan_out(seq, wire.pack(seq, ts, packet), own)
+        shared = wire.pack(seq, ts, packet)
+        self._fan_out(seq, shared, own)
+        if self.mirror is not None:
+            self.mirror.publish(self.space_id, shared)
         self.ogg.push(packet)
         self.clip_ring.append(result.mix)
         if self.recorder is not None:

@@ -6,6 +6,9 @@
 // link was refused; the banner at the top says which. After a lost connection, "no such
 // space" is tried again for a while: a bridge that restarted knows the space again once
 // the bot has opened it there.
+// With edges (docs/architecture.md), a listener's page moves its connection to the edge
+// the origin names first in its hello; a listener given the mic moves back to the origin
+// to speak; a page whose edge is lost goes on to the next edge, then to the origin.
 "use strict";
 
 const spaceId = decodeURIComponent(location.pathname.split("/")[2] || "");
@@ -25,6 +28,8 @@ const state = {
   conn: "connecting", closed: null, reconnects: 0, retryAttempt: 0, retryTimer: null,
   retryAt: 0, countdownTimer: null, connectedAt: 0, lost: false, noSpaceSince: 0,
   expiresAt: null, renewTimer: null, renewals: 0,
+  // where the connection goes: null is this page's own bridge, else another's http(s) base
+  base: null, onEdge: false, origin: null, edges: [], moves: 0,
 };
 window.chorus = state; // for tests and debugging
 
@@ -64,8 +69,8 @@ function connect() {
   clearTimeout(state.retryTimer);
   state.retryTimer = null;
   setConn("connecting", state.reconnects ? "Reconnecting…" : "Connecting…");
-  const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  let url = `${proto}//${location.host}/spaces/${encodeURIComponent(spaceId)}/ws?bundles=1`;
+  const base = (state.base || location.origin).replace(/^http/, "ws");
+  let url = `${base}/spaces/${encodeURIComponent(spaceId)}/ws?bundles=1`;
   if (token) url += `&token=${encodeURIComponent(token)}`;
   const ws = new WebSocket(url);
   ws.binaryType = "arraybuffer";
@@ -82,6 +87,7 @@ function connect() {
     state.closed = { code: ev.code, reason: ev.reason };
     stopMic();
     if (state.connectedAt) state.lost = true;
+    if (state.onEdge && (ev.code === 4404 || !FINAL_CLOSES[ev.code])) failOver();
     if (ev.code === 4404 && state.lost) {
       // the bridge answers but has not got the space (back) yet: wait a while for it
       state.noSpaceSince = state.noSpaceSince || Date.now();
@@ -126,6 +132,28 @@ function scheduleReconnect(why) {
   state.retryTimer = setTimeout(() => { state.reconnects++; connect(); }, delay);
 }
 
+// Another bridge for this page's connection, at once (the old one's close is not a loss).
+function moveTo(base) {
+  state.base = base;
+  state.moves++;
+  const old = state.ws;
+  state.ws = null;
+  if (old) old.close(1000, "moving");
+  connect();
+}
+
+// The edge this page listened on is gone: the next edge it knows, else the origin.
+function failOver() {
+  const gone = state.base || location.origin;
+  state.edges = state.edges.filter((u) => u !== gone);
+  if (state.edges.length) {
+    state.base = state.edges[0];
+  } else if (state.origin) {
+    state.base = state.origin;
+    state.onEdge = false;
+  }
+}
+
 function reconnectNow() {
   if (state.conn !== "waiting") return;
   state.reconnects++;
@@ -153,11 +181,17 @@ function onJson(m) {
       status(m.user_id ? `Signed in as ${m.user_id}` : "Listening anonymously");
       setCaptionsOn(m.captions);
       planRenewal(m.expires_at, m.expires_in);
+      state.onEdge = !!m.edge; state.origin = m.origin_url || null; state.edges = m.edges || [];
+      // on the origin and listen-only: listen on the edge it names first
+      if (!state.onEdge && !m.may_speak && state.edges.length) moveTo(state.edges[0]);
       break;
     case "token": onToken(m); break;
     case "captions": setCaptionsOn(m.enabled); break;
     case "caption": onCaption(m); break;
-    case "you": setRole(m.role, m.may_speak); break;
+    case "you":
+      setRole(m.role, m.may_speak);
+      if (state.onEdge && m.may_speak && state.origin) { state.onEdge = false; moveTo(state.origin); }
+      break;
     case "roles": state.roles = m.roles; render(); break;
     case "participants": {
       state.participants = m.participants;

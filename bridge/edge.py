@@ -1,0 +1,294 @@
+"""An edge bridge (``[bridge] role = "edge"``, or ``python -m bridge --edge``): it serves
+WebSocket listeners and ``live.ogg`` for every space live on the origin, from the origin's
+Redis feed (bridge/feed.py), and never takes audio: speakers connect to the origin.
+
+Each frame from the origin is written, as received, to the edge's clients (the same
+write-once fan-out as the origin's: bridge/stage.py), and each of its broadcasts (levels,
+participants, reactions, captions) is passed on unchanged. Hands and reactions taken here
+are checked and rate-limited as on the origin, then forwarded to it. The edge announces
+itself with a heartbeat key that the origin reads to hand listeners the least-loaded
+edge. A space the edge hears nothing of for feed.STALE_SECONDS (its origin, or Redis,
+is gone) is closed with 1001, and the pages go to another edge or to the origin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from . import feed, wsframe
+from .connection import CLOSE_SHUTDOWN, CLOSE_SPACE_ENDED, Client, state_key
+from .redis_link import OP_SECONDS, LinkHealth, Publisher, read_keys, subscribe
+from .settings import BridgeSettings
+from .stage import EXPIRY_EVERY_TICKS, FORGET_BUDGETS_EVERY_TICKS, Stage
+
+log = logging.getLogger(__name__)
+
+LOST_ORIGIN = "this edge lost the space's origin; reconnect"
+
+
+class EdgeStage(Stage):
+    """A space as an edge serves it: no mixer tick, no recording, no Icecast; audio,
+    broadcasts and state come from the origin."""
+
+    def __init__(self, space_id: str, state: feed.SpaceState, settings: BridgeSettings,
+                 forward: Any, edges: Any) -> None:
+        super().__init__(space_id, state.title, public=state.public, record=False, captions=False,
+                         settings=settings, emit=self._forward_event)
+        self._forward = forward
+        self._edges = edges
+        self.origin_url = state.origin_url
+        self.recording = False
+        self.last_heard = time.monotonic()
+        self.apply(state)
+
+    def start(self) -> None:
+        """Nothing to start: the origin's frames drive this stage."""
+
+    def apply(self, state: feed.SpaceState) -> None:
+        """The origin's state; only what changed is acted on (it comes every second)."""
+        self.last_heard = time.monotonic()
+        self.origin_url = state.origin_url
+        if state.title != self.title:
+            self.retitle(state.title)
+        self.public = state.public
+        self.captions = state.captions
+        self.recording = state.recording
+        if state.roles != self.roles:
+            self.set_roles(state.roles)  # says "you" to each client; the roles broadcast is the origin's
+        if state.removed != self.removed:
+            self.set_removed(state.removed)
+
+    def relay(self, audio: feed.Audio) -> None:
+        """One frame from the origin, to every client and live.ogg listener here."""
+        self.last_heard = time.monotonic()
+        self.tick_count += 1
+        n = self.tick_count
+        if n % EXPIRY_EVERY_TICKS == 0:
+            self._close_expired(time.time())
+            self.activity.flush()  # the origin sends the batches; only the key bound is ours
+        if n % FORGET_BUDGETS_EVERY_TICKS == 0 and len(self.limits):
+            self.limits.forget_idle(time.monotonic(),
+                                    {c.user_id for c in self.clients.values() if c.user_id})
+        self._fan_out(audio.frame.seq, audio.data, {})
+        self.ogg.push(audio.frame.payload)
+
+    def relay_broadcast(self, text: str) -> None:
+        self.last_heard = time.monotonic()
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            return
+        if not isinstance(obj, dict):
+            return
+        frame, key = wsframe.text(text), state_key(obj)
+        for client in self.clients.values():
+            client.send_control(frame, key)
+
+    # -- what differs from the origin -------------------------------------------------
+
+    def _broadcast_json(self, obj: dict[str, Any]) -> None:
+        """The edge's clients get the origin's broadcasts (relay_broadcast), not its own."""
+
+    def _broadcast_participants(self) -> None:
+        """The origin counts and names the participants."""
+
+    def publish_state(self) -> None:
+        """An edge has no edges."""
+
+    def stream_url(self) -> str | None:
+        return None
+
+    def where_to_listen(self, client: Client) -> dict[str, Any]:
+        return {"edge": True, "edges": self._edges(), "origin_url": self.origin_url or None}
+
+    def on_audio(self, client: Client, data: bytes) -> bool:
+        client.frames_in += 1
+        client.frames_refused += 1
+        client.error("not_allowed", "this is an edge bridge: speakers connect to the origin"
+                     + (f" ({self.origin_url})" if self.origin_url else ""))
+        return False
+
+    def is_recording(self) -> bool:
+        return self.recording
+
+    def stats(self) -> dict[str, Any]:
+        return {**super().stats(), "edge": True}
+
+    def _forward_event(self, event: dict[str, Any]) -> None:
+        """Hands and reactions (already checked and rate-limited here) go to the origin;
+        listener counts go out with the heartbeat."""
+        kind = event.get("type")
+        if kind in ("hand_raised", "hand_lowered"):
+            self._forward(feed.Forwarded(self.space_id, "hand", event["user_id"],
+                                         raised=kind == "hand_raised"))
+        elif kind == "reaction":
+            self._forward(feed.Forwarded(self.space_id, "reaction", event.get("user_id"),
+                                         key=event["key"]))
+
+    def remove_client(self, client: Client) -> None:
+        user_id = client.user_id
+        last = client.id in self.clients and not any(
+            c.user_id == user_id for c in self.clients.values() if c is not client)
+        if user_id is not None and last and user_id in self.hands and self.open:
+            self._forward(feed.Forwarded(self.space_id, "hand", user_id, raised=False))
+        super().remove_client(client)
+
+
+class EdgeFeed:
+    """The edge's side of the feed: it makes and ends the EdgeStages in ``stages`` from
+    the origin's messages, forwards hands and reactions, and keeps its heartbeat."""
+
+    def __init__(self, settings: BridgeSettings, stages: dict[str, Any]) -> None:
+        self.settings = settings
+        self.prefix = settings.redis_prefix
+        self.url = settings.redis_url
+        self.stages = stages
+        self.edge_id = uuid.uuid4().hex[:12]
+        self.public_url = ""
+        self.out = Publisher(self.url, "edge heartbeat and forwarding", on_up=self._beat)
+        self.feed_health = LinkHealth("edge feed", self.url)
+        self.book = feed.EdgeBook()
+        self.refused = 0
+        self.frames = 0
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._closing: set[asyncio.Task[Any]] = set()
+        self._known = asyncio.Condition()
+        self.stopping = False
+
+    def start(self, public_url: str) -> None:
+        self.public_url = public_url.rstrip("/")
+        self.out.start()
+        self._tasks = [
+            asyncio.create_task(subscribe(self.url, self.feed_health,
+                                          pattern=feed.space_pattern(self.prefix),
+                                          on_message=self._on_message),
+                                name="edge-feed:spaces"),
+            asyncio.create_task(self._every_beat(), name="edge-feed:heartbeat"),
+        ]
+        log.info("edge %s (%s) takes its spaces from Redis at %s", self.edge_id, self.public_url,
+                 self.out.health.where)
+
+    async def close(self) -> None:
+        """Stop taking spaces, and take this edge out of the origin's choice at once."""
+        self.stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self.out.send("DEL", feed.edge_key(self.prefix, self.edge_id))
+        await self.out.flush(OP_SECONDS)
+        await self.out.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    def status(self) -> dict[str, Any]:
+        return {"edge_id": self.edge_id, **self.feed_health.status(), "frames": self.frames,
+                "refused": self.refused, "heartbeat": self.out.health.status(),
+                "edges": sorted(b.url for b in self.book.edges.values())}
+
+    async def wait_for(self, space_id: str, seconds: float) -> Any:
+        """The stage of ``space_id`` once the origin's feed has named it (an edge that has
+        just started learns its spaces within a second); None after ``seconds``."""
+        async with self._known:
+            try:
+                async with asyncio.timeout(seconds):
+                    await self._known.wait_for(lambda: space_id in self.stages)
+            except TimeoutError:
+                return None
+        return self.stages.get(space_id)
+
+    def other_edges(self) -> list[str]:
+        return self.book.urls(exclude=self.edge_id)
+
+    def forward(self, message: feed.Forwarded) -> None:
+        self.out.send("PUBLISH", feed.to_origin_channel(self.prefix), message.encode())
+
+    # -- from the origin ----------------------------------------------------------------
+
+    def _on_message(self, channel: str, data: bytes) -> None:
+        if self.stopping:
+            return
+        try:
+            space_id = feed.space_of(self.prefix, channel)
+            message = feed.parse_space_message(data)
+        except feed.FeedError as exc:
+            self.refused += 1
+            if self.refused == 1 or self.refused % 1000 == 0:
+                log.warning("edge feed: a message on %s was refused (%d so far): %s",
+                            channel[:200], self.refused, exc)
+            return
+        stage = self.stages.get(space_id)
+        if isinstance(message, feed.Audio):
+            if stage is not None:
+                self.frames += 1
+                stage.relay(message)
+        elif isinstance(message, feed.Broadcast):
+            if stage is not None:
+                stage.relay_broadcast(message.text)
+        elif isinstance(message, feed.SpaceState):
+            if stage is None:
+                self._open(space_id, message)
+            else:
+                stage.apply(message)
+        elif stage is not None:  # ended
+            self._end(stage, CLOSE_SPACE_ENDED, message.reason)
+
+    def _open(self, space_id: str, state: feed.SpaceState) -> None:
+        stage = EdgeStage(space_id, state, self.settings, self.forward, self.other_edges)
+        self.stages[space_id] = stage
+        log.info("space %s (%r): now served on this edge", space_id, state.title)
+        asyncio.get_running_loop().create_task(self._announce())
+
+    async def _announce(self) -> None:
+        async with self._known:
+            self._known.notify_all()
+
+    def _end(self, stage: EdgeStage, code: int, reason: str) -> None:
+        if self.stages.get(stage.space_id) is stage:
+            del self.stages[stage.space_id]
+        log.info("space %s: no longer served on this edge (%s)", stage.space_id, reason)
+        task = asyncio.get_running_loop().create_task(stage.close(code, reason))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    # -- the heartbeat, and spaces gone quiet -------------------------------------------
+
+    async def _every_beat(self) -> None:
+        while True:
+            await asyncio.sleep(feed.HEARTBEAT_SECONDS)
+            self._beat()
+            now = time.monotonic()
+            for stage in list(self.stages.values()):
+                if now - stage.last_heard > feed.STALE_SECONDS:
+                    log.warning("space %s: nothing from its origin for %.0f s; closed on this "
+                                "edge (its listeners reconnect elsewhere)", stage.space_id,
+                                now - stage.last_heard)
+                    self._end(stage, CLOSE_SHUTDOWN, LOST_ORIGIN)
+            client = self.out.client
+            if client is not None:
+                try:
+                    self.book.update(await self._read_heartbeats(client))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the writer notices a dead link
+                    log.debug("edge feed: heartbeats not read: %s", exc)
+
+    def _beat(self) -> None:
+        spaces = {s.space_id: s.listeners for s in self.stages.values()}
+        beat = feed.Heartbeat(self.edge_id, self.public_url, sum(spaces.values()), spaces)
+        self.out.send("SET", feed.edge_key(self.prefix, self.edge_id), beat.encode(),
+                      "EX", feed.EDGE_TTL_SECONDS)
+
+    async def _read_heartbeats(self, client: Any) -> list[feed.Heartbeat]:
+        beats = []
+        for _name, value in await read_keys(client, feed.edge_pattern(self.prefix), feed.MAX_EDGES):
+            try:
+                beats.append(feed.parse_heartbeat(value))
+            except feed.FeedError:
+                continue  # the origin logs these
+        return beats

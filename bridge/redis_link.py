@@ -1,0 +1,231 @@
+"""A bridge's links to Redis, which it never waits on.
+
+:class:`Publisher` owns one connection and a bounded queue of commands: callers only
+append (never await), its own task writes them out in pipelines, each within
+:data:`OP_SECONDS`. While Redis is down or slow, what is queued is dropped (live audio
+that is late is useless, and the state goes out again each second); the link is tried
+again after 0.5 s, doubling to :data:`RETRY_MAX_SECONDS`, and each new reason is logged
+once. :func:`subscribe` is the same discipline for reading a pub/sub pattern or channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from .schema import mask_url
+
+log = logging.getLogger(__name__)
+
+#: one Redis call (connect, a pipeline, a read) may take this long before the link counts as down
+OP_SECONDS = 2.0
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 5.0
+#: commands waiting to be written; beyond this the oldest are dropped
+QUEUE_LIMIT = 2000
+#: written in one pipeline at most
+BATCH = 256
+#: what a link's trouble may be: anything else is a fault in our own code (logged with
+#: its traceback, then retried all the same)
+LINK_ERRORS = (RedisError, OSError, TimeoutError, EOFError)
+
+
+def connect(url: str) -> aioredis.Redis:
+    """A client that does not retry on its own (the loops here do) and times out."""
+    return aioredis.Redis.from_url(url, socket_timeout=OP_SECONDS, socket_connect_timeout=OP_SECONDS,
+                                   retry=Retry(NoBackoff(), 0), health_check_interval=0)
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, LINK_ERRORS) else f"{type(exc).__name__}: {text}"
+
+
+class LinkHealth:
+    """Whether a link is up, and why not; logs each change (and each new reason) once."""
+
+    def __init__(self, what: str, url: str) -> None:
+        self.what = what
+        self.where = mask_url(url)
+        self.state = "connecting"
+        self.last_error: str | None = None
+        self.downs = 0
+
+    def up(self) -> None:
+        if self.state != "up":
+            if self.downs:
+                log.warning("%s: Redis at %s is back", self.what, self.where)
+            else:
+                log.info("%s: connected to Redis at %s", self.what, self.where)
+        self.state = "up"
+
+    def down(self, exc: BaseException) -> None:
+        reason = describe(exc)
+        if not isinstance(exc, LINK_ERRORS):
+            log.error("%s: fault in the Redis link (retried): %s", self.what, reason, exc_info=exc)
+        elif self.state != "down" or reason != self.last_error:
+            log.warning("%s: Redis at %s is out of reach (%s); going on without it, retrying",
+                        self.what, self.where, reason)
+        if self.state != "down":
+            self.downs += 1
+        self.state, self.last_error = "down", reason
+
+    def status(self) -> dict[str, Any]:
+        return {"state": self.state, "last_error": self.last_error, "downs": self.downs}
+
+
+async def _close(client: aioredis.Redis | Any) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(OP_SECONDS):
+            await client.aclose()
+
+
+class Publisher:
+    """Commands to Redis, written by this object's own task; :meth:`send` never waits."""
+
+    def __init__(self, url: str, what: str,
+                 on_up: Callable[[], None] | None = None) -> None:
+        self.url = url
+        self.health = LinkHealth(what, url)
+        self._queue: deque[tuple[Any, ...]] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        #: set while the link is up, for reads made by others (each within OP_SECONDS)
+        self.client: aioredis.Redis | None = None
+        self.on_up = on_up
+        self.sent = 0
+        self.dropped = 0
+
+    @property
+    def up(self) -> bool:
+        return self.health.state == "up"
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"redis:{self.health.what}")
+
+    def send(self, *command: Any) -> None:
+        """Queue one command (``"PUBLISH", channel, data``); dropped while the link is down."""
+        if not self.up:
+            self.dropped += 1
+            return
+        if len(self._queue) >= QUEUE_LIMIT:
+            self._queue.popleft()
+            self.dropped += 1
+        self._queue.append(command)
+        self._wake.set()
+
+    async def flush(self, seconds: float) -> None:
+        """Wait (at most ``seconds``) until what is queued is written or dropped."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while self._queue and self.up:
+                    await asyncio.sleep(0.01)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        delay = RETRY_FIRST_SECONDS
+        while True:
+            client = connect(self.url)
+            try:
+                async with asyncio.timeout(OP_SECONDS):
+                    await client.ping()
+                self._queue.clear()
+                self.health.up()
+                self.client = client
+                delay = RETRY_FIRST_SECONDS
+                if self.on_up is not None:
+                    self.on_up()
+                await self._write(client)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the link's trouble must not end the bridge
+                self.health.down(exc)
+                self.dropped += len(self._queue)
+                self._queue.clear()
+            finally:
+                self.client = None
+                await _close(client)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+    async def _write(self, client: aioredis.Redis) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), BATCH))]
+                pipe = client.pipeline(transaction=False)
+                for command in batch:
+                    pipe.execute_command(*command)
+                async with asyncio.timeout(OP_SECONDS):
+                    await pipe.execute()
+                self.sent += len(batch)
+
+
+async def subscribe(url: str, health: LinkHealth, *, pattern: str = "", channel: str = "",
+                    on_message: Callable[[str, bytes], None],
+                    on_up: Callable[[], None] | None = None) -> None:
+    """Read a pattern (PSUBSCRIBE) or a channel (SUBSCRIBE) for ever, handing each message
+    to ``on_message(channel, data)``; reconnects with backoff. Run it as a task; cancel it
+    to stop."""
+    delay = RETRY_FIRST_SECONDS
+    while True:
+        client = connect(url)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            async with asyncio.timeout(OP_SECONDS):
+                if pattern:
+                    await pubsub.psubscribe(pattern)
+                else:
+                    await pubsub.subscribe(channel)
+            health.up()
+            delay = RETRY_FIRST_SECONDS
+            if on_up is not None:
+                on_up()
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is None or message.get("type") not in ("message", "pmessage"):
+                    continue
+                name = message["channel"]
+                on_message(name.decode(errors="replace") if isinstance(name, bytes) else str(name),
+                           message["data"])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reconnect, whatever went wrong
+            health.down(exc)
+        finally:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(OP_SECONDS):
+                    await pubsub.aclose()
+            await _close(client)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+
+async def read_keys(client: aioredis.Redis, pattern: str, limit: int) -> list[tuple[str, bytes]]:
+    """The keys matching ``pattern`` (at most ``limit``) and their values, within
+    OP_SECONDS; a key that expired between the two reads is left out."""
+    async with asyncio.timeout(OP_SECONDS):
+        keys = []
+        async for key in client.scan_iter(match=pattern, count=200):
+            keys.append(key)
+            if len(keys) >= limit:
+                break
+        values = await client.mget(keys) if keys else []
+    return [(k.decode(errors="replace") if isinstance(k, bytes) else str(k), v)
+            for k, v in zip(keys, values, strict=True) if v is not None]
