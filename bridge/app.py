@@ -629,7 +629,8 @@ async def health(request: web.Request) -> web.Response:
     feed = request.app[FEED]
     return web.json_response({"ok": True, "stages": len(request.app[STAGES]),
                               "instance": request.app[INSTANCE], "role": request.app[SETTINGS].role,
-                              "redis": feed.out.health.state if feed is not None else None})
+                              "redis": feed.out.health.state if feed is not None else None,
+                              "edges": len(feed.book.edges) if feed is not None else 0})
 
 
 # -- lifecycle -------------------------------------------------------------------

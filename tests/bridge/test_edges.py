@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -20,12 +22,14 @@ from bridge import edge as edge_module
 from bridge import feed, redis_link, wire
 from bridge.client import SpaceClient
 from bridge.settings import BridgeSettings, SettingsError
+from tests.support.bridge_process import BridgeProcess
 from tests.support.tcp_proxy import TcpProxy
 
 from .conftest import SECRET, make_settings, rms, run_bridge, sine
 from .test_live_ogg import Stream
+from .test_web_page import CHROMIUM, browser  # noqa: F401 - the fixture
 
-REDIS = "redis://127.0.0.1:6379/0"
+REDIS = os.environ.get("CHORUS_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 # -- the feed's format (pure) ------------------------------------------------------
 
@@ -306,12 +310,14 @@ async def test_redis_out_of_reach_costs_the_origin_nothing_and_the_edges_come_ba
         tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(redis_link, "RETRY_MAX_SECONDS", 1.0)
     monkeypatch.setattr(feed, "STALE_SECONDS", 2.0)
-    proxy = TcpProxy("127.0.0.1", 6379).start()
+    where = urlsplit(REDIS)
+    proxy = TcpProxy(where.hostname or "127.0.0.1", where.port or 6379).start()
     prefix = _prefix()
     origin = edge = None
     try:
         origin, (edge,) = await _origin_and_edges(tmp_path, prefix,
-                                                  origin_redis=f"redis://127.0.0.1:{proxy.port}/0")
+                                                  origin_redis=REDIS.replace(where.netloc.rpartition("@")[2],
+                                                                             f"127.0.0.1:{proxy.port}"))
         await origin.open("steady")
         await _served(edge, "steady")
         own = SpaceClient(origin.url, "steady", keep_audio=False)
@@ -381,4 +387,73 @@ async def test_an_edge_passes_over_garbage_on_its_channels(tmp_path) -> None:
             await client.wait_frames(frames + 25)
     finally:
         await writer.aclose()
+        await _stop(edge, origin)
+
+
+async def _edges_seen(session, url: str, count: int) -> bool:
+    async with session.get(f"{url}/healthz") as resp:
+        return (await resp.json())["edges"] == count
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+async def test_a_page_is_handed_an_edge_and_moves_on_when_that_edge_is_killed(tmp_path, browser) -> None:  # noqa: F811
+    """The page opened on the origin listens on the edge the origin names; that edge is
+    killed with SIGKILL: the page goes on to the other edge by itself."""
+    prefix = _prefix()
+    origin = await run_bridge(make_settings(tmp_path / "origin", public_url="", redis_url=REDIS,
+                                            redis_prefix=prefix))
+    extra = f'role = "edge"\nredis_url = "{REDIS}"\nredis_prefix = "{prefix}"\n'
+    edges = [BridgeProcess(tmp_path / f"edge{i}", SECRET, extra_config=extra) for i in range(2)]
+    try:
+        for e in edges:
+            await e.start()
+        await origin.open("hall")
+        urls = sorted(e.url for e in edges)
+        await _until(lambda: sorted(_origin_feed(origin).urls()) == urls, "the origin to see both edges")
+        async with asyncio.timeout(20):  # and each edge the other (what its pages fall back on)
+            while not all([await _edges_seen(origin.session, u, 2) for u in urls]):
+                await asyncio.sleep(0.1)
+        await browser.call("Page.navigate", url=f"{origin.url}/spaces/hall")
+        await browser.wait_js("window.chorus && window.chorus.conn === 'connected' && window.chorus.onEdge")
+        first = await browser.js("window.chorus.base")
+        assert first in urls and await browser.js("window.chorus.moves") == 1
+        frames = await browser.js("window.chorus.stats.framesIn")
+        await browser.wait_js(f"window.chorus.stats.framesIn > {frames + 25}")
+        victim = next(e for e in edges if e.url == first)
+        survivor = next(u for u in urls if u != first)
+        await victim.kill()
+        await browser.wait_js(f"window.chorus.conn === 'connected' && window.chorus.base === '{survivor}'",
+                              timeout=30)
+        frames = await browser.js("window.chorus.stats.framesIn")
+        await browser.wait_js(f"window.chorus.stats.framesIn > {frames + 25}")
+        assert await browser.js("window.chorus.onEdge") is True
+    finally:
+        for e in edges:
+            await e.kill()
+        await _stop(origin)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+async def test_a_listener_given_the_mic_on_an_edge_goes_back_to_the_origin_to_speak(tmp_path, browser) -> None:  # noqa: F811
+    prefix = _prefix()
+    origin, (edge,) = await _origin_and_edges(tmp_path, prefix)
+    try:
+        await origin.open("talk", roles={"@host:x": "host", "@me:x": "listener"})
+        await _served(edge, "talk")
+        await _until(lambda: _origin_feed(origin).urls() == [edge.url], "the origin to see the edge")
+        token = origin.token("talk", "@me:x")
+        await browser.call("Page.navigate", url=f"{origin.url}/spaces/talk?token={token}")
+        await browser.wait_js("window.chorus && window.chorus.conn === 'connected' && window.chorus.onEdge")
+        assert await browser.js("window.chorus.base") == edge.url
+        await _until(lambda: any(c.user_id == "@me:x" for c in edge.stage("talk").clients.values()),
+                     "the page on the edge")
+        status, body = await origin.control("PUT", "/spaces/talk/roles",
+                                            {"roles": {"@host:x": "host", "@me:x": "speaker"}})
+        assert status == 200, body
+        await browser.wait_js(f"window.chorus.conn === 'connected' && window.chorus.base === '{origin.url}'"
+                              " && window.chorus.maySpeak && !window.chorus.onEdge")
+        await _until(lambda: any(c.user_id == "@me:x" for c in origin.stage("talk").clients.values()),
+                     "the page on the origin")
+        assert await browser.js("document.getElementById('mic').hidden") is False
+    finally:
         await _stop(edge, origin)
