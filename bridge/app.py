@@ -639,7 +639,7 @@ async def health(request: web.Request) -> web.Response:
 async def _on_shutdown(app: web.Application) -> None:
     feed = app[FEED]
     if isinstance(feed, EdgeFeed):  # first: no space is opened here after this
-        await feed.close()
+        feed.stop_taking_spaces()
     stages = app[STAGES]
     closing = list(stages.values())
     stages.clear()
@@ -648,7 +648,7 @@ async def _on_shutdown(app: web.Application) -> None:
     background = list(app[BACKGROUND])
     if background:  # recordings being converted; events still reach a connected bot
         await asyncio.gather(*background, return_exceptions=True)
-    if isinstance(feed, OriginFeed):  # after the stages: their last words reach the edges
+    if feed is not None:  # after the stages: their last words (ends, hands) go out
         await feed.close()
     await app[EVENTS].flush()
     for ws in list(app[SOCKETS]):

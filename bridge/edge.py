@@ -14,15 +14,15 @@ is gone) is closed with 1001, and the pages go to another edge or to the origin.
 from __future__ import annotations
 
 import asyncio
-import json
+import dataclasses
 import logging
 import time
 import uuid
 from typing import Any
 
-from . import feed, wsframe
+from . import feed, jsonsafe, wsframe
 from .connection import CLOSE_SHUTDOWN, CLOSE_SPACE_ENDED, Client, state_key
-from .redis_link import OP_SECONDS, LinkHealth, Publisher, read_keys, subscribe
+from .redis_link import OP_SECONDS, LinkHealth, Publisher, read_members, subscribe
 from .settings import BridgeSettings
 from .stage import EXPIRY_EVERY_TICKS, FORGET_BUDGETS_EVERY_TICKS, Stage
 
@@ -44,6 +44,8 @@ class EdgeStage(Stage):
         self.origin_url = state.origin_url
         self.recording = False
         self.last_heard = time.monotonic()
+        #: the origin's latest participants message, for clients who join here
+        self.participants_text: str | None = None
         self.apply(state)
 
     def start(self) -> None:
@@ -80,11 +82,11 @@ class EdgeStage(Stage):
     def relay_broadcast(self, text: str) -> None:
         self.last_heard = time.monotonic()
         try:
-            obj = json.loads(text)
-        except ValueError:
+            obj = jsonsafe.loads_object(text, max_bytes=feed.MAX_BROADCAST_BYTES)
+        except jsonsafe.JsonRefused:
             return
-        if not isinstance(obj, dict):
-            return
+        if obj.get("type") == "participants":
+            self.participants_text = text
         frame, key = wsframe.text(text), state_key(obj)
         for client in self.clients.values():
             client.send_control(frame, key)
@@ -130,6 +132,19 @@ class EdgeStage(Stage):
             self._forward(feed.Forwarded(self.space_id, "reaction", event.get("user_id"),
                                          key=event["key"]))
 
+    def add_client(self, client: Client) -> None:
+        super().add_client(client)
+        if self.participants_text is not None and client.id in self.clients:
+            client.send_control(wsframe.text(self.participants_text), "participants")
+
+    async def close(self, code: int = CLOSE_SPACE_ENDED, reason: str = "space ended",
+                    *, wait: bool = True) -> None:
+        """Closed here: the hands raised here come down on the origin."""
+        if self.open:
+            for user_id in sorted(self.hands):
+                self._forward(feed.Forwarded(self.space_id, "hand", user_id, raised=False))
+        await super().close(code, reason, wait=wait)
+
     def remove_client(self, client: Client) -> None:
         user_id = client.user_id
         last = client.id in self.clients and not any(
@@ -157,7 +172,8 @@ class EdgeFeed:
         self.frames = 0
         self._tasks: list[asyncio.Task[Any]] = []
         self._closing: set[asyncio.Task[Any]] = set()
-        self._known = asyncio.Condition()
+        #: set (and replaced) whenever a space is opened here: what wait_for waits on
+        self._opened = asyncio.Event()
         self.stopping = False
 
     def start(self, public_url: str) -> None:
@@ -173,18 +189,24 @@ class EdgeFeed:
         log.info("edge %s (%s) takes its spaces from Redis at %s", self.edge_id, self.public_url,
                  self.out.health.where)
 
+    def stop_taking_spaces(self) -> None:
+        """From now on the origin's messages are passed over (the bridge is shutting down)."""
+        self.stopping = True
+
     async def close(self) -> None:
-        """Stop taking spaces, and take this edge out of the origin's choice at once."""
+        """Take this edge out of the origin's choice at once, then stop. The stages are
+        closed before (their raised hands go to the origin through the link)."""
         self.stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        self.out.send("DEL", feed.edge_key(self.prefix, self.edge_id))
-        await self.out.flush(OP_SECONDS)
-        await self.out.close()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+        self.out.send("DEL", feed.edge_key(self.prefix, self.edge_id))
+        self.out.send("SREM", feed.edges_set(self.prefix), self.edge_id)
+        await self.out.flush(OP_SECONDS)
+        await self.out.close()
 
     def status(self) -> dict[str, Any]:
         return {"edge_id": self.edge_id, **self.feed_health.status(), "frames": self.frames,
@@ -194,18 +216,19 @@ class EdgeFeed:
     async def wait_for(self, space_id: str, seconds: float) -> Any:
         """The stage of ``space_id`` once the origin's feed has named it (an edge that has
         just started learns its spaces within a second); None after ``seconds``."""
-        async with self._known:
-            try:
-                async with asyncio.timeout(seconds):
-                    await self._known.wait_for(lambda: space_id in self.stages)
-            except TimeoutError:
-                return None
+        try:
+            async with asyncio.timeout(seconds):
+                while space_id not in self.stages:
+                    await self._opened.wait()
+        except TimeoutError:
+            return None
         return self.stages.get(space_id)
 
     def other_edges(self) -> list[str]:
         return self.book.urls(exclude=self.edge_id)
 
     def forward(self, message: feed.Forwarded) -> None:
+        message = dataclasses.replace(message, edge_id=self.edge_id)
         self.out.send("PUBLISH", feed.to_origin_channel(self.prefix), message.encode())
 
     # -- from the origin ----------------------------------------------------------------
@@ -222,6 +245,13 @@ class EdgeFeed:
                 log.warning("edge feed: a message on %s was refused (%d so far): %s",
                             channel[:200], self.refused, exc)
             return
+        try:
+            self._dispatch(space_id, message)
+        except Exception:  # a fault with one space must not cut the feed of every space
+            self.refused += 1
+            log.exception("space %s: a message from the origin failed on this edge", space_id)
+
+    def _dispatch(self, space_id: str, message: Any) -> None:
         stage = self.stages.get(space_id)
         if isinstance(message, feed.Audio):
             if stage is not None:
@@ -235,18 +265,15 @@ class EdgeFeed:
                 self._open(space_id, message)
             else:
                 stage.apply(message)
-        elif stage is not None:  # ended
-            self._end(stage, CLOSE_SPACE_ENDED, message.reason)
+        elif stage is not None:  # ended (4410), or its origin is going away (1001)
+            self._end(stage, message.code, message.reason)
 
     def _open(self, space_id: str, state: feed.SpaceState) -> None:
         stage = EdgeStage(space_id, state, self.settings, self.forward, self.other_edges)
         self.stages[space_id] = stage
         log.info("space %s (%r): now served on this edge", space_id, state.title)
-        asyncio.get_running_loop().create_task(self._announce())
-
-    async def _announce(self) -> None:
-        async with self._known:
-            self._known.notify_all()
+        opened, self._opened = self._opened, asyncio.Event()
+        opened.set()
 
     def _end(self, stage: EdgeStage, code: int, reason: str) -> None:
         if self.stages.get(stage.space_id) is stage:
@@ -283,10 +310,12 @@ class EdgeFeed:
         beat = feed.Heartbeat(self.edge_id, self.public_url, sum(spaces.values()), spaces)
         self.out.send("SET", feed.edge_key(self.prefix, self.edge_id), beat.encode(),
                       "EX", feed.EDGE_TTL_SECONDS)
+        self.out.send("SADD", feed.edges_set(self.prefix), self.edge_id)
 
     async def _read_heartbeats(self, client: Any) -> list[feed.Heartbeat]:
         beats = []
-        for _name, value in await read_keys(client, feed.edge_pattern(self.prefix), feed.MAX_EDGES):
+        for _name, value in await read_members(client, feed.edges_set(self.prefix),
+                                               lambda e: feed.edge_key(self.prefix, e), feed.MAX_EDGES):
             try:
                 beats.append(feed.parse_heartbeat(value))
             except feed.FeedError:

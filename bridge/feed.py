@@ -10,13 +10,15 @@ On Redis (all names under ``[bridge] redis_prefix``, ``chorus`` by default):
     recording, origin_url), sent on every change and once a second, so an edge that
     starts late knows the space within a second, and one that hears nothing for
     :data:`STALE_SECONDS` lets it go;
-  - ``E`` + ``{"reason": …}``: the space ended.
+  - ``E`` + ``{"reason": …, "code": 4410|1001}``: the space ended (4410), or its origin
+    is shutting down (1001: the pages come back once the space is open again).
 - ``{prefix}:to-origin`` (pub/sub, edges → origin): a listener's hand or reaction on an
   edge, checked and rate-limited there, as JSON ``{"type": "hand"|"reaction", …}``.
 - ``{prefix}:edge:{edge_id}`` (a key with a TTL): an edge's heartbeat, JSON ``{"id",
   "url", "listeners", "spaces": {space_id: listeners}}``, renewed every
   :data:`HEARTBEAT_SECONDS`; an edge that stops renewing it is gone after
-  :data:`EDGE_TTL_SECONDS`.
+  :data:`EDGE_TTL_SECONDS`. ``{prefix}:edges`` (a set) names the edges, so that readers
+  never scan the keyspace; a name whose heartbeat key has expired is taken out of it.
 
 Everything read from Redis is checked here; what does not parse raises FeedError.
 """
@@ -40,7 +42,11 @@ BROADCAST = b"J"[0]
 STATE = b"S"[0]
 ENDED = b"E"[0]
 AUDIO = (wire.WIRE_VERSION << 4) | wire.KIND_OPUS
-MAX_JSON_BYTES = 1 << 20
+#: the largest JSON each kind of message may be (parsing is bounded by these sizes)
+MAX_STATE_BYTES = 256 * 1024
+MAX_BROADCAST_BYTES = 256 * 1024
+MAX_FORWARDED_BYTES = 1024
+MAX_HEARTBEAT_BYTES = 64 * 1024
 #: at most this many edge heartbeats are read each time
 MAX_EDGES = 1000
 MAX_USER_ID = 255
@@ -75,9 +81,8 @@ def edge_key(prefix: str, edge_id: str) -> str:
     return f"{prefix}:edge:{edge_id}"
 
 
-def edge_pattern(prefix: str) -> str:
-    escaped = "".join(f"\\{c}" if c in "*?[]\\" else c for c in prefix)
-    return f"{escaped}:edge:*"
+def edges_set(prefix: str) -> str:
+    return f"{prefix}:edges"
 
 
 # -- origin -> edges ----------------------------------------------------------------
@@ -110,8 +115,12 @@ class SpaceState:
                              "recording": self.recording, "origin_url": self.origin_url})
 
 
-def ended(reason: str) -> bytes:
-    return _json(ENDED, {"reason": reason})
+#: the close codes an ended space may carry: ended for good, or the origin going away
+END_CODES = (4410, 1001)
+
+
+def ended(reason: str, code: int = 4410) -> bytes:
+    return _json(ENDED, {"reason": reason, "code": code if code in END_CODES else 4410})
 
 
 @dataclass(frozen=True)
@@ -129,11 +138,12 @@ class Broadcast:
 @dataclass(frozen=True)
 class Ended:
     reason: str
+    code: int = 4410
 
 
-def _object(data: bytes, what: str) -> dict[str, Any]:
+def _object(data: bytes, what: str, max_bytes: int) -> dict[str, Any]:
     try:
-        return jsonsafe.loads_object(data, max_bytes=MAX_JSON_BYTES)
+        return jsonsafe.loads_object(data, max_bytes=max_bytes)
     except jsonsafe.JsonRefused as exc:
         raise FeedError(f"{what}: {exc}") from None
 
@@ -156,15 +166,19 @@ def parse_space_message(data: bytes) -> Audio | Broadcast | SpaceState | Ended:
         except wire.FrameError as exc:
             raise FeedError(f"audio frame: {exc}") from None
     if tag == BROADCAST:
+        if len(data) > MAX_BROADCAST_BYTES:
+            raise FeedError(f"broadcast too large ({len(data)} bytes)")
         try:
             return Broadcast(data[1:].decode())
         except UnicodeDecodeError:
             raise FeedError("broadcast is not UTF-8") from None
     if tag == ENDED:
-        reason = _object(data[1:], "end").get("reason")
-        return Ended(reason if isinstance(reason, str) else "space ended")
+        obj = _object(data[1:], "end", MAX_FORWARDED_BYTES)
+        reason, code = obj.get("reason"), obj.get("code")
+        return Ended(reason if isinstance(reason, str) else "space ended",
+                     code if code in END_CODES else 4410)
     if tag == STATE:
-        obj = _object(data[1:], "state")
+        obj = _object(data[1:], "state", MAX_STATE_BYTES)
         title, public = obj.get("title"), obj.get("public")
         if not isinstance(title, str) or not isinstance(public, bool):
             raise FeedError("state needs a string 'title' and a boolean 'public'")
@@ -192,9 +206,12 @@ class Forwarded:
     user_id: str | None
     raised: bool = False
     key: str = ""
+    #: the edge it was taken on (the origin lowers its hands when it is gone)
+    edge_id: str = ""
 
     def encode(self) -> bytes:
-        obj: dict[str, Any] = {"type": self.kind, "space_id": self.space_id, "user_id": self.user_id}
+        obj: dict[str, Any] = {"type": self.kind, "space_id": self.space_id, "user_id": self.user_id,
+                               "edge": self.edge_id}
         if self.kind == "hand":
             obj["raised"] = self.raised
         else:
@@ -203,8 +220,11 @@ class Forwarded:
 
 
 def parse_forwarded(data: bytes) -> Forwarded:
-    obj = _object(data, "forwarded message")
+    obj = _object(data, "forwarded message", MAX_FORWARDED_BYTES)
     space_id, user_id, kind = obj.get("space_id"), obj.get("user_id"), obj.get("type")
+    edge_id = obj.get("edge", "")
+    if not isinstance(edge_id, str) or len(edge_id) > 64:
+        raise FeedError("forwarded 'edge' must be an edge id")
     if not isinstance(space_id, str) or not space_id:
         raise FeedError("forwarded message needs a 'space_id'")
     if not (user_id is None or isinstance(user_id, str) and 0 < len(user_id) <= MAX_USER_ID):
@@ -212,12 +232,12 @@ def parse_forwarded(data: bytes) -> Forwarded:
     if kind == "hand":
         if user_id is None or not isinstance(obj.get("raised"), bool):
             raise FeedError("a forwarded hand needs a 'user_id' and a boolean 'raised'")
-        return Forwarded(space_id, "hand", user_id, raised=obj["raised"])
+        return Forwarded(space_id, "hand", user_id, raised=obj["raised"], edge_id=edge_id)
     if kind == "reaction":
         key = obj.get("key")
         if not isinstance(key, str) or not 0 < len(key) <= 16 or not key.isprintable():
             raise FeedError("a forwarded reaction needs a short printable 'key'")
-        return Forwarded(space_id, "reaction", user_id, key=key)
+        return Forwarded(space_id, "reaction", user_id, key=key, edge_id=edge_id)
     raise FeedError(f"unknown forwarded message type {str(kind)[:32]!r}")
 
 
@@ -237,7 +257,7 @@ class Heartbeat:
 
 
 def parse_heartbeat(data: bytes) -> Heartbeat:
-    obj = _object(data, "heartbeat")
+    obj = _object(data, "heartbeat", MAX_HEARTBEAT_BYTES)
     edge_id, url, listeners, spaces = (obj.get("id"), obj.get("url"), obj.get("listeners"),
                                        obj.get("spaces", {}))
     if not isinstance(edge_id, str) or not edge_id:

@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from . import feed
-from .redis_link import LinkHealth, Publisher, read_keys, subscribe
+from .redis_link import LinkHealth, Publisher, read_members, subscribe
 from .settings import BridgeSettings
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,8 @@ class OriginFeed:
         self.from_edges = LinkHealth("hands and reactions from edges", self.url)
         self.book = feed.EdgeBook()
         self.refused = 0
+        #: heartbeat reads that failed in a row (after a few, no edge is counted on)
+        self._failed_reads = 0
         self._bad_logged: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -83,18 +85,23 @@ class OriginFeed:
             self._send_all_states()
             client = self.out.client
             if client is None:
-                self._set_edges([])  # Redis out of reach: no edge can be counted on
+                self._set_edges([], known=False)  # Redis out of reach: no edge to count on
                 continue
             try:
                 self._set_edges(await self._read_heartbeats(client))
+                self._failed_reads = 0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the writer notices a dead link
+                self._failed_reads += 1
                 log.debug("origin feed: heartbeats not read: %s", exc)
+                if self._failed_reads >= 3:
+                    self._set_edges([], known=False)
 
     async def _read_heartbeats(self, client: Any) -> list[feed.Heartbeat]:
         beats = []
-        for name, value in await read_keys(client, feed.edge_pattern(self.prefix), feed.MAX_EDGES):
+        for name, value in await read_members(client, feed.edges_set(self.prefix),
+                                              lambda e: feed.edge_key(self.prefix, e), feed.MAX_EDGES):
             try:
                 beats.append(feed.parse_heartbeat(value))
             except feed.FeedError as exc:
@@ -103,7 +110,10 @@ class OriginFeed:
                     log.warning("origin feed: heartbeat %s passed over: %s", name, exc)
         return beats
 
-    def _set_edges(self, beats: list[feed.Heartbeat]) -> None:
+    def _set_edges(self, beats: list[feed.Heartbeat], known: bool = True) -> None:
+        """The edges now; with ``known`` (their heartbeats were read), hands raised on an
+        edge that is gone are lowered (not when Redis is only out of reach for us)."""
+        gone_ids = self.book.edges.keys() - {b.edge_id for b in beats}
         before = {b.url for b in self.book.edges.values()}
         self.book.update(beats)
         after = {b.url for b in beats}
@@ -114,6 +124,8 @@ class OriginFeed:
                         "handed no more listeners", url)
         for stage in list(self.stages.values()):
             stage.set_edge_listeners(self.book.listeners_of(stage.space_id))
+            if known and gone_ids:
+                stage.edges_gone(gone_ids)
 
     def _on_forwarded(self, channel: str, data: bytes) -> None:
         try:
@@ -129,7 +141,7 @@ class OriginFeed:
             return  # another origin's space, or one that just ended
         try:
             if message.kind == "hand":
-                stage.remote_hand(message.user_id, message.raised)
+                stage.remote_hand(message.user_id, message.raised, message.edge_id)
             else:
                 stage.remote_reaction(message.user_id, message.key)
         except Exception:  # one bad message must not end the feed

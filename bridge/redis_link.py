@@ -89,6 +89,14 @@ async def _close(client: aioredis.Redis | Any) -> None:
             await client.aclose()
 
 
+async def _drop_connections(client: aioredis.Redis) -> None:
+    """After a failure: the next try opens a fresh connection, with the same client (one
+    client per link, so a rediss:// link builds its TLS context once, not per retry)."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(OP_SECONDS):
+            await client.connection_pool.disconnect()
+
+
 class Publisher:
     """Commands to Redis, written by this object's own task; :meth:`send` never waits."""
 
@@ -104,6 +112,7 @@ class Publisher:
         self.on_up = on_up
         self.sent = 0
         self.dropped = 0
+        self._refusal = ""
 
     @property
     def up(self) -> bool:
@@ -136,32 +145,44 @@ class Publisher:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        self.health.state = "closed"
+        self._queue.clear()
 
     async def _run(self) -> None:
         delay = RETRY_FIRST_SECONDS
-        while True:
-            client = connect(self.url)
-            try:
-                async with asyncio.timeout(OP_SECONDS):
-                    await client.ping()
-                self._queue.clear()
-                self.health.up()
-                self.client = client
-                delay = RETRY_FIRST_SECONDS
-                if self.on_up is not None:
-                    self.on_up()
-                await self._write(client)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the link's trouble must not end the bridge
-                self.health.down(exc)
-                self.dropped += len(self._queue)
-                self._queue.clear()
-            finally:
-                self.client = None
-                await _close(client)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_SECONDS)
+        client = connect(self.url)
+        try:
+            while True:
+                if await self._spell(client):
+                    delay = RETRY_FIRST_SECONDS  # it was up: the backoff starts over
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+        finally:
+            await _close(client)
+
+    async def _spell(self, client: aioredis.Redis) -> bool:
+        """Connect, then write until something fails; whether it got connected."""
+        connected = False
+        try:
+            async with asyncio.timeout(OP_SECONDS):
+                await client.ping()
+            connected = True
+            self._queue.clear()
+            self.health.up()
+            self.client = client
+            if self.on_up is not None:
+                self.on_up()
+            await self._write(client)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the link's trouble must not end the bridge
+            self.health.down(exc)
+            self.dropped += len(self._queue)
+            self._queue.clear()
+        finally:
+            self.client = None
+            await _drop_connections(client)
+        return connected
 
     async def _write(self, client: aioredis.Redis) -> None:
         while True:
@@ -173,8 +194,22 @@ class Publisher:
                 for command in batch:
                     pipe.execute_command(*command)
                 async with asyncio.timeout(OP_SECONDS):
-                    await pipe.execute()
-                self.sent += len(batch)
+                    results = await pipe.execute(raise_on_error=False)
+                refused = [r for r in results if isinstance(r, Exception)]
+                self.sent += len(batch) - len(refused)
+                if refused:  # Redis answered, but said no (out of memory, read-only...)
+                    self.dropped += len(refused)
+                    reason = describe(refused[0])
+                    if reason != self._refusal:
+                        self._refusal = reason
+                        log.warning("%s: Redis refused %d of %d commands: %s", self.health.what,
+                                    len(refused), len(batch), reason)
+
+
+#: a subscription pings Redis this often; no answer (nor anything else) for twice
+#: OP_SECONDS after a ping and the connection is taken for dead (a half-open TCP link
+#: would otherwise look like a quiet channel for ever)
+PING_SECONDS = 2.0
 
 
 async def subscribe(url: str, health: LinkHealth, *, pattern: str = "", channel: str = "",
@@ -184,48 +219,67 @@ async def subscribe(url: str, health: LinkHealth, *, pattern: str = "", channel:
     to ``on_message(channel, data)``; reconnects with backoff. Run it as a task; cancel it
     to stop."""
     delay = RETRY_FIRST_SECONDS
-    while True:
-        client = connect(url)
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
-        try:
-            async with asyncio.timeout(OP_SECONDS):
-                if pattern:
-                    await pubsub.psubscribe(pattern)
-                else:
-                    await pubsub.subscribe(channel)
-            health.up()
-            delay = RETRY_FIRST_SECONDS
-            if on_up is not None:
-                on_up()
-            while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if message is None or message.get("type") not in ("message", "pmessage"):
-                    continue
-                name = message["channel"]
-                on_message(name.decode(errors="replace") if isinstance(name, bytes) else str(name),
-                           message["data"])
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - reconnect, whatever went wrong
-            health.down(exc)
-        finally:
-            with contextlib.suppress(Exception):
+    client = connect(url)
+    try:
+        while True:
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
                 async with asyncio.timeout(OP_SECONDS):
-                    await pubsub.aclose()
-            await _close(client)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, RETRY_MAX_SECONDS)
+                    if pattern:
+                        await pubsub.psubscribe(pattern)
+                    else:
+                        await pubsub.subscribe(channel)
+                health.up()
+                delay = RETRY_FIRST_SECONDS
+                if on_up is not None:
+                    on_up()
+                await _read(pubsub, on_message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reconnect, whatever went wrong
+                health.down(exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(OP_SECONDS):
+                        await pubsub.aclose()
+                await _drop_connections(client)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
+    finally:
+        await _close(client)
 
 
-async def read_keys(client: aioredis.Redis, pattern: str, limit: int) -> list[tuple[str, bytes]]:
-    """The keys matching ``pattern`` (at most ``limit``) and their values, within
-    OP_SECONDS; a key that expired between the two reads is left out."""
+async def _read(pubsub: Any, on_message: Callable[[str, bytes], None]) -> None:
+    loop = asyncio.get_running_loop()
+    heard = pinged = loop.time()
+    while True:
+        now = loop.time()
+        if now - pinged >= PING_SECONDS:
+            async with asyncio.timeout(OP_SECONDS):
+                await pubsub.ping()
+            pinged = now
+        if pinged - heard > 2 * OP_SECONDS:
+            raise TimeoutError("Redis stopped answering (no pong)")
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+        if message is None:
+            continue
+        heard = loop.time()
+        if message.get("type") not in ("message", "pmessage"):
+            continue
+        name = message["channel"]
+        on_message(name.decode(errors="replace") if isinstance(name, bytes) else str(name),
+                   message["data"])
+
+
+async def read_members(client: aioredis.Redis, set_name: str, key_of: Callable[[str], str],
+                       limit: int) -> list[tuple[str, bytes]]:
+    """The members of ``set_name`` (at most ``limit``) with the value of each one's key,
+    within OP_SECONDS; members whose key has expired are taken out of the set."""
     async with asyncio.timeout(OP_SECONDS):
-        keys = []
-        async for key in client.scan_iter(match=pattern, count=200):
-            keys.append(key)
-            if len(keys) >= limit:
-                break
-        values = await client.mget(keys) if keys else []
-    return [(k.decode(errors="replace") if isinstance(k, bytes) else str(k), v)
-            for k, v in zip(keys, values, strict=True) if v is not None]
+        raw = await client.srandmember(set_name, limit)
+        names = sorted(m.decode(errors="replace") if isinstance(m, bytes) else str(m) for m in raw or [])
+        values = await client.mget([key_of(n) for n in names]) if names else []
+        gone = [n for n, v in zip(names, values, strict=True) if v is None]
+        if gone:
+            await client.srem(set_name, *gone)
+    return [(n, v) for n, v in zip(names, values, strict=True) if v is not None]

@@ -164,6 +164,8 @@ class Stage:
         self._participants_dirty = False
         #: signed-in users whose hand is up (one state per user, whatever their sockets)
         self.hands: set[str] = set()
+        #: of those, the ones raised on an edge, and which (bridge/origin_feed.py)
+        self.hands_on_edges: dict[str, str] = {}
         self.limits = ActivityLimits()
         self.activity = ActivityBatch()
         #: what was accepted and refused from clients (tests, bench, logs)
@@ -209,8 +211,10 @@ class Stage:
             self.mirror.publish(self.space_id, self.feed_state().encode())
 
     def set_edge_listeners(self, count: int) -> None:
-        self.edge_listeners = count
-        self.peak_listeners = max(self.peak_listeners, self.listeners)
+        if count != self.edge_listeners:
+            self.edge_listeners = count
+            self.peak_listeners = max(self.peak_listeners, self.listeners)
+            self._broadcast_participants()  # the anonymous count
 
     def _sync_icecast(self) -> None:
         wanted = self.open and self.public and bool(self.settings.icecast_url)
@@ -268,8 +272,8 @@ class Stage:
             client.flush()
             client.kick(code, reason)
         self.ogg.end(code, reason)
-        if self.mirror is not None:
-            self.mirror.publish(self.space_id, feed.ended(reason))
+        if self.mirror is not None:  # 1001: the origin is going away, the space may come back
+            self.mirror.publish(self.space_id, feed.ended(reason, code))
         if self.icecast is not None:  # the last page is written; it goes out, then the close
             source, self.icecast = self.icecast, None
             await source.stop()
@@ -353,6 +357,7 @@ class Stage:
             self._place(client)
         for user_id in [u for u in self.hands if self.may_speak(u)]:
             self.hands.discard(user_id)  # on stage now: the hand has done its job
+            self.hands_on_edges.pop(user_id, None)
             self.activity.set_hand(user_id, False)
         self._broadcast_json({"type": "roles", "roles": self.roles})
         for client in self.clients.values():
@@ -495,7 +500,7 @@ class Stage:
             edges = [first, *(u for u in edges if u != first)]
         return {"edges": edges, "origin_url": self.mirror.origin_url or None}
 
-    def remote_hand(self, user_id: str, raised: bool) -> None:
+    def remote_hand(self, user_id: str, raised: bool, edge_id: str = "") -> None:
         """A hand raised or lowered by a listener on an edge (checked and rate-limited there)."""
         if raised and (self.may_speak(user_id) or not self.may_join(user_id)):
             return
@@ -504,12 +509,22 @@ class Stage:
         self.counters["hands_accepted"] += 1
         if raised:
             self.hands.add(user_id)
+            self.hands_on_edges[user_id] = edge_id
         else:
             self.hands.discard(user_id)
+            self.hands_on_edges.pop(user_id, None)
         self.activity.set_hand(user_id, raised)
         self._emit({"type": "hand_raised" if raised else "hand_lowered",
                     "space_id": self.space_id, "user_id": user_id})
         self._broadcast_participants()
+
+    def edges_gone(self, edge_ids: set[str]) -> None:
+        """Edges whose heartbeat stopped: the hands raised there come down."""
+        for user_id, edge_id in list(self.hands_on_edges.items()):
+            if user_id not in self.hands:  # lowered here since
+                del self.hands_on_edges[user_id]
+            elif edge_id in edge_ids:
+                self.remote_hand(user_id, False)
 
     def remote_reaction(self, user_id: str | None, key: str) -> None:
         """A reaction from a listener on an edge (rate-limited there)."""

@@ -30,7 +30,9 @@ const state = {
   expiresAt: null, renewTimer: null, renewals: 0,
   // where the connection goes: null is this page's own bridge, else another's http(s) base
   base: null, onEdge: false, origin: null, edges: [], moves: 0,
+  failedEdges: new Map(),  // edge -> when it was lost: passed over for a while
 };
+const FAILED_EDGE_MS = 60000;
 window.chorus = state; // for tests and debugging
 
 // The any-player link: the bridge's own live.ogg, or, for a public space the bridge feeds
@@ -135,6 +137,7 @@ function scheduleReconnect(why) {
 // Another bridge for this page's connection, at once (the old one's close is not a loss).
 function moveTo(base) {
   state.base = base;
+  state.onEdge = base !== state.origin;
   state.moves++;
   const old = state.ws;
   state.ws = null;
@@ -142,10 +145,17 @@ function moveTo(base) {
   connect();
 }
 
+// Edges this page may still try: not one it lost a minute ago.
+function liveEdges(edges) {
+  const now = Date.now();
+  return edges.filter((u) => !(now - (state.failedEdges.get(u) || -Infinity) < FAILED_EDGE_MS));
+}
+
 // The edge this page listened on is gone: the next edge it knows, else the origin.
 function failOver() {
   const gone = state.base || location.origin;
-  state.edges = state.edges.filter((u) => u !== gone);
+  state.failedEdges.set(gone, Date.now());
+  state.edges = liveEdges(state.edges.filter((u) => u !== gone));
   if (state.edges.length) {
     state.base = state.edges[0];
   } else if (state.origin) {
@@ -181,16 +191,19 @@ function onJson(m) {
       status(m.user_id ? `Signed in as ${m.user_id}` : "Listening anonymously");
       setCaptionsOn(m.captions);
       planRenewal(m.expires_at, m.expires_in);
-      state.onEdge = !!m.edge; state.origin = m.origin_url || null; state.edges = m.edges || [];
-      // on the origin and listen-only: listen on the edge it names first
+      state.onEdge = !!m.edge; state.origin = m.origin_url || null;
+      state.edges = liveEdges(m.edges || []);
+      // on the origin and listen-only: listen on the (first live) edge it names; on an
+      // edge and allowed to speak: speak on the origin
       if (!state.onEdge && !m.may_speak && state.edges.length) moveTo(state.edges[0]);
+      else if (state.onEdge && m.may_speak && state.origin) moveTo(state.origin);
       break;
     case "token": onToken(m); break;
     case "captions": setCaptionsOn(m.enabled); break;
     case "caption": onCaption(m); break;
     case "you":
       setRole(m.role, m.may_speak);
-      if (state.onEdge && m.may_speak && state.origin) { state.onEdge = false; moveTo(state.origin); }
+      if (state.onEdge && m.may_speak && state.origin) moveTo(state.origin);
       break;
     case "roles": state.roles = m.roles; render(); break;
     case "participants": {

@@ -43,8 +43,11 @@ def test_every_kind_of_space_message_reads_back_as_it_was_sent() -> None:
     assert isinstance(audio, feed.Audio) and audio.frame.seq == 7 and audio.data == frame
     assert feed.parse_space_message(feed.broadcast('{"type":"levels"}')) == \
         feed.Broadcast('{"type":"levels"}')
-    assert feed.parse_space_message(feed.ended("the host ended it")) == feed.Ended("the host ended it")
-    hand = feed.Forwarded("s", "hand", "@b:x", raised=True)
+    assert feed.parse_space_message(feed.ended("the host ended it")) == feed.Ended("the host ended it", 4410)
+    assert feed.parse_space_message(feed.ended("bridge shutting down", 1001)) == \
+        feed.Ended("bridge shutting down", 1001)
+    assert feed.parse_space_message(feed.ended("odd", 4403)).code == 4410  # only the two codes
+    hand = feed.Forwarded("s", "hand", "@b:x", raised=True, edge_id="e1")
     assert feed.parse_forwarded(hand.encode()) == hand
     reaction = feed.Forwarded("s", "reaction", None, key="👏")
     assert feed.parse_forwarded(reaction.encode()) == reaction
@@ -72,6 +75,7 @@ def test_a_bad_space_message_is_refused_with_the_reason(data, says) -> None:
     (b'{"type":"reaction","space_id":"s","user_id":null,"key":""}', "short printable 'key'"),
     (b'{"type":"speak","space_id":"s","user_id":null}', "unknown forwarded message type"),
     (b'{"type":"hand","user_id":"@a:x","raised":true}', "needs a 'space_id'"),
+    (b'{"type":"reaction","space_id":"s","user_id":null,"key":"' + b"x" * 2000 + b'"}', "too large"),
 ])
 def test_a_bad_forwarded_message_is_refused(data, says) -> None:
     with pytest.raises(feed.FeedError) as caught:
@@ -457,3 +461,26 @@ async def test_a_listener_given_the_mic_on_an_edge_goes_back_to_the_origin_to_sp
         assert await browser.js("document.getElementById('mic').hidden") is False
     finally:
         await _stop(edge, origin)
+
+
+async def test_an_edge_going_away_lowers_its_hands_and_an_origin_going_away_is_not_the_end(tmp_path) -> None:
+    prefix = _prefix()
+    origin, edges = await _origin_and_edges(tmp_path, prefix, edges=2)
+    first, second = edges
+    try:
+        await origin.open("hall", roles={"@host:x": "host"})
+        for e in edges:
+            await _served(e, "hall")
+        async with SpaceClient(first.url, "hall", first.token("hall", "@bee:x")) as bee:
+            await bee.wait_type("hello")
+            await bee.raise_hand()
+            await _until(lambda: "@bee:x" in origin.stage("hall").hands, "the hand on the origin")
+            await _stop(first)  # the edge shuts down with the hand still up
+            assert await bee.wait_closed(10) == 1001
+        await _until(lambda: "@bee:x" not in origin.stage("hall").hands, "the hand to come down")
+        async with SpaceClient(second.url, "hall") as listener:
+            await listener.wait_type("hello")
+            await _stop(origin)  # a restart of the origin is not the end of the space: 1001
+            assert await listener.wait_closed(10) == 1001
+    finally:
+        await _stop(second, first, origin)
