@@ -28,7 +28,10 @@ from .stage import EXPIRY_EVERY_TICKS, FORGET_BUDGETS_EVERY_TICKS, Stage
 
 log = logging.getLogger(__name__)
 
+#: why an edge closes a space's connections when the origin (not the edge) is the cause;
+#: the page reads "origin" in the reason and does not hold it against this edge
 LOST_ORIGIN = "this edge lost the space's origin; reconnect"
+ORIGIN_LEAVING = "the space's origin is restarting; reconnect"
 
 
 class EdgeStage(Stage):
@@ -249,7 +252,9 @@ class EdgeFeed:
             self._dispatch(space_id, message)
         except Exception:  # a fault with one space must not cut the feed of every space
             self.refused += 1
-            log.exception("space %s: a message from the origin failed on this edge", space_id)
+            if self.refused == 1 or self.refused % 1000 == 0:
+                log.exception("space %s: a message from the origin failed on this edge (%d "
+                              "refused so far)", space_id, self.refused)
 
     def _dispatch(self, space_id: str, message: Any) -> None:
         stage = self.stages.get(space_id)
@@ -266,7 +271,8 @@ class EdgeFeed:
             else:
                 stage.apply(message)
         elif stage is not None:  # ended (4410), or its origin is going away (1001)
-            self._end(stage, message.code, message.reason)
+            self._end(stage, message.code,
+                      ORIGIN_LEAVING if message.code == CLOSE_SHUTDOWN else message.reason)
 
     def _open(self, space_id: str, state: feed.SpaceState) -> None:
         stage = EdgeStage(space_id, state, self.settings, self.forward, self.other_edges)

@@ -113,7 +113,6 @@ class OriginFeed:
     def _set_edges(self, beats: list[feed.Heartbeat], known: bool = True) -> None:
         """The edges now; with ``known`` (their heartbeats were read), hands raised on an
         edge that is gone are lowered (not when Redis is only out of reach for us)."""
-        gone_ids = self.book.edges.keys() - {b.edge_id for b in beats}
         before = {b.url for b in self.book.edges.values()}
         self.book.update(beats)
         after = {b.url for b in beats}
@@ -124,8 +123,8 @@ class OriginFeed:
                         "handed no more listeners", url)
         for stage in list(self.stages.values()):
             stage.set_edge_listeners(self.book.listeners_of(stage.space_id))
-            if known and gone_ids:
-                stage.edges_gone(gone_ids)
+            if known:
+                stage.edges_alive({b.edge_id for b in beats})
 
     def _on_forwarded(self, channel: str, data: bytes) -> None:
         try:

@@ -113,6 +113,8 @@ class Publisher:
         self.sent = 0
         self.dropped = 0
         self._refusal = ""
+        #: commands taken from the queue whose pipeline has not answered yet
+        self._inflight = 0
 
     @property
     def up(self) -> bool:
@@ -137,7 +139,7 @@ class Publisher:
         """Wait (at most ``seconds``) until what is queued is written or dropped."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
-                while self._queue and self.up:
+                while (self._queue or self._inflight) and self.up:
                     await asyncio.sleep(0.01)
 
     async def close(self) -> None:
@@ -193,8 +195,12 @@ class Publisher:
                 pipe = client.pipeline(transaction=False)
                 for command in batch:
                     pipe.execute_command(*command)
-                async with asyncio.timeout(OP_SECONDS):
-                    results = await pipe.execute(raise_on_error=False)
+                self._inflight = len(batch)
+                try:
+                    async with asyncio.timeout(OP_SECONDS):
+                        results = await pipe.execute(raise_on_error=False)
+                finally:
+                    self._inflight = 0
                 refused = [r for r in results if isinstance(r, Exception)]
                 self.sent += len(batch) - len(refused)
                 if refused:  # Redis answered, but said no (out of memory, read-only...)

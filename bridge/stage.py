@@ -518,12 +518,13 @@ class Stage:
                     "space_id": self.space_id, "user_id": user_id})
         self._broadcast_participants()
 
-    def edges_gone(self, edge_ids: set[str]) -> None:
-        """Edges whose heartbeat stopped: the hands raised there come down."""
+    def edges_alive(self, edge_ids: set[str]) -> None:
+        """The edges whose heartbeats were just read: hands raised on any other edge come
+        down (it is gone, even if it went while Redis was out of our reach)."""
         for user_id, edge_id in list(self.hands_on_edges.items()):
-            if user_id not in self.hands:  # lowered here since
+            if user_id not in self.hands:  # lowered since
                 del self.hands_on_edges[user_id]
-            elif edge_id in edge_ids:
+            elif edge_id not in edge_ids:
                 self.remote_hand(user_id, False)
 
     def remote_reaction(self, user_id: str | None, key: str) -> None:
@@ -682,6 +683,7 @@ class Stage:
             self.hands.add(user_id)
         else:
             self.hands.discard(user_id)
+        self.hands_on_edges.pop(user_id, None)  # raised or lowered here now
         self.activity.set_hand(user_id, raised)
         self._emit({"type": "hand_raised" if raised else "hand_lowered",
                     "space_id": self.space_id, "user_id": user_id})

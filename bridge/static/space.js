@@ -89,7 +89,11 @@ function connect() {
     state.closed = { code: ev.code, reason: ev.reason };
     stopMic();
     if (state.connectedAt) state.lost = true;
-    if (state.onEdge && (ev.code === 4404 || !FINAL_CLOSES[ev.code])) failOver();
+    if (state.onEdge && (ev.code === 4404 || !FINAL_CLOSES[ev.code])) {
+      // the edge itself failed (it is passed over for a while), or only the space's
+      // origin went away or is not known there yet (no fault of the edge)
+      failOver(ev.code === 1006 || (ev.code === 1001 && !/origin/.test(ev.reason)));
+    }
     if (ev.code === 4404 && state.lost) {
       // the bridge answers but has not got the space (back) yet: wait a while for it
       state.noSpaceSince = state.noSpaceSince || Date.now();
@@ -152,9 +156,9 @@ function liveEdges(edges) {
 }
 
 // The edge this page listened on is gone: the next edge it knows, else the origin.
-function failOver() {
+function failOver(edgeFailed) {
   const gone = state.base || location.origin;
-  state.failedEdges.set(gone, Date.now());
+  if (edgeFailed) state.failedEdges.set(gone, Date.now());
   state.edges = liveEdges(state.edges.filter((u) => u !== gone));
   if (state.edges.length) {
     state.base = state.edges[0];

@@ -482,5 +482,22 @@ async def test_an_edge_going_away_lowers_its_hands_and_an_origin_going_away_is_n
             await listener.wait_type("hello")
             await _stop(origin)  # a restart of the origin is not the end of the space: 1001
             assert await listener.wait_closed(10) == 1001
+            assert "origin" in listener.close_reason  # the page does not hold it against the edge
     finally:
         await _stop(second, first, origin)
+
+
+def test_hands_raised_on_an_edge_come_down_when_that_edge_is_no_longer_alive(tmp_path) -> None:
+    from bridge.stage import Stage
+    events: list[dict] = []
+    stage = Stage("s", "t", public=True, record=False, captions=False,
+                  settings=make_settings(tmp_path), emit=events.append)
+    try:
+        stage.remote_hand("@a:x", True, "edge-1")
+        stage.remote_hand("@b:x", True, "edge-2")
+        stage.edges_alive({"edge-2"})
+        assert stage.hands == {"@b:x"}
+        assert [e["type"] for e in events] == ["hand_raised", "hand_raised", "hand_lowered"]
+        assert events[-1]["user_id"] == "@a:x"
+    finally:
+        stage.encoder.close()
