@@ -44,6 +44,7 @@ bench: $(STAMP)
 	bash scripts/install-system-deps.sh
 	$(BIN)/python bench/bridge_bench.py --speakers 11 --listeners 200,400,600,800,1000,1200,1500,2000,3000,5000,10000 --seconds 60 --results bench/RESULTS.md
 	$(BIN)/python bench/bridge_bench.py --speakers 11 --bundle-ms 100 --listeners 500,1000,2000,3000,4000,5000,6000,8000,10000 --seconds 60 --results bench/RESULTS.md
+	$(BIN)/python bench/bridge_bench.py --speakers 11 --bundle-ms 100 --edges 2 --workers 4 --listeners 2000,5000,10000 --seconds 60 --keep-going --results bench/RESULTS.md
 	$(BIN)/python bench/captions_bench.py --max-speakers 10
 	$(BIN)/python bench/ogg_bench.py --listeners 1000 --page-ms 20,200,1000 --seconds 30 --results bench/RESULTS.md
 

@@ -5,6 +5,9 @@
         --seconds 60 --results bench/RESULTS.md          # what `make bench` runs
     .venv/bin/python bench/bridge_bench.py --speakers 11 --bundle-ms 100 ...
                                     # the same with listen-only clients in bundles
+    .venv/bin/python bench/bridge_bench.py --speakers 11 --bundle-ms 100 --edges 2 \
+        --workers 4 --listeners 2000,5000,10000 --seconds 60 --results bench/RESULTS.md
+                                    # one origin and two edges on Redis (issue 9, 5c)
 
 The ladder stops at the first step that fails (``--keep-going`` to run them all), and
 every step has a deadline, so a run always ends by itself.
@@ -24,6 +27,13 @@ Reported per listener count M:
 - bridge CPU % (of one core) and RSS; memory per listener = RSS growth / M,
 - drops: listeners disconnected or missing more than 2 % of frames in the window.
 The largest M with no drops is reported at the end.
+
+With ``--edges N`` the bridge is an origin with ``redis_url`` (Redis on 127.0.0.1:6379,
+or ``CHORUS_BENCH_REDIS``) and N edge processes (``python -m bridge --edge``) serve the
+listeners: each helper process connects its listeners to one edge, in turn, and the
+latency probe listens on the first edge, so its figures include the hop through Redis
+and the edge. Speakers stay on the origin. The CPU of the origin, of the edges together,
+and of redis-server are reported apiece.
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
+import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -53,6 +64,7 @@ from bridge import tokens  # noqa: E402
 from bridge.client import SpaceClient, load_audio  # noqa: E402
 
 SECRET = "bench-secret-0123456789abcdef-0123456"
+REDIS = os.environ.get("CHORUS_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 SPACE = "bench"
 FRAME = 960
 MARKER_HZ = 12000
@@ -260,20 +272,54 @@ class Bench:
         self.recording_latency = False
         #: listeners (and the latency probe) ask for bundles of --bundle-ms
         self.bundles = args.bundle_ms > 20
+        #: edge bridges (--edges): their addresses and processes
+        self.edge_urls: list[str] = []
+        self.edge_procs: list[subprocess.Popen[bytes]] = []
+        self.redis_pid: int | None = None
 
-    def start_bridge(self) -> None:
-        cfg = self.tmp / "config.toml"
+    def _config(self, name: str, port: int, url: str, extra: str = "") -> Path:
+        cfg = self.tmp / f"{name}.toml"
         cfg.write_text(
             "[bridge]\n"
-            f'listen_host = "127.0.0.1"\nlisten_port = {self.port}\n'
-            f'public_url = "{self.url}"\nshared_secret = "{SECRET}"\n'
+            f'listen_host = "127.0.0.1"\nlisten_port = {port}\n'
+            f'public_url = "{url}"\nshared_secret = "{SECRET}"\n'
             f'recordings_dir = "{self.tmp / "rec"}"\n'
             # every simulated listener connects from 127.0.0.1: no per-address caps
             "max_pending_connections_per_address = 0\nmax_streams_per_address = 0\n"
             + (f"listener_bundle_ms = {self.args.bundle_ms}\n" if self.bundles else "")
+            + extra
         )
+        return cfg
+
+    def start_bridge(self) -> None:
+        extra = ""
+        if self.args.edges:
+            prefix = f"bench-{os.getpid()}"
+            extra = f'redis_url = "{REDIS}"\nredis_prefix = "{prefix}"\n'
+            with redis.Redis.from_url(REDIS, socket_timeout=5) as r:
+                self.redis_pid = int(r.info("server")["process_id"])
+        cfg = self._config("origin", self.port, self.url, extra)
         self.proc = subprocess.Popen([sys.executable, "-m", "bridge", str(cfg),
                                       "--log-level", "WARNING"], cwd=ROOT)
+        for i in range(self.args.edges):
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            cfg = self._config(f"edge{i}", port, url, extra)
+            self.edge_urls.append(url)
+            self.edge_procs.append(subprocess.Popen(
+                [sys.executable, "-m", "bridge", str(cfg), "--edge", "--log-level", "WARNING"], cwd=ROOT))
+
+    @property
+    def listen_urls(self) -> list[str]:
+        """Where the listeners (and the probe) connect: the edges, or the bridge itself."""
+        return self.edge_urls or [self.url]
+
+    def cpu_seconds(self) -> tuple[float, float, float]:
+        """CPU seconds so far of the origin, of the edges together, and of redis-server."""
+        assert self.proc is not None
+        edges = sum(proc_cpu_seconds(p.pid) for p in self.edge_procs)
+        redis_cpu = proc_cpu_seconds(self.redis_pid) if self.redis_pid else 0.0
+        return proc_cpu_seconds(self.proc.pid), edges, redis_cpu
 
     async def control(self, session: aiohttp.ClientSession, method: str, path: str,
                       body: object = None) -> dict:
@@ -282,16 +328,18 @@ class Bench:
             r.raise_for_status()
             return await r.json()
 
-    async def wait_healthy(self, session: aiohttp.ClientSession) -> None:
-        for _ in range(200):
+    async def wait_healthy(self, session: aiohttp.ClientSession, url: str = "",
+                           stages: int = 0) -> None:
+        """Until the bridge at ``url`` answers (and has ``stages`` spaces), within 20 s."""
+        for _ in range(400):
             try:
-                async with session.get(f"{self.url}/healthz") as r:
-                    if r.status == 200:
+                async with session.get(f"{url or self.url}/healthz") as r:
+                    if r.status == 200 and (await r.json())["stages"] >= stages:
                         return
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.05)
-        raise RuntimeError("bridge did not start")
+        raise RuntimeError(f"bridge at {url or self.url} did not start")
 
     async def speaker_loop(self, client: SpaceClient, pcm: np.ndarray, probe: bool) -> None:
         t = np.arange(FRAME) / 48000
@@ -330,8 +378,8 @@ class Bench:
         try:
             return await self._run(pcms)
         finally:
-            self.proc.terminate()
-            self.proc.wait(10)
+            for proc in [self.proc, *self.edge_procs]:
+                await stop_process(proc, 10)
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     async def _run(self, pcms: list[np.ndarray]) -> list[dict]:
@@ -344,13 +392,15 @@ class Bench:
                                {"title": "bench", "public": True})
             roles = {f"@s{i}:bench": "speaker" for i in range(args.speakers)}
             await self.control(session, "PUT", f"/spaces/{SPACE}/roles", {"roles": roles})
+            for url in self.edge_urls:  # each edge has the space from the origin's feed
+                await self.wait_healthy(session, url, stages=1)
             speakers = []
             for i in range(args.speakers):
                 tok = tokens.mint(SECRET, SPACE, f"@s{i}:bench", "speaker", 3600)
                 c = SpaceClient(self.url, SPACE, tok, keep_audio=False)
                 await c.connect()
                 speakers.append(c)
-            probe = SpaceClient(self.url, SPACE, keep_audio=False, bundles=self.bundles)
+            probe = SpaceClient(self.listen_urls[0], SPACE, keep_audio=False, bundles=self.bundles)
             probe.on_frame = self.on_probe_frame
             await probe.connect()
             tasks = [asyncio.create_task(self.speaker_loop(c, pcms[i], probe=i == 0))
@@ -375,16 +425,18 @@ class Bench:
         assert self.proc is not None
         workers = max(1, min(args.workers, m))
         per = [m // workers + (1 if i < m % workers else 0) for i in range(workers)]
+        urls = self.listen_urls
         procs = [await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--worker", self.url, str(n), str(args.seconds),
-            "1" if self.bundles else "0", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE) for n in per]
+            sys.executable, __file__, "--worker", urls[i % len(urls)], str(n), str(args.seconds),
+            "1" if self.bundles else "0", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            for i, n in enumerate(per)]
         for p in procs:
             assert p.stdout is not None
             line = await asyncio.wait_for(p.stdout.readline(), 120)
             assert line.strip() == b"ready", line
         await asyncio.sleep(1)
         stats0 = await self.control(session, "GET", f"/spaces/{SPACE}")
-        cpu0, t0 = proc_cpu_seconds(self.proc.pid), time.monotonic()
+        cpu0, t0 = self.cpu_seconds(), time.monotonic()
         self.latencies = []
         self.recording_latency = True
         for p in procs:
@@ -404,7 +456,7 @@ class Bench:
             await asyncio.sleep(0.25)
         for line in done.result():
             results.append(json.loads(line))
-        cpu1, t1 = proc_cpu_seconds(self.proc.pid), time.monotonic()
+        cpu1, t1 = self.cpu_seconds(), time.monotonic()
         self.recording_latency = False
         stats = await self.control(session, "GET", f"/spaces/{SPACE}")
         for p in procs:
@@ -427,7 +479,10 @@ class Bench:
             "latency_ms_p50": round(pct(self.latencies, 50), 1),
             "latency_ms_p99": round(pct(self.latencies, 99), 1),
             "latency_samples": len(self.latencies),
-            "bridge_cpu_pct": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
+            "bridge_cpu_pct": round(100 * (cpu1[0] - cpu0[0]) / (t1 - t0), 1),
+            "edges": len(self.edge_procs),
+            "edges_cpu_pct": round(100 * (cpu1[1] - cpu0[1]) / (t1 - t0), 1),
+            "redis_cpu_pct": round(100 * (cpu1[2] - cpu0[2]) / (t1 - t0), 1),
             "bridge_rss_mb": round(rss_peak, 1),
             "kb_per_listener": round(max(0.0, rss_peak - base_rss) * 1024 / m, 1),
             "frames_expected": int(expected),
@@ -446,6 +501,8 @@ def failed(row: dict) -> bool:
 
 
 TARGET = (11, 10_000, 60.0)  # speakers, listeners, relay-added latency p99 (ms)
+#: over one origin and edges, bundled listen-only clients (issue 9)
+EDGES_TARGET = (11, 10_000, 150.0)
 TITLE = "# Bridge benchmark results"
 
 
@@ -458,6 +515,9 @@ def section(rows: list[dict], args: argparse.Namespace) -> str:
     key = section_key(args)
     mode = (f", listen-only clients in {args.bundle_ms} ms bundles" if args.bundle_ms > 20
             else "")
+    if args.edges:
+        mode += f", one origin and {args.edges} edges on Redis"
+    edge_cols = " edges CPU % | redis CPU % |" if args.edges else ""
     lines = [
         f"<!-- bench:{key} -->",
         f"## {n} speakers{mode}" + (" (the target case)" if n == TARGET[0] else ""),
@@ -472,8 +532,8 @@ def section(rows: list[dict], args: argparse.Namespace) -> str:
         "",
         "| listeners | mix p50 / p99 ms | tick p50 / p99 ms | latency p50 ms | latency p99 "
         "ms (samples) | bridge CPU % | bridge RSS MB | KB/listener | min frames / expected "
-        "| disconnected | short | clock resyncs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| disconnected | short | clock resyncs |" + edge_cols,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if args.edges else ""),
     ]
     for r in rows:
         lines.append(
@@ -482,13 +542,14 @@ def section(rows: list[dict], args: argparse.Namespace) -> str:
             f"{r['latency_ms_p50']} | {r['latency_ms_p99']} ({r['latency_samples']}) | "
             f"{r['bridge_cpu_pct']} | {r['bridge_rss_mb']} | {r['kb_per_listener']} | "
             f"{r['frames_min']} / {r['frames_expected']} | {r['disconnected']} | "
-            f"{r['short_listeners']} | {r['clock_resyncs']} |")
+            f"{r['short_listeners']} | {r['clock_resyncs']} |"
+            + (f" {r['edges_cpu_pct']} | {r['redis_cpu_pct']} |" if args.edges else ""))
     lines += ["", "Largest listener count held for the whole step with no drops: "
               f"**{best['listeners'] if best else 'none'}**."]
     if rows and failed(rows[-1]) and len(rows) < len(args.listeners):
         lines.append(f"The ladder stopped at the first failing step ({rows[-1]['listeners']}).")
     if n == TARGET[0]:
-        _, m_target, p99_target = TARGET
+        _, m_target, p99_target = EDGES_TARGET if args.edges else TARGET
         if best is None:
             verdict = "no step held"
         else:
@@ -500,8 +561,9 @@ def section(rows: list[dict], args: argparse.Namespace) -> str:
         fast = [r["listeners"] for r in ok if r["latency_ms_p99"] < p99_target]
         verdict += (f"; largest count held with p99 under {p99_target:g} ms: "
                     f"{max(fast) if fast else 'none'}")
-        lines += ["", f"Against the target ({TARGET[0]} speakers, {m_target:,} listeners, "
-                  f"relay-added p99 < {p99_target:g} ms on 2 cores): {verdict}."]
+        where = f"over one origin and {args.edges} edges " if args.edges else ""
+        lines += ["", f"Against the target ({TARGET[0]} speakers, {m_target:,} listeners {where}"
+                  f"for 60 s, none dropped, relay-added p99 < {p99_target:g} ms on 2 cores): {verdict}."]
     lines += [
         "",
         "Latency is speaker send → listener receive of a 12 kHz marker frame on loopback: "
@@ -513,14 +575,18 @@ def section(rows: list[dict], args: argparse.Namespace) -> str:
         "clients compete with the bridge for the cores: see clock resyncs, which count "
         "event-loop stalls of more than 200 ms), not the bridge alone. 'short' = "
         "listeners that received under 98 % of the frames of the window; 'disconnected' "
-        "= closed by the bridge (4408 too slow) or otherwise.",
+        "= closed by the bridge (4408 too slow) or otherwise."
+        + (" Bridge CPU % is the origin's; the edges' is their sum; redis-server's is the "
+           "whole server's (other users of it included). The probe listens on the first edge."
+           if args.edges else ""),
         f"<!-- /bench:{key} -->",
     ]
     return "\n".join(lines)
 
 
 def section_key(args: argparse.Namespace) -> str:
-    return f"{args.speakers}" + (f"-b{args.bundle_ms}" if args.bundle_ms > 20 else "")
+    return (f"{args.speakers}" + (f"-b{args.bundle_ms}" if args.bundle_ms > 20 else "")
+            + (f"-e{args.edges}" if args.edges else ""))
 
 
 def _order(key: str) -> tuple[int, str]:
@@ -560,6 +626,9 @@ def main() -> None:
     p.add_argument("--bundle-ms", type=int, default=20,
                    help="listeners ask for bundles of this many ms ([bridge] "
                         "listener_bundle_ms); 20 (the default) = single frames")
+    p.add_argument("--edges", type=int, default=0,
+                   help="run the bridge as an origin with this many edges on Redis; the "
+                        "listeners connect to the edges")
     p.add_argument("--worker", nargs=4, metavar=("URL", "COUNT", "SECONDS", "BUNDLES"),
                    help=argparse.SUPPRESS)
     args = p.parse_args()
