@@ -22,9 +22,9 @@ from typing import Any
 
 from . import feed, jsonsafe, wsframe
 from .connection import CLOSE_SHUTDOWN, CLOSE_SPACE_ENDED, Client, state_key
-from .redis_link import OP_SECONDS, LinkHealth, Publisher, read_members, subscribe
+from .redis_link import OP_SECONDS, LinkHealth, Publisher, read_heartbeats, subscribe
 from .settings import BridgeSettings
-from .stage import EXPIRY_EVERY_TICKS, FORGET_BUDGETS_EVERY_TICKS, Stage
+from .stage import EXPIRY_EVERY_TICKS, Stage
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +72,9 @@ class EdgeStage(Stage):
         """One frame from the origin, to every client and live.ogg listener here."""
         self.last_heard = time.monotonic()
         self.tick_count += 1
-        n = self.tick_count
-        if n % EXPIRY_EVERY_TICKS == 0:
-            self._close_expired(time.time())
+        self._keep_house(self.tick_count)
+        if self.tick_count % EXPIRY_EVERY_TICKS == 0:
             self.activity.flush()  # the origin sends the batches; only the key bound is ours
-        if n % FORGET_BUDGETS_EVERY_TICKS == 0 and len(self.limits):
-            self.limits.forget_idle(time.monotonic(),
-                                    {c.user_id for c in self.clients.values() if c.user_id})
         self._fan_out(audio.frame.seq, audio.data, {})
         self.ogg.push(audio.frame.payload)
 
@@ -140,12 +136,15 @@ class EdgeStage(Stage):
         if self.participants_text is not None and client.id in self.clients:
             client.send_control(wsframe.text(self.participants_text), "participants")
 
+    def _lower_on_origin(self, user_id: str) -> None:
+        self._forward(feed.Forwarded(self.space_id, "hand", user_id, raised=False))
+
     async def close(self, code: int = CLOSE_SPACE_ENDED, reason: str = "space ended",
                     *, wait: bool = True) -> None:
         """Closed here: the hands raised here come down on the origin."""
         if self.open:
             for user_id in sorted(self.hands):
-                self._forward(feed.Forwarded(self.space_id, "hand", user_id, raised=False))
+                self._lower_on_origin(user_id)
         await super().close(code, reason, wait=wait)
 
     def remove_client(self, client: Client) -> None:
@@ -153,7 +152,7 @@ class EdgeStage(Stage):
         last = client.id in self.clients and not any(
             c.user_id == user_id for c in self.clients.values() if c is not client)
         if user_id is not None and last and user_id in self.hands and self.open:
-            self._forward(feed.Forwarded(self.space_id, "hand", user_id, raised=False))
+            self._lower_on_origin(user_id)
         super().remove_client(client)
 
 
@@ -305,7 +304,7 @@ class EdgeFeed:
             client = self.out.client
             if client is not None:
                 try:
-                    self.book.update(await self._read_heartbeats(client))
+                    self.book.update((await read_heartbeats(client, self.prefix))[0])
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the writer notices a dead link
@@ -317,13 +316,3 @@ class EdgeFeed:
         self.out.send("SET", feed.edge_key(self.prefix, self.edge_id), beat.encode(),
                       "EX", feed.EDGE_TTL_SECONDS)
         self.out.send("SADD", feed.edges_set(self.prefix), self.edge_id)
-
-    async def _read_heartbeats(self, client: Any) -> list[feed.Heartbeat]:
-        beats = []
-        for _name, value in await read_members(client, feed.edges_set(self.prefix),
-                                               lambda e: feed.edge_key(self.prefix, e), feed.MAX_EDGES):
-            try:
-                beats.append(feed.parse_heartbeat(value))
-            except feed.FeedError:
-                continue  # the origin logs these
-        return beats

@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from . import feed
-from .redis_link import LinkHealth, Publisher, read_members, subscribe
+from .redis_link import LinkHealth, Publisher, read_heartbeats, subscribe
 from .settings import BridgeSettings
 
 log = logging.getLogger(__name__)
@@ -99,15 +99,11 @@ class OriginFeed:
                     self._set_edges([], known=False)
 
     async def _read_heartbeats(self, client: Any) -> list[feed.Heartbeat]:
-        beats = []
-        for name, value in await read_members(client, feed.edges_set(self.prefix),
-                                              lambda e: feed.edge_key(self.prefix, e), feed.MAX_EDGES):
-            try:
-                beats.append(feed.parse_heartbeat(value))
-            except feed.FeedError as exc:
-                if name not in self._bad_logged:
-                    self._bad_logged.add(name)
-                    log.warning("origin feed: heartbeat %s passed over: %s", name, exc)
+        beats, bad = await read_heartbeats(client, self.prefix)
+        for edge_id, exc in bad:  # the edges pass these over in silence: logged here, once
+            if edge_id not in self._bad_logged:
+                self._bad_logged.add(edge_id)
+                log.warning("origin feed: heartbeat of edge %s passed over: %s", edge_id, exc)
         return beats
 
     def _set_edges(self, beats: list[feed.Heartbeat], known: bool = True) -> None:

@@ -22,6 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from . import feed
 from .schema import mask_url
 
 log = logging.getLogger(__name__)
@@ -289,3 +290,16 @@ async def read_members(client: aioredis.Redis, set_name: str, key_of: Callable[[
         if gone:
             await client.srem(set_name, *gone)
     return [(n, v) for n, v in zip(names, values, strict=True) if v is not None]
+
+
+async def read_heartbeats(client: aioredis.Redis, prefix: str
+                          ) -> tuple[list[feed.Heartbeat], list[tuple[str, feed.FeedError]]]:
+    """The live edges' heartbeats (bridge/feed.py), and those that did not parse (by edge id)."""
+    beats, bad = [], []
+    for edge_id, value in await read_members(client, feed.edges_set(prefix),
+                                             lambda e: feed.edge_key(prefix, e), feed.MAX_EDGES):
+        try:
+            beats.append(feed.parse_heartbeat(value))
+        except feed.FeedError as exc:
+            bad.append((edge_id, exc))
+    return beats, bad

@@ -822,15 +822,20 @@ class Stage:
             self._flush_activity()
         if self._participants_dirty and seq % PARTICIPANTS_EVERY_TICKS == 0:
             self._send_participants()
-        if seq % EXPIRY_EVERY_TICKS == 0:
-            self._close_expired(time.time())
-        if seq % FORGET_BUDGETS_EVERY_TICKS == 0 and len(self.limits):
-            self.limits.forget_idle(time.monotonic(),
-                                    {c.user_id for c in self.clients.values() if c.user_id})
+        self._keep_house(seq)
         if seq % LEVELS_EVERY_TICKS == 0 and result.levels:
             self._broadcast_levels(result)
         if self.captioner is not None and self.captioner.enabled:
             self.captioner.feed(seq, result.frames, result.levels, self._user_of)
+
+    def _keep_house(self, n: int) -> None:
+        """Every so many ticks (or, on an edge, frames): close the connections whose token
+        has ended, and forget the rate-limit budgets of users who left."""
+        if n % EXPIRY_EVERY_TICKS == 0:
+            self._close_expired(time.time())
+        if n % FORGET_BUDGETS_EVERY_TICKS == 0 and len(self.limits):
+            self.limits.forget_idle(time.monotonic(),
+                                    {c.user_id for c in self.clients.values() if c.user_id})
 
     def _fan_out(self, seq: int, shared: bytes, own: dict[Any, bytes]) -> None:
         """This tick's audio to every client: its own mix-minus to a speaker in the mix,

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
-from bridge import edge as edge_module
 from bridge import feed, redis_link, wire
+from bridge.app import FEED, STAGES
 from bridge.client import SpaceClient
 from bridge.settings import BridgeSettings, SettingsError
 from tests.support.bridge_process import BridgeProcess
@@ -169,14 +169,16 @@ async def _origin_and_edges(tmp_path, prefix: str, edges: int = 1, origin_redis:
     return origin, started
 
 
-def _edge_feed(running) -> edge_module.EdgeFeed:
-    from bridge.app import FEED
+def _feed(running):
+    """The bridge's Redis feed: an OriginFeed on an origin, an EdgeFeed on an edge."""
     return running.app[FEED]
 
 
-def _origin_feed(running):
-    from bridge.app import FEED
-    return running.app[FEED]
+async def _open_with_edge(origin, edge, space_id: str, roles: dict[str, str]) -> None:
+    """Open a space on the origin; back once the edge serves it and the origin counts on the edge."""
+    await origin.open(space_id, roles=roles)
+    await _served(edge, space_id)
+    await _until(lambda: _feed(origin).urls() == [edge.url], "the origin to see the edge")
 
 
 async def _served(edge, space_id: str) -> None:
@@ -184,7 +186,6 @@ async def _served(edge, space_id: str) -> None:
 
 
 def _stages(running) -> dict:
-    from bridge.app import STAGES
     return running.app[STAGES]
 
 
@@ -197,9 +198,7 @@ async def test_a_listener_on_an_edge_hears_the_origin_and_its_hand_and_reaction_
     prefix = _prefix()
     origin, (edge,) = await _origin_and_edges(tmp_path, prefix)
     try:
-        await origin.open("garden", roles={"@host:x": "host", "@bee:x": "listener"})
-        await _served(edge, "garden")
-        await _until(lambda: _origin_feed(origin).urls() == [edge.url], "the origin to see the edge")
+        await _open_with_edge(origin, edge, "garden", {"@host:x": "host", "@bee:x": "listener"})
         token = edge.token("garden", "@bee:x")
         async with SpaceClient(origin.url, "garden", origin.token("garden", "@host:x", "host")) as host, \
                 SpaceClient(edge.url, "garden", token) as bee:
@@ -332,17 +331,17 @@ async def test_redis_out_of_reach_costs_the_origin_nothing_and_the_edges_come_ba
             await own.wait_type("hello")
             await far.wait_frames(10)
             proxy.cut()
-            await _until(lambda: _origin_feed(origin).status()["state"] == "down", "the origin to see Redis gone")
+            await _until(lambda: _feed(origin).status()["state"] == "down", "the origin to see Redis gone")
             frames = own.frames_received
             await own.wait_frames(frames + 100, timeout=15)  # the origin's listener: nothing lost
             assert not own.closed.is_set()
             # the edge hears nothing more of the space: it closes it, its pages go elsewhere
             assert await far.wait_closed(15) == 1001
             assert "lost the space's origin" in far.close_reason
-            status = _origin_feed(origin).status()
+            status = _feed(origin).status()
             assert status["last_error"] and status["downs"] == 1
             proxy.restore()
-            await _until(lambda: _origin_feed(origin).status()["state"] == "up", "the origin's link back")
+            await _until(lambda: _feed(origin).status()["state"] == "up", "the origin's link back")
             await _served(edge, "steady")
             async with SpaceClient(edge.url, "steady", keep_audio=False) as again:
                 await again.wait_frames(10)
@@ -385,8 +384,8 @@ async def test_an_edge_passes_over_garbage_on_its_channels(tmp_path) -> None:
             await client.wait_frames(5)
             await writer.publish(feed.space_channel(prefix, "clean"), b"\x11junk")
             await writer.publish(feed.to_origin_channel(prefix), b"not json")
-            await _until(lambda: _edge_feed(edge).refused >= 1, "the edge to refuse it")
-            await _until(lambda: _origin_feed(origin).status()["refused"] >= 1, "the origin to refuse it")
+            await _until(lambda: _feed(edge).refused >= 1, "the edge to refuse it")
+            await _until(lambda: _feed(origin).status()["refused"] >= 1, "the origin to refuse it")
             frames = client.frames_received
             await client.wait_frames(frames + 25)
     finally:
@@ -413,7 +412,7 @@ async def test_a_page_is_handed_an_edge_and_moves_on_when_that_edge_is_killed(tm
             await e.start()
         await origin.open("hall")
         urls = sorted(e.url for e in edges)
-        await _until(lambda: sorted(_origin_feed(origin).urls()) == urls, "the origin to see both edges")
+        await _until(lambda: sorted(_feed(origin).urls()) == urls, "the origin to see both edges")
         async with asyncio.timeout(20):  # and each edge the other (what its pages fall back on)
             while not all([await _edges_seen(origin.session, u, 2) for u in urls]):
                 await asyncio.sleep(0.1)
@@ -442,9 +441,7 @@ async def test_a_listener_given_the_mic_on_an_edge_goes_back_to_the_origin_to_sp
     prefix = _prefix()
     origin, (edge,) = await _origin_and_edges(tmp_path, prefix)
     try:
-        await origin.open("talk", roles={"@host:x": "host", "@me:x": "listener"})
-        await _served(edge, "talk")
-        await _until(lambda: _origin_feed(origin).urls() == [edge.url], "the origin to see the edge")
+        await _open_with_edge(origin, edge, "talk", {"@host:x": "host", "@me:x": "listener"})
         token = origin.token("talk", "@me:x")
         await browser.call("Page.navigate", url=f"{origin.url}/spaces/talk?token={token}")
         await browser.wait_js("window.chorus && window.chorus.conn === 'connected' && window.chorus.onEdge")
