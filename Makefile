@@ -40,6 +40,7 @@ test: $(STAMP)
 
 # about 10 minutes: 11 speakers, a ladder of listeners, 60 s a step; stops at the first failing step
 # then about 6 minutes: live.ogg against Icecast, 1,000 listeners each, three page durations
+# then about 3 minutes: one person floods the bot with 50 commands/s (prints a table)
 bench: $(STAMP)
 	bash scripts/install-system-deps.sh
 	$(BIN)/python bench/bridge_bench.py --speakers 11 --listeners 200,400,600,800,1000,1200,1500,2000,3000,5000,10000 --seconds 60 --results bench/RESULTS.md
@@ -47,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bridge_bench.py --speakers 11 --bundle-ms 100 --edges 2 --workers 4 --listeners 2000,5000,10000 --seconds 60 --keep-going --results bench/RESULTS.md
 	$(BIN)/python bench/captions_bench.py --max-speakers 10
 	$(BIN)/python bench/ogg_bench.py --listeners 1000 --page-ms 20,200,1000 --seconds 30 --results bench/RESULTS.md
+	$(BIN)/python bench/command_flood_bench.py --rate 50 --seconds 10
 
 lint: $(STAMP)
 	$(BIN)/ruff check bot bridge tests bench migrations

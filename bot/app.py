@@ -19,7 +19,6 @@ from typing import Any
 
 import aiohttp
 from nio import (
-    AsyncClient,
     AsyncClientConfig,
     ErrorResponse,
     InviteMemberEvent,
@@ -38,10 +37,12 @@ from bot.commands.context import Ctx, Services
 from bot.commands.registry import Registry, UsageError, parse, split_args
 from bot.core import rules
 from bot.core.bounds import clip
+from bot.core.flood import CommandLimiter, Verdict
 from bot.core.model import Role, State
 from bot.db.store import Store, database_unavailable
-from bot.matrix.client import DmRooms, MatrixError, MatrixIO
+from bot.matrix.client import DmRooms, GatedClient, MatrixError, MatrixIO
 from bot.matrix.messages import command_text, pills_in, server_of
+from bot.matrix.send_gate import acting_for
 from bot.reactions import ReactionBatcher
 from bot.scheduler import Scheduler
 from bot.scheduling import ScheduleService, ScheduleSettings
@@ -105,6 +106,10 @@ class BotOptions:
     reaction_interval_seconds: float = 10.0
     #: a command (and everything it asks of Matrix and the bridge) is stopped after this long
     command_deadline_seconds: float = 60.0
+    #: per person: this many commands at once, coming back at commands_per_minute; past
+    #: them one notice, then silence until all have come back
+    command_burst: int = 10
+    commands_per_minute: int = 30
 
 
 class Chorus:
@@ -119,12 +124,19 @@ class Chorus:
         if options.encryption:
             Path(options.store_path).mkdir(parents=True, exist_ok=True)
         # every request bounded: a few tries, each with a time limit, then an exception the
-        # caller handles (never matrix-nio's default of retrying forever)
+        # caller handles (never matrix-nio's default of retrying forever); a 429 is handed
+        # to the client's gate, which waits as the homeserver asks and lets the least-served
+        # person's request go first (bot/matrix/send_gate.py)
         config = AsyncClientConfig(store_sync_tokens=False, encryption_enabled=options.encryption,
                                    max_timeouts=MATRIX_RETRIES, max_timeout_retry_wait_time=5,
-                                   request_timeout=REQUEST_TIMEOUT_SECONDS, max_limit_exceeded=5)
-        self.client = AsyncClient(options.homeserver, options.user_id, device_id=options.device_id or None,
+                                   request_timeout=REQUEST_TIMEOUT_SECONDS, max_limit_exceeded=0)
+        self.client = GatedClient(options.homeserver, options.user_id, device_id=options.device_id or None,
                                   store_path=options.store_path if options.encryption else "", config=config)
+        self.limiter = CommandLimiter(options.command_burst, options.commands_per_minute)
+        #: verdicts of the limiter on recent commands (a batch handled again is not charged twice)
+        self._judged: dict[str, Verdict] = {}
+        #: "slow down" notices on their way
+        self._notices: set[asyncio.Task[None]] = set()
         self.matrix = MatrixIO(self.client, DmRooms(store.dm_room, self._remember_dm))
         self.spaces = SpaceService(store, self.matrix, bridge, space_settings)
         self.scheduler = Scheduler(store.engine, misfire_grace=timedelta(minutes=options.misfire_grace_minutes),
@@ -340,6 +352,10 @@ class Chorus:
 
     async def close(self) -> None:
         await self._drain_lanes(timeout=10.0)
+        if self._notices:
+            _, late = await asyncio.wait(set(self._notices), timeout=5.0)
+            for task in late:
+                task.cancel()
         if self._posting:  # recordings being posted: finished if they can be, soon
             _, late = await asyncio.wait(set(self._posting), timeout=30.0)
             for task in late:
@@ -421,9 +437,48 @@ class Chorus:
                     log.warning("room %s: %s has %d events waiting; event %s is skipped", room_id, event.sender,
                                 MAX_PENDING_PER_SENDER, event.event_id)
                     continue
+                if not self._admit(room_id, event):
+                    continue
                 work = await self._claim(room_id, event)
                 if work is not None:
                     self._enqueue(event.sender, work)
+
+    def _admit(self, room_id: str, event) -> bool:
+        """Whether a command is within its sender's rate (bot/core/flood.py); anything else is.
+        A command past it is dropped before it is claimed, so a flood costs no database
+        write; the first one dropped is answered with a notice, the rest are not."""
+        if not (isinstance(event, RoomMessageText)
+                and command_text(event.source.get("content", {})).startswith(self.options.prefix)):
+            return True
+        verdict = self._judged.get(event.event_id)
+        if verdict is None:
+            verdict = self._judged[event.event_id] = self.limiter.take(event.sender, time.monotonic())
+            if len(self._judged) > 2000:
+                del self._judged[next(iter(self._judged))]
+            if verdict is Verdict.WARN:
+                self._warn_flooder(room_id, event)
+        return verdict is Verdict.RUN
+
+    def _warn_flooder(self, room_id: str, event) -> None:
+        wait = self.limiter.silenced_for(event.sender, time.monotonic())
+        o = self.options
+        log.warning("room %s: %s sent more than %d commands in a short time; their commands are dropped for "
+                    "%.0f s", room_id, event.sender, o.command_burst, wait)
+        text = (f"⏳ Slow down: you sent more than {o.command_burst} commands in a short time, so I am not "
+                f"reading your commands for the next {max(1, round(wait))} seconds (commands sent until then "
+                f"are dropped; send them again after). Everyone may send {o.command_burst} at once and "
+                f"{o.commands_per_minute:g} a minute.")
+
+        async def tell() -> None:
+            acting_for.set(event.sender)
+            try:
+                await self.matrix.reply(room_id, event.event_id, text)
+            except (MatrixError, *NETWORK_ERRORS) as exc:
+                log.error("room %s: could not tell %s to slow down: %s", room_id, event.sender, _brief(exc))
+
+        task = asyncio.create_task(tell(), name=f"slow down {event.sender}")
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
 
     async def _claim(self, room_id: str, event) -> Coroutine[Any, Any, None] | None:
         """Claim ``event`` if the bot acts on it; the work to do, or None."""
@@ -449,12 +504,16 @@ class Chorus:
     def _enqueue(self, sender: str, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` after the sender's earlier events, and after everyone's earlier events
         unless one of those has run for HEAD_START_SECONDS: events are handled in the order
-        they came (an invitation before the join it allows), but a slow one is overtaken."""
+        they came (an invitation before the join it allows), but a slow one is overtaken.
+        An event that joins its sender's queue (a burst) holds up no one else: the next
+        person's event waits at most for the burst's first, never for all of it."""
         self._pending[sender] = self._pending.get(sender, 0) + 1
         started = asyncio.Event()
-        task = asyncio.create_task(self._lane_step(self._tail, self._lanes.get(sender), work, sender, started),
+        same_sender = self._lanes.get(sender)
+        task = asyncio.create_task(self._lane_step(self._tail, same_sender, work, sender, started),
                                    name=f"lane {sender}")
-        self._tail = (task, started)
+        if same_sender is None:
+            self._tail = (task, started)
         self._lanes[sender] = task
         self._lane_tasks.add(task)
 
@@ -483,6 +542,7 @@ class Chorus:
                 await asyncio.wait({previous}, timeout=HEAD_START_SECONDS)
             begun = True
             started.set()
+            acting_for.set(sender)  # the requests it makes are this person's (send_gate.py)
             await work
         except asyncio.CancelledError:
             raise

@@ -281,6 +281,8 @@ class BotSettings(_Section):
 
     command_prefix: str = _setting("!", _command_prefix)
     display_name: str = _setting("Chorus", _string(nonempty=True))
+    command_burst: int = _setting(10, _int(1, 1000))
+    commands_per_minute: int = _setting(30, _int(1, 6000))
 
 
 @dataclass(frozen=True, repr=False)

@@ -59,6 +59,7 @@ def bot_options(settings: Settings, homeserver: str | None = None, user_id: str 
         allowed_homeservers=tuple(m.allowed_homeservers), encryption=_encryption_available(),
         misfire_grace_minutes=settings.scheduling.misfire_grace_minutes,
         captions_to_room=settings.captions.post_to_room,
+        command_burst=settings.bot.command_burst, commands_per_minute=settings.bot.commands_per_minute,
     )
 
 

@@ -10,9 +10,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from nio import AsyncClient, ErrorResponse, MatrixRoom
+from nio import AsyncClient, ErrorResponse, MatrixRoom, SyncResponse
 
 from . import messages
+from .send_gate import SendGate
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,39 @@ def _check(resp: Any, what: str) -> Any:
         code = getattr(resp, "status_code", None) or ""
         raise MatrixError(f"{what}: {code} {resp.message}".replace("  ", " "))
     return resp
+
+
+class GatedClient(AsyncClient):
+    """matrix-nio's client with every request but the long-poll /sync passed through a
+    :class:`SendGate`: a 429 closes the gate for the ``retry_after_ms`` the homeserver
+    asked, and the requests waiting then go out one at a time, fairly (send_gate.py).
+    Build it with ``max_limit_exceeded=0`` in its config, so matrix-nio hands every 429
+    back here instead of sleeping on it itself."""
+
+    def __init__(self, *args: Any, gate: SendGate | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = gate or SendGate()
+
+    async def _send(self, response_class: type, method: str, path: str, *args: Any, **kwargs: Any) -> Any:
+        if response_class is SyncResponse:
+            return await super()._send(response_class, method, path, *args, **kwargs)
+        provider = kwargs.get("data_provider")
+
+        async def attempt(tries_before: int) -> Any:
+            if provider is not None:  # an upload: a retry must read the file from its start again
+                async def again(got_429: int, got_timeouts: int) -> Any:
+                    return await provider(got_429 + tries_before, got_timeouts)
+                kwargs["data_provider"] = again
+            return await super(GatedClient, self)._send(response_class, method, path, *args, **kwargs)
+
+        return await self.gate.run(attempt, _retry_after)
+
+
+def _retry_after(resp: Any) -> float | None:
+    """Seconds the homeserver asked to wait, if ``resp`` is its 429; else None."""
+    if isinstance(resp, ErrorResponse) and resp.status_code in ("M_LIMIT_EXCEEDED", 429, "429"):
+        return (resp.retry_after_ms or 5000) / 1000
+    return None
 
 
 class MatrixIO:

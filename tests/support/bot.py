@@ -55,6 +55,9 @@ class BotHarness:
     async def start(self) -> None:
         opts = bot_options(self.settings, self.homeserver.base_url, self.user_id, self.password)
         opts.store_path = str(self.data_dir / "nio-store")
+        # tests send commands faster than people do: the per-person limit is out of their
+        # way unless a test sets it (tests/integration/test_floods.py does)
+        opts.command_burst, opts.commands_per_minute = 1000, 6000
         for key, value in self.options.items():
             setattr(opts, key, value)
         extra = {"registry": self.registry} if self.registry is not None else {}
