@@ -44,6 +44,7 @@ from .guard import ConnectionGuard, GuardedSite, PathOnlyAccessLogger, address_k
 from .limits import RateLimiter, Slots, Throttle
 from .oggstream import OggListener
 from .origin_feed import OriginFeed
+from .page_headers import security_headers
 from .roles import ROLES
 from .settings import BridgeSettings, HomeserverMapError, homeserver_map, resolved_public_url
 from .stage import REMOVED_REASON, Stage
@@ -625,6 +626,24 @@ async def space_page(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(STATIC_DIR / "space.html")
 
 
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer: no Referer leaves a page, only the bridge's own scripts run, only its
+    own bridges are reached (bridge/page_headers.py)."""
+    for name, value in security_headers(_other_bridges(request.app)).items():
+        response.headers.setdefault(name, value)
+
+
+def _other_bridges(app: web.Application) -> list[str]:
+    """The addresses a page may be sent on to: the edges known now and, on an edge, the origin."""
+    feed = app[FEED]
+    if feed is None:
+        return []
+    urls = [beat.url for beat in feed.book.edges.values()]
+    if isinstance(feed, EdgeFeed):
+        urls += sorted({s.origin_url for s in app[STAGES].values() if getattr(s, "origin_url", "")})
+    return urls
+
+
 async def health(request: web.Request) -> web.Response:
     feed = request.app[FEED]
     return web.json_response({"ok": True, "stages": len(request.app[STAGES]),
@@ -673,6 +692,7 @@ def create_app(settings: BridgeSettings) -> web.Application:
     app[SETTINGS] = settings
     app[GUARD] = guard
     app.on_response_prepare.append(guard.on_response_prepare)
+    app.on_response_prepare.append(_security_headers)
     app[OPENID_LIMIT] = RateLimiter(settings.openid_attempts_per_address_per_minute,
                                     settings.openid_attempts_per_minute)
     app[OPENID_LOG] = Throttle(60.0)

@@ -13,7 +13,22 @@
 
 const spaceId = decodeURIComponent(location.pathname.split("/")[2] || "");
 const query = new URLSearchParams(location.search);
-let token = query.get("token");
+// The personal token comes in the link (?token=…). It leaves the address bar at once, so
+// it is not bookmarked, shared in a screenshot or kept in the history, and is kept for
+// this tab only (sessionStorage): a reload of the tab still works, a new tab needs the link.
+const TOKEN_KEY = `chorus.token.${spaceId}`;
+let token = query.get("token") || sessionStorage.getItem(TOKEN_KEY);
+if (query.has("token")) {
+  const clean = new URL(location.href);
+  clean.searchParams.delete("token");
+  history.replaceState(null, "", clean);
+}
+keepToken(token);
+function keepToken(t) {
+  try {
+    if (t) sessionStorage.setItem(TOKEN_KEY, t);
+  } catch (e) { /* storage refused: the token lives in this page only */ }
+}
 const $ = (id) => document.getElementById(id);
 const state = {
   ws: null, me: null, role: "listener", maySpeak: false, roles: {}, levels: {},
@@ -230,7 +245,7 @@ function onJson(m) {
 // ---- the token ends: ask for a fresh one well before -------------------------------
 // The bridge closes a connection whose token has ended (4401 "token expired"). A signed-in
 // page asks for a fresh token when four fifths of the present one's life have gone, keeps
-// it for its reconnects and puts it in the address bar, so that a reload works too.
+// it for its reconnects and for this tab (sessionStorage), so that a reload works too.
 // Planned from expires_in, the time left by the bridge's clock: this browser's may be off.
 function planRenewal(expiresAt, expiresIn) {
   clearTimeout(state.renewTimer);
@@ -244,9 +259,7 @@ function planRenewal(expiresAt, expiresIn) {
 function onToken(m) {
   token = m.token;
   state.renewals++;
-  const url = new URL(location.href);
-  url.searchParams.set("token", token);
-  history.replaceState(null, "", url);
+  keepToken(token);
   setOggLink();
   planRenewal(m.expires_at, m.expires_in);
 }
@@ -408,16 +421,6 @@ function playFrame(data) {
 }
 
 // ---- speaking -------------------------------------------------------------------
-const WORKLET = `
-class Capture extends AudioWorkletProcessor {
-  process(inputs) {
-    const ch = inputs[0] && inputs[0][0];
-    if (ch) this.port.postMessage(ch.slice(0));
-    return true;
-  }
-}
-registerProcessor("chorus-capture", Capture);`;
-
 async function startMic() {
   if (!("AudioEncoder" in window)) { status("This browser cannot encode Opus (no WebCodecs)."); return; }
   state.ctx = state.ctx || new AudioContext({ sampleRate: 48000 });
@@ -425,8 +428,7 @@ async function startMic() {
   state.micStream = await navigator.mediaDevices.getUserMedia({
     audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true },
   });
-  const url = URL.createObjectURL(new Blob([WORKLET], { type: "text/javascript" }));
-  await state.ctx.audioWorklet.addModule(url);
+  await state.ctx.audioWorklet.addModule("/static/capture-worklet.js");
   const source = state.ctx.createMediaStreamSource(state.micStream);
   const node = new AudioWorkletNode(state.ctx, "chorus-capture");
   state.encoder = new AudioEncoder({
