@@ -5,10 +5,13 @@
 #   chromium, driver   the headless browser that tests the bridge's web page
 #   nodejs, npm        (only when npm is missing) installs matrix-widget-api for the widget tests
 #   icecast2           the Icecast tier's tests feed a real one; the live.ogg benchmark's peer
+#   postgresql,        the tests' database and the edges' feed: the tests use the servers
+#   redis-server       configured or running, else start throwaway ones from these packages
 # Does nothing when every package is already there. Needs root (or sudo).
 set -euo pipefail
 
-PACKAGES=(ffmpeg libopus0 festival festvox-us-slt-hts chromium chromium-driver sox icecast2)
+PACKAGES=(ffmpeg libopus0 festival festvox-us-slt-hts chromium chromium-driver sox icecast2 postgresql
+          redis-server)
 if ! command -v npm >/dev/null 2>&1; then
     PACKAGES+=(nodejs npm)
 fi

@@ -1,4 +1,6 @@
-"""Shared fixtures: a real Synapse (tests/support/synapse.py), PostgreSQL, and a running bot."""
+"""Shared fixtures: a real Synapse (tests/support/synapse.py), PostgreSQL and Redis
+(configured, running, or started for the session: tests/support/services.py), and a
+running bot."""
 
 from __future__ import annotations
 
@@ -8,23 +10,61 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support import services
+
 pytest_plugins = ["tests.support.synapse", "tests.support.bot"]
 
-POSTGRES_ADMIN_URL = os.environ.get("CHORUS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """A PostgreSQL server the tests may create databases on (services.py says which)."""
+    configured = os.environ.get("CHORUS_TEST_POSTGRES")
+    if configured or services.postgres_answers(services.DEFAULT_POSTGRES):
+        yield configured or services.DEFAULT_POSTGRES
+        return
+    server = services.ThrowawayPostgres()
+    try:
+        url = server.start()
+    except services.ServiceError as exc:
+        server.stop()
+        pytest.fail(str(exc))
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis server (services.py says which); tests share it, each under a prefix of its own."""
+    configured = os.environ.get("CHORUS_TEST_REDIS")
+    if configured or services.redis_answers(services.DEFAULT_REDIS):
+        yield configured or services.DEFAULT_REDIS
+        return
+    server = services.ThrowawayRedis(tmp_path_factory.mktemp("redis"))
+    try:
+        url = server.start()
+    except services.ServiceError as exc:
+        server.stop()
+        pytest.fail(str(exc))
+    try:
+        yield url
+    finally:
+        server.stop()
 
 
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database on the local server; dropped afterwards."""
+def postgres_url(postgres_admin_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database on the test server; dropped afterwards."""
     sqlalchemy = pytest.importorskip("sqlalchemy")
-    admin = sqlalchemy.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = sqlalchemy.create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
     name = f"chorus_test_{uuid.uuid4().hex[:10]}"
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     except sqlalchemy.exc.OperationalError as exc:  # pragma: no cover - environment problem
-        pytest.fail(f"PostgreSQL at {POSTGRES_ADMIN_URL} is not reachable: {exc}")
-    url = sqlalchemy.engine.make_url(POSTGRES_ADMIN_URL).set(database=name)
+        pytest.fail(f"PostgreSQL at {postgres_admin_url} is not reachable: {exc}")
+    url = sqlalchemy.engine.make_url(postgres_admin_url).set(database=name)
     yield url.render_as_string(hide_password=False)
     with admin.connect() as conn:
         conn.exec_driver_sql(

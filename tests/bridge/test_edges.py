@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import uuid
 from urllib.parse import urlsplit
 
@@ -29,7 +28,14 @@ from .conftest import SECRET, make_settings, rms, run_bridge, sine
 from .test_live_ogg import Stream
 from .test_web_page import CHROMIUM, browser  # noqa: F401 - the fixture
 
-REDIS = os.environ.get("CHORUS_TEST_REDIS", "redis://127.0.0.1:6379/0")
+#: the session's Redis (tests/conftest.py: configured, running, or started for the tests)
+REDIS = ""
+
+
+@pytest.fixture(autouse=True)
+def _session_redis(redis_url: str) -> None:
+    global REDIS
+    REDIS = redis_url
 
 # -- the feed's format (pure) ------------------------------------------------------
 
@@ -154,8 +160,8 @@ async def _until(predicate, what: str, seconds: float = 15.0) -> None:
         raise AssertionError(f"timed out waiting for {what}") from None
 
 
-async def _origin_and_edges(tmp_path, prefix: str, edges: int = 1, origin_redis: str = REDIS):
-    origin = await run_bridge(make_settings(tmp_path / "origin", public_url="", redis_url=origin_redis,
+async def _origin_and_edges(tmp_path, prefix: str, edges: int = 1, origin_redis: str | None = None):
+    origin = await run_bridge(make_settings(tmp_path / "origin", public_url="", redis_url=origin_redis or REDIS,
                                             redis_prefix=prefix, ogg_page_ms=20))
     started = []
     try:
