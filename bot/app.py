@@ -42,7 +42,7 @@ from bot.core.model import Role, State
 from bot.db.store import Store, database_unavailable
 from bot.matrix.client import DmRooms, GatedClient, MatrixError, MatrixIO
 from bot.matrix.messages import command_text, pills_in, server_of
-from bot.matrix.send_gate import acting_for
+from bot.matrix.send_gate import SYNC_LOOP, acting_for
 from bot.reactions import ReactionBatcher
 from bot.scheduler import Scheduler
 from bot.scheduling import ScheduleService, ScheduleSettings
@@ -70,6 +70,9 @@ MAX_REPLY_CHARS = 8_000
 HEAD_START_SECONDS = 2.0
 #: events of one sender waiting or running at once; more are skipped (a flood)
 MAX_PENDING_PER_SENDER = 1000
+#: of one person's commands waiting or running at once, this many hold up the next person's
+#: events; the rest of a burst runs beside them
+BURST_HOLDS_OTHERS = 2
 #: the longest wait between two tries while the database is unreachable
 MAX_DB_RETRY_SECONDS = 30.0
 #: matrix-nio retries a request that timed out or lost its connection this many times, then
@@ -209,6 +212,9 @@ class Chorus:
         self.schedule.repair()
         self.transcript.start()
         self.reactions.start()
+        # from here on this task is the sync loop: its requests go before everyone's while
+        # the homeserver rate-limits the bot (the tasks started above do not inherit this)
+        acting_for.set(SYNC_LOOP)
         await self._answer_cut_off_commands()
         token = self.store.get_state(TOKEN_KEY)
         if token is None:
@@ -312,7 +318,7 @@ class Chorus:
                         or join_ts is None or event.server_timestamp < join_ts
                         or not command_text(event.source.get("content", {})).startswith(self.options.prefix)):
                     continue
-                if event.event_id not in self._claimed_lately:
+                if event.event_id not in self._claimed_lately and self._admit(room_id, event):
                     await self._tell_to_wait(room_id, event)
 
     async def _tell_to_wait(self, room_id: str, event) -> None:
@@ -430,6 +436,9 @@ class Chorus:
                 else:
                     join_ts = 0
                     self.store.record_join(room_id, 0)
+                # cached at once: were the database to go before this room's next batch, the
+                # commands in it could not be told to wait (their room's join time unknown)
+                self._join_ts[room_id] = join_ts
             for event in events:
                 if event.sender == self.client.user_id or event.server_timestamp < join_ts:
                     continue
@@ -441,7 +450,7 @@ class Chorus:
                     continue
                 work = await self._claim(room_id, event)
                 if work is not None:
-                    self._enqueue(event.sender, work)
+                    self._enqueue(event.sender, work, is_command=isinstance(event, RoomMessageText))
 
     def _admit(self, room_id: str, event) -> bool:
         """Whether a command is within its sender's rate (bot/core/flood.py); anything else is.
@@ -452,7 +461,7 @@ class Chorus:
             return True
         verdict = self._judged.get(event.event_id)
         if verdict is None:
-            verdict = self._judged[event.event_id] = self.limiter.take(event.sender, time.monotonic())
+            verdict = self._judged[event.event_id] = self.limiter.take(event.sender, _sent_at(event))
             if len(self._judged) > 2000:
                 del self._judged[next(iter(self._judged))]
             if verdict is Verdict.WARN:
@@ -460,7 +469,7 @@ class Chorus:
         return verdict is Verdict.RUN
 
     def _warn_flooder(self, room_id: str, event) -> None:
-        wait = self.limiter.silenced_for(event.sender, time.monotonic())
+        wait = self.limiter.silenced_for(event.sender, time.time())
         o = self.options
         log.warning("room %s: %s sent more than %d commands in a short time; their commands are dropped for "
                     "%.0f s", room_id, event.sender, o.command_burst, wait)
@@ -501,18 +510,18 @@ class Chorus:
 
     # ------------------------------------------------------------------ lanes
 
-    def _enqueue(self, sender: str, work: Coroutine[Any, Any, None]) -> None:
+    def _enqueue(self, sender: str, work: Coroutine[Any, Any, None], is_command: bool = False) -> None:
         """Run ``work`` after the sender's earlier events, and after everyone's earlier events
         unless one of those has run for HEAD_START_SECONDS: events are handled in the order
         they came (an invitation before the join it allows), but a slow one is overtaken.
-        An event that joins its sender's queue (a burst) holds up no one else: the next
-        person's event waits at most for the burst's first, never for all of it."""
+        A burst of one person's commands holds up no one else past its first
+        BURST_HOLDS_OTHERS: the next person's command or join waits for those, never for all
+        of it (any other event, such as an invitation or a join, always holds up the next)."""
         self._pending[sender] = self._pending.get(sender, 0) + 1
         started = asyncio.Event()
-        same_sender = self._lanes.get(sender)
-        task = asyncio.create_task(self._lane_step(self._tail, same_sender, work, sender, started),
+        task = asyncio.create_task(self._lane_step(self._tail, self._lanes.get(sender), work, sender, started),
                                    name=f"lane {sender}")
-        if same_sender is None:
+        if not is_command or self._pending[sender] <= BURST_HOLDS_OTHERS:
             self._tail = (task, started)
         self._lanes[sender] = task
         self._lane_tasks.add(task)
@@ -878,6 +887,13 @@ def _file_name(event: dict, name_key: str, path_key: str) -> str:
     """The bridge's name for a file in an event (its path's last part, for a bridge that
     gives only the path); the bot fetches it by that name, never from the path."""
     return str(event.get(name_key) or PurePosixPath(str(event.get(path_key) or "")).name)
+
+
+def _sent_at(event) -> float:
+    """When ``event`` was sent (the homeserver's clock, in seconds), never later than now: a
+    backlog (after a restart or a database outage) is charged to the limiter as it was sent,
+    and a forged timestamp cannot put an event in the future."""
+    return min(time.time(), (getattr(event, "server_timestamp", 0) or 0) / 1000 or time.time())
 
 
 def _brief(exc: BaseException) -> str:

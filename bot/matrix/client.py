@@ -6,14 +6,16 @@ matrix-nio returns error responses instead of raising; every call here checks an
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from nio import AsyncClient, ErrorResponse, MatrixRoom, SyncResponse
 
 from . import messages
-from .send_gate import SendGate
+from .send_gate import MAX_TRIES, MAX_WAIT_SECONDS, SendGate
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +52,6 @@ class GatedClient(AsyncClient):
         self.gate = gate or SendGate()
 
     async def _send(self, response_class: type, method: str, path: str, *args: Any, **kwargs: Any) -> Any:
-        if response_class is SyncResponse:
-            return await super()._send(response_class, method, path, *args, **kwargs)
         provider = kwargs.get("data_provider")
 
         async def attempt(tries_before: int) -> Any:
@@ -61,12 +61,29 @@ class GatedClient(AsyncClient):
                 kwargs["data_provider"] = again
             return await super(GatedClient, self)._send(response_class, method, path, *args, **kwargs)
 
+        if response_class is SyncResponse or "/media/" in path.split("?", 1)[0]:
+            # the long poll, and uploads and downloads (limited apart, and as slow as their
+            # files): never one at a time with the rest, but their 429s are waited out too
+            return await _waiting_out_429s(attempt)
         return await self.gate.run(attempt, _retry_after)
+
+
+async def _waiting_out_429s(attempt: Callable[[int], Awaitable[Any]]) -> Any:
+    for tries in range(MAX_TRIES):
+        resp = await attempt(tries)
+        wait = _retry_after(resp)
+        if wait is None:
+            break
+        await asyncio.sleep(min(wait, MAX_WAIT_SECONDS))
+    return resp
 
 
 def _retry_after(resp: Any) -> float | None:
     """Seconds the homeserver asked to wait, if ``resp`` is its 429; else None."""
-    if isinstance(resp, ErrorResponse) and resp.status_code in ("M_LIMIT_EXCEEDED", 429, "429"):
+    if not isinstance(resp, ErrorResponse):
+        return None
+    status = getattr(getattr(resp, "transport_response", None), "status", None)
+    if resp.status_code in ("M_LIMIT_EXCEEDED", 429, "429") or status == 429:
         return (resp.retry_after_ms or 5000) / 1000
     return None
 

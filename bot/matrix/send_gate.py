@@ -24,6 +24,9 @@ from typing import TypeVar
 log = logging.getLogger(__name__)
 
 acting_for: ContextVar[str] = ContextVar("chorus_acting_for", default="")
+#: ``acting_for`` of the sync loop's own requests (accepting invites, filling gaps): they
+#: go first, since no one's next event is read until they are done
+SYNC_LOOP = "\x00sync"
 
 R = TypeVar("R")
 
@@ -46,6 +49,9 @@ class SendGate:
         self._served: Counter[str] = Counter()
         self._queued: Counter[str] = Counter()
         self._timer: asyncio.TimerHandle | None = None
+        #: while throttled, requests go out at least this far apart (the last wait asked for),
+        #: so that each success is not followed by a 429
+        self._spacing = 0.0
         #: 429 answers seen, and requests that had to wait their turn
         self.limited_count = 0
         self.queued_count = 0
@@ -57,8 +63,11 @@ class SendGate:
             return False
         if self._clock() - self._last_limited < self.calm_seconds:
             return True
+        if self._queue:  # calm again, but the queue drains first, in its order
+            return True
         self._last_limited = None
         self._served.clear()
+        self._spacing = 0.0
         return False
 
     @property
@@ -72,12 +81,13 @@ class SendGate:
             await self._acquire()
             try:
                 answer = await call(tries)
+                wait = retry_after(answer)
+                if wait is not None:  # before the release: the next one waits as asked too
+                    self._limited(wait)
             finally:
                 self._release()
-            wait = retry_after(answer)
             if wait is None:
                 return answer
-            self._limited(wait)
         log.warning("the homeserver kept rate-limiting a request for %s; gave up after %d tries",
                     acting_for.get() or "the bot", MAX_TRIES)
         return answer
@@ -89,7 +99,8 @@ class SendGate:
                         "time, least-served person first", seconds)
         self.limited_count += 1
         self._last_limited = now
-        self._until = max(self._until, now + min(max(seconds, 0.0), MAX_WAIT_SECONDS))
+        self._spacing = min(max(seconds, 0.0), MAX_WAIT_SECONDS)
+        self._until = max(self._until, now + self._spacing)
 
     async def _acquire(self) -> None:
         if not self.throttled and not self._queue:
@@ -97,8 +108,10 @@ class SendGate:
             return
         user = acting_for.get()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        # its place: after as many of everyone's as this person has had or has waiting
-        heapq.heappush(self._queue, (self._served[user] + self._queued[user], next(self._order), user, fut))
+        # its place: after as many of everyone's as this person has had or has waiting (the
+        # sync loop's own first)
+        rank = -1 if user == SYNC_LOOP else self._served[user] + self._queued[user]
+        heapq.heappush(self._queue, (rank, next(self._order), user, fut))
         self._queued[user] += 1
         self.queued_count += 1
         self._next()
@@ -128,6 +141,7 @@ class SendGate:
         user, fut = self._pop()
         self._in_flight += 1
         self._served[user] += 1
+        self._until = max(self._until, self._clock() + self._spacing)
         fut.set_result(None)
 
     def _pop(self) -> tuple[str, asyncio.Future[None]]:
