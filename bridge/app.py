@@ -634,11 +634,13 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 
 
 def _other_bridges(app: web.Application) -> list[str]:
-    """The addresses a page may be sent on to: the edges known now and, on an edge, the origin."""
+    """The addresses a page may reach besides the one it came from: the bridge's public URL,
+    the edges known now and, on an edge, the origin."""
+    own = [app[SETTINGS].public_url] if app[SETTINGS].public_url else []
     feed = app[FEED]
     if feed is None:
-        return []
-    urls = [beat.url for beat in feed.book.edges.values()]
+        return own
+    urls = own + [beat.url for beat in feed.book.edges.values()]
     if isinstance(feed, EdgeFeed):
         urls += sorted({s.origin_url for s in app[STAGES].values() if getattr(s, "origin_url", "")})
     return urls

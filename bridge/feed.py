@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import jsonsafe, wire
+from .page_headers import sources_for
 
 HEARTBEAT_SECONDS = 2.0
 EDGE_TTL_SECONDS = 6
@@ -262,8 +263,8 @@ def parse_heartbeat(data: bytes) -> Heartbeat:
                                        obj.get("spaces", {}))
     if not isinstance(edge_id, str) or not edge_id:
         raise FeedError("heartbeat needs an 'id'")
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise FeedError("heartbeat 'url' must be an http(s) URL")
+    if not isinstance(url, str) or not sources_for(url):
+        raise FeedError("heartbeat 'url' must be a plain http(s) URL (scheme, host, port)")
     if not isinstance(listeners, int) or isinstance(listeners, bool) or listeners < 0:
         raise FeedError("heartbeat 'listeners' must be a count")
     if not isinstance(spaces, dict) or not all(

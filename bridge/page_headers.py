@@ -4,8 +4,10 @@
   tells the other site nothing of the page's address.
 - ``Content-Security-Policy``: scripts, styles and images from the bridge itself only (no
   inline script, no ``eval``), connections to the bridge itself and to the addresses of
-  the deployment's other bridges (its edges, or an edge's origin), framing by anyone (the
-  page is a widget in whatever Matrix client a community uses), no forms, no plugins.
+  the deployment's other bridges (its edges, or an edge's origin), no forms, no plugins.
+  Framing is not restricted (no ``frame-ancestors``): the page is a widget in whatever
+  Matrix client a community uses, Element Desktop's ``vector://`` included, which
+  ``frame-ancestors *`` would refuse.
 - ``X-Content-Type-Options: nosniff``: a file is only ever what its type says.
 
 Pure: the addresses of the other bridges are passed in.
@@ -18,7 +20,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 #: what a host[:port] in a source may hold (so no address can add a directive of its own)
-_NETLOC = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+_NETLOC = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
 def sources_for(url: str) -> list[str]:
@@ -28,7 +30,7 @@ def sources_for(url: str) -> list[str]:
         parts = urlsplit(url)
     except ValueError:
         return []
-    if parts.scheme not in ("http", "https") or not _NETLOC.match(parts.netloc or ""):
+    if parts.scheme not in ("http", "https") or not _NETLOC.fullmatch(parts.netloc or ""):
         return []
     ws = "wss" if parts.scheme == "https" else "ws"
     return [f"{parts.scheme}://{parts.netloc}", f"{ws}://{parts.netloc}"]
@@ -45,7 +47,6 @@ def content_security_policy(other_bridges: Iterable[str] = ()) -> str:
         "img-src 'self' data:",
         f"connect-src {' '.join(connect)}",
         "media-src 'self'",
-        "frame-ancestors *",
         "base-uri 'none'",
         "form-action 'none'",
     ])

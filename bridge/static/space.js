@@ -16,17 +16,25 @@ const query = new URLSearchParams(location.search);
 // The personal token comes in the link (?token=…). It leaves the address bar at once, so
 // it is not bookmarked, shared in a screenshot or kept in the history, and is kept for
 // this tab only (sessionStorage): a reload of the tab still works, a new tab needs the link.
+// Inside a Matrix client (widget=1) the page signs in afresh each time it is shown, and
+// keeps nothing: a token kept from an earlier showing may have run out.
 const TOKEN_KEY = `chorus.token.${spaceId}`;
-let token = query.get("token") || sessionStorage.getItem(TOKEN_KEY);
+const inWidget = query.get("widget") === "1";
+let token = query.get("token") || (inWidget ? null : storedToken());
 if (query.has("token")) {
   const clean = new URL(location.href);
   clean.searchParams.delete("token");
   history.replaceState(null, "", clean);
 }
 keepToken(token);
+function storedToken() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY);
+  } catch (e) { return null; }  // storage refused
+}
 function keepToken(t) {
   try {
-    if (t) sessionStorage.setItem(TOKEN_KEY, t);
+    if (t && !inWidget) sessionStorage.setItem(TOKEN_KEY, t);
   } catch (e) { /* storage refused: the token lives in this page only */ }
 }
 const $ = (id) => document.getElementById(id);
@@ -99,7 +107,17 @@ function connect() {
     try { m = JSON.parse(ev.data); } catch { return; }
     if (m && typeof m === "object") onJson(m);
   };
+  // A connection the browser refuses to open (an address this page's Content-Security-
+  // Policy does not list, e.g. an edge started after the page loaded) gets an error and
+  // no close: it is taken as lost (1006) all the same.
+  ws.onerror = () => {
+    setTimeout(() => {
+      if (!ws.handled && ws.readyState === WebSocket.CLOSED) ws.onclose({ code: 1006, reason: "" });
+    }, 1000);
+  };
   ws.onclose = (ev) => {
+    if (ws.handled) return;
+    ws.handled = true;
     if (ws !== state.ws) return;
     state.closed = { code: ev.code, reason: ev.reason };
     stopMic();
@@ -564,7 +582,7 @@ function widgetSignIn() {
   });
 }
 
-if (query.get("widget") === "1" && !token && window.parent !== window) {
+if (inWidget && !token && window.parent !== window) {
   status("Signing in through Element…");
   widgetSignIn().then((t) => { token = t; setOggLink(); connect(); })
     .catch((err) => { status(`Could not sign you in: ${err.message}`); connect(); });
