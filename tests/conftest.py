@@ -15,42 +15,37 @@ from tests.support import services
 pytest_plugins = ["tests.support.synapse", "tests.support.bot"]
 
 
+def _server(variable: str, default: str, answers, throwaway) -> Iterator[str]:
+    """The server named by ``variable``, else the one answering at ``default``, else
+    ``throwaway()`` started for the session and stopped at its end."""
+    configured = os.environ.get(variable)
+    if configured or answers(default):
+        yield configured or default
+        return
+    server = throwaway()
+    try:
+        url = server.start()
+    except services.ServiceError as exc:
+        server.stop()
+        pytest.fail(str(exc))
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> Iterator[str]:
     """A PostgreSQL server the tests may create databases on (services.py says which)."""
-    configured = os.environ.get("CHORUS_TEST_POSTGRES")
-    if configured or services.postgres_answers(services.DEFAULT_POSTGRES):
-        yield configured or services.DEFAULT_POSTGRES
-        return
-    server = services.ThrowawayPostgres()
-    try:
-        url = server.start()
-    except services.ServiceError as exc:
-        server.stop()
-        pytest.fail(str(exc))
-    try:
-        yield url
-    finally:
-        server.stop()
+    yield from _server("CHORUS_TEST_POSTGRES", services.DEFAULT_POSTGRES, services.postgres_answers,
+                       services.ThrowawayPostgres)
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def redis_url() -> Iterator[str]:
     """A Redis server (services.py says which); tests share it, each under a prefix of its own."""
-    configured = os.environ.get("CHORUS_TEST_REDIS")
-    if configured or services.redis_answers(services.DEFAULT_REDIS):
-        yield configured or services.DEFAULT_REDIS
-        return
-    server = services.ThrowawayRedis(tmp_path_factory.mktemp("redis"))
-    try:
-        url = server.start()
-    except services.ServiceError as exc:
-        server.stop()
-        pytest.fail(str(exc))
-    try:
-        yield url
-    finally:
-        server.stop()
+    yield from _server("CHORUS_TEST_REDIS", services.DEFAULT_REDIS, services.redis_answers,
+                       services.ThrowawayRedis)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Edges on Redis: an origin publishes each live space on a real Redis (127.0.0.1:6379);
+"""Edges on Redis: an origin publishes each live space on a real Redis (the session's: tests/conftest.py);
 edges serve its listeners. A listener on an edge hears a speaker on the origin; a revoke
 silences the speaker on every edge right after the edge has the roles; hands and
 reactions taken on an edge reach the origin; Redis out of reach never costs the origin's
