@@ -443,6 +443,32 @@ async def test_a_page_is_handed_an_edge_and_moves_on_when_that_edge_is_killed(tm
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+async def test_a_page_handed_an_edge_its_policy_does_not_allow_stays_on_the_origin(tmp_path, browser) -> None:  # noqa: F811
+    """A page loaded before its edge came up: its Content-Security-Policy does not list the
+    edge, the browser refuses the connection (an error, no close), and the page takes the
+    edge as lost and listens on the origin instead of hanging."""
+    prefix = _prefix()
+    origin = await run_bridge(make_settings(tmp_path / "origin", public_url="", redis_url=REDIS,
+                                            redis_prefix=prefix))
+    edge = BridgeProcess(tmp_path / "edge", SECRET,
+                         extra_config=f'role = "edge"\nredis_url = "{REDIS}"\nredis_prefix = "{prefix}"\n')
+    try:
+        await origin.open("late")
+        await browser.call("Page.navigate", url=f"{origin.url}/spaces/late")
+        await browser.wait_js("window.chorus && window.chorus.conn === 'connected' && !window.chorus.onEdge")
+        await edge.start()
+        await _until(lambda: _feed(origin).urls() == [edge.url], "the origin to see the edge")
+        await browser.js("window.chorus.ws.close()")  # the page connects again: now it is handed the edge
+        await browser.wait_js(f"window.chorus.failedEdges.has('{edge.url}')", timeout=30)
+        await browser.wait_js("window.chorus.conn === 'connected' && !window.chorus.onEdge", timeout=30)
+        frames = await browser.js("window.chorus.stats.framesIn")
+        await browser.wait_js(f"window.chorus.stats.framesIn > {frames + 25}")
+    finally:
+        await edge.kill()
+        await _stop(origin)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 async def test_a_listener_given_the_mic_on_an_edge_goes_back_to_the_origin_to_speak(tmp_path, browser) -> None:  # noqa: F811
     prefix = _prefix()
     origin, (edge,) = await _origin_and_edges(tmp_path, prefix)
