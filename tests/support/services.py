@@ -64,11 +64,13 @@ def postgres_answers(url: str) -> bool:
 
 
 def redis_answers(url: str) -> bool:
+    """Whether a Redis at ``url`` takes writes (one that answers PING but refuses writes,
+    e.g. MISCONF after a failed snapshot, is no use to the tests)."""
     import redis
 
     try:
         with redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3) as client:
-            return bool(client.ping())
+            return bool(client.set("chorus-test:probe", "1", ex=5))
     except (redis.RedisError, OSError):
         return False
 
