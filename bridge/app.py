@@ -577,7 +577,6 @@ async def live_ogg(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={
         "Content-Type": "audio/ogg; codecs=opus",
         "Cache-Control": "no-cache, no-store",
-        "X-Content-Type-Options": "nosniff",
     })
     await resp.prepare(request)
     transport = request.transport

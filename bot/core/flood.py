@@ -6,7 +6,7 @@ command that finds the bucket empty is refused, and the first refused one gets a
 word, until the bucket is full again. So a flood costs the bot one notice and ``burst``
 answers per refill, whatever its rate, and never a database write.
 
-Pure: the clock is passed in (seconds, monotonic).
+Pure: the time is passed in (seconds; the bot passes when each command was sent).
 """
 
 from __future__ import annotations

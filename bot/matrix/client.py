@@ -41,9 +41,10 @@ def _check(resp: Any, what: str) -> Any:
 
 
 class GatedClient(AsyncClient):
-    """matrix-nio's client with every request but the long-poll /sync passed through a
-    :class:`SendGate`: a 429 closes the gate for the ``retry_after_ms`` the homeserver
-    asked, and the requests waiting then go out one at a time, fairly (send_gate.py).
+    """matrix-nio's client with every request but the long-poll /sync and media transfers
+    passed through a :class:`SendGate`: a 429 closes the gate for the ``retry_after_ms`` the
+    homeserver asked, and the requests waiting then go out one at a time, fairly
+    (send_gate.py). /sync and media wait out their own 429s outside the gate.
     Build it with ``max_limit_exceeded=0`` in its config, so matrix-nio hands every 429
     back here instead of sleeping on it itself."""
 

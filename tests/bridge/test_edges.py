@@ -404,6 +404,11 @@ async def _edges_seen(session, url: str, count: int) -> bool:
         return (await resp.json())["edges"] == count
 
 
+def _edge_config(prefix: str) -> str:
+    """The lines of config.toml that make a `python -m bridge` process an edge on this test's feed."""
+    return f'role = "edge"\nredis_url = "{REDIS}"\nredis_prefix = "{prefix}"\n'
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 async def test_a_page_is_handed_an_edge_and_moves_on_when_that_edge_is_killed(tmp_path, browser) -> None:  # noqa: F811
     """The page opened on the origin listens on the edge the origin names; that edge is
@@ -411,8 +416,7 @@ async def test_a_page_is_handed_an_edge_and_moves_on_when_that_edge_is_killed(tm
     prefix = _prefix()
     origin = await run_bridge(make_settings(tmp_path / "origin", public_url="", redis_url=REDIS,
                                             redis_prefix=prefix))
-    extra = f'role = "edge"\nredis_url = "{REDIS}"\nredis_prefix = "{prefix}"\n'
-    edges = [BridgeProcess(tmp_path / f"edge{i}", SECRET, extra_config=extra) for i in range(2)]
+    edges = [BridgeProcess(tmp_path / f"edge{i}", SECRET, extra_config=_edge_config(prefix)) for i in range(2)]
     try:
         for e in edges:
             await e.start()
@@ -450,8 +454,7 @@ async def test_a_page_handed_an_edge_its_policy_does_not_allow_stays_on_the_orig
     prefix = _prefix()
     origin = await run_bridge(make_settings(tmp_path / "origin", public_url="", redis_url=REDIS,
                                             redis_prefix=prefix))
-    edge = BridgeProcess(tmp_path / "edge", SECRET,
-                         extra_config=f'role = "edge"\nredis_url = "{REDIS}"\nredis_prefix = "{prefix}"\n')
+    edge = BridgeProcess(tmp_path / "edge", SECRET, extra_config=_edge_config(prefix))
     try:
         await origin.open("late")
         await browser.call("Page.navigate", url=f"{origin.url}/spaces/late")
