@@ -91,6 +91,8 @@ def test_a_bad_forwarded_message_is_refused(data, says) -> None:
 
 @pytest.mark.parametrize("data", [
     b'{"id":"e1","url":"ftp://x","listeners":1}',
+    b'{"id":"e1","url":"http://x; script-src *","listeners":1}',  # the page's CSP could not carry it
+    b'{"id":"e1","url":"http://user@x","listeners":1}',
     b'{"id":"","url":"http://x","listeners":1}',
     b'{"id":"e1","url":"http://x","listeners":-1}',
     b'{"id":"e1","url":"http://x","listeners":1,"spaces":{"s":true}}',
