@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from bot.db.store import Store, database_unavailable
 from bot.matrix.client import DmRooms, GatedClient, MatrixError, MatrixIO
 from bot.matrix.messages import command_text, pills_in, server_of
 from bot.matrix.send_gate import SYNC_LOOP, acting_for
+from bot.metrics import UNKNOWN, BotMetrics, BotSnapshot
 from bot.reactions import ReactionBatcher
 from bot.scheduler import Scheduler
 from bot.scheduling import ScheduleService, ScheduleSettings
@@ -75,6 +77,8 @@ MAX_PENDING_PER_SENDER = 1000
 BURST_HOLDS_OTHERS = 2
 #: the longest wait between two tries while the database is unreachable
 MAX_DB_RETRY_SECONDS = 30.0
+#: how long /healthz and /metrics wait for the database to answer
+DATABASE_CHECK_SECONDS = 5.0
 #: matrix-nio retries a request that timed out or lost its connection this many times, then
 #: raises; each try lasts at most REQUEST_TIMEOUT_SECONDS (a long-poll sync gets its own)
 MATRIX_RETRIES = 2
@@ -168,6 +172,14 @@ class Chorus:
         self._tail: tuple[asyncio.Task, asyncio.Event] | None = None
         self._pending: dict[str, int] = {}
         self._lane_tasks: set[asyncio.Task] = set()
+        #: unix time of the last /sync the homeserver answered, and of this bot's start
+        self.last_sync_at: float | None = None
+        self.started_at = time.time()
+        #: what /metrics shows (bot/metrics.py; served by bot/runner.py on [bot] metrics_listen)
+        self.metrics = BotMetrics()
+        self.metrics.watch(self.snapshot)
+        self.metrics.expect_commands(sorted({spec.name for spec in registry.commands.values()}))
+        self._database_check: asyncio.Future[int] | None = None
 
     def _remember_dm(self, user_id: str, room_id: str) -> None:
         self.store.record_join(room_id, 0, dm_user_id=user_id)
@@ -244,6 +256,7 @@ class Chorus:
                 backoff = min(backoff * 2, 60)
                 continue
             backoff = 1.0
+            self.last_sync_at = time.time()
             await self._handle_batch(resp, since)
             await self._crypto_housekeeping()
 
@@ -306,6 +319,7 @@ class Chorus:
         if not isinstance(resp, SyncResponse):
             await self._pause(seconds)
             return since
+        self.last_sync_at = time.time()  # the homeserver answers; the database is what is down
         await self._tell_commands_to_wait(resp)
         return resp.next_batch
 
@@ -356,6 +370,61 @@ class Chorus:
     def stop(self) -> None:
         self._stopping.set()
 
+    # ------------------------------------------------------------------ metrics and health
+
+    def snapshot(self) -> BotSnapshot:
+        connected = getattr(self.bridge, "connected", None)  # an in-process bridge has no link
+        gate = self.client.gate
+        return BotSnapshot(
+            last_sync_at=self.last_sync_at if self.last_sync_at is not None else self.started_at,
+            bridge_connected=connected is None or connected.is_set(),
+            database_failing_seconds=(time.monotonic() - self.db_down_since) if self.db_down_since else 0.0,
+            jobs_missed=self.scheduler.missed_count, jobs_failed=self.scheduler.failed_count,
+            homeserver_429s=gate.limited_count, requests_queued=gate.queued_count,
+            events_waiting=sum(self._pending.values()))
+
+    async def check_database(self) -> int | None:
+        """The number of scheduled jobs, read off the event loop; None if the database does
+        not answer within DATABASE_CHECK_SECONDS. Sets the database gauges of /metrics."""
+        if self._database_check is None or self._database_check.done():  # one at a time, however many ask
+            self._database_check = asyncio.ensure_future(self._count_jobs())
+        try:
+            jobs = await asyncio.wait_for(asyncio.shield(self._database_check), DATABASE_CHECK_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - any failure to answer is "down" here
+            if not (isinstance(exc, TimeoutError) or database_unavailable(exc)):
+                log.exception("counting the scheduled jobs for /metrics and /healthz failed")
+            self.metrics.database_up.set(0)
+            self.metrics.scheduler_jobs.set(math.nan)
+            return None
+        self.metrics.database_up.set(1)
+        self.metrics.scheduler_jobs.set(jobs)
+        return jobs
+
+    async def _count_jobs(self) -> int:
+        url = self.store.engine.url
+        if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+            # an in-memory database is one connection's: a thread would open another, empty one
+            return self.store.scheduled_job_count()
+        return await asyncio.to_thread(self.store.scheduled_job_count)
+
+    async def health(self) -> tuple[bool, dict[str, Any]]:
+        """Healthy: the first sync is done, the homeserver answered a /sync lately and the
+        database answers. The bridge link is reported, not judged (the bot still answers
+        commands without it)."""
+        jobs = await self.check_database()
+        age = time.time() - self.last_sync_at if self.last_sync_at is not None else None
+        syncing = self.ready.is_set() and age is not None and age < self._sync_stale_after()
+        report = {"syncing": syncing, "seconds_since_sync": round(age, 1) if age is not None else None,
+                  "database": "up" if jobs is not None else "down",
+                  "bridge": "connected" if self.snapshot().bridge_connected else "unreachable",
+                  "scheduled_jobs": jobs, "user_id": self.options.user_id}
+        return syncing and jobs is not None, report
+
+    def _sync_stale_after(self) -> float:
+        """A /sync older than this means the loop is stuck or the homeserver is away: a long
+        poll takes sync_timeout_ms, a failing one backs off up to a minute."""
+        return self.options.sync_timeout_ms / 1000 + REQUEST_TIMEOUT_SECONDS + 60
+
     async def close(self) -> None:
         await self._drain_lanes(timeout=10.0)
         if self._notices:
@@ -379,6 +448,7 @@ class Chorus:
         resp = await self.client.sync(timeout=0, full_state=True)
         if not isinstance(resp, SyncResponse):
             raise MatrixError(f"first sync failed: {resp.message}")
+        self.last_sync_at = time.time()
         now_ms = int(time.time() * 1000)
         for room_id in resp.rooms.join:
             if self.store.join_ts(room_id) is None:
@@ -464,6 +534,9 @@ class Chorus:
             verdict = self._judged[event.event_id] = self.limiter.take(event.sender, _sent_at(event))
             if len(self._judged) > 2000:
                 del self._judged[next(iter(self._judged))]
+            self.metrics.command_read(time.time() - event.server_timestamp / 1000)
+            if verdict is not Verdict.RUN:
+                self.metrics.command_done(UNKNOWN, "rate_limited")
             if verdict is Verdict.WARN:
                 self._warn_flooder(room_id, event)
         return verdict is Verdict.RUN
@@ -665,9 +738,22 @@ class Chorus:
     # ------------------------------------------------------------------ commands
 
     async def on_command(self, room_id: str, event: RoomMessageText, text: str) -> None:
+        """Run one command; counted and timed for /metrics by its name and how it ended."""
+        record = CommandRecord()
+        started = time.perf_counter()
+        try:
+            await self._run_command(room_id, event, text, record)
+        except asyncio.CancelledError:
+            record.outcome = "cut_off"
+            raise
+        finally:
+            self.metrics.command_done(record.command, record.outcome, time.perf_counter() - started)
+
+    async def _run_command(self, room_id: str, event: RoomMessageText, text: str, record: CommandRecord) -> None:
         content = event.source.get("content", {})
         ctx = Ctx(self.services, event.sender, room_id, event.event_id, content)
         if len(text) > MAX_COMMAND_CHARS:
+            record.outcome = "too_long"
             log.info("room %s: ignored a %d-character command from %s", room_id, len(text), event.sender)
             await self._safe_reply(ctx, f"That is too long for a command ({len(text)} characters; at most "
                                    f"{MAX_COMMAND_CHARS}). Type {self.options.prefix}help to see the commands.")
@@ -677,28 +763,39 @@ class Chorus:
                 text = text.replace(label, user_id, 1)
         tokens = split_args(text)
         if not tokens:
+            record.outcome = "unknown"
             return
         registry = self.services.registry
         name = clip(" ".join(tokens[:2]), 40)
         deadline = self.options.command_deadline_seconds
         try:
-            spec, rest = registry.find(tokens)
+            try:
+                spec, rest = registry.find(tokens)
+            except UsageError:
+                record.outcome = "unknown"
+                raise
+            name = record.command = spec.name
             values = parse(spec, rest, self.options.prefix)
-            name = spec.name
             log.info("room %s: %s runs %s", room_id, event.sender, name)
             await asyncio.wait_for(spec.handler(ctx, **values), deadline)
+            record.outcome = "ok"
         except (UsageError, rules.Refused) as exc:
+            if record.outcome != "unknown":
+                record.outcome = "refused"
             await self._safe_reply(ctx, str(exc))
         except MatrixError as exc:
+            record.outcome = "matrix_error"
             log.error("room %s: command %s from %s failed on Matrix: %s", room_id, name, event.sender, exc)
             await self._safe_reply(ctx, f"Something went wrong talking to the homeserver: {exc}")
         except TimeoutError:
+            record.outcome = "timeout"
             log.warning("room %s: command %s from %s stopped at its deadline of %.0f s", room_id, name,
                         event.sender, deadline)
             await self._safe_reply(ctx, f"That took longer than {deadline:.0f} seconds and was stopped: the "
                                    "homeserver or the audio bridge did not answer in time. Part of it may have "
                                    "happened; check, then try again.")
         except NETWORK_ERRORS as exc:
+            record.outcome = "homeserver_unreachable"
             log.error("room %s: command %s from %s: the homeserver did not answer: %s", room_id, name,
                       event.sender, _brief(exc))
             await self._safe_reply(ctx, "The homeserver did not answer in time, so that did not complete. "
@@ -706,6 +803,7 @@ class Chorus:
         except Exception as exc:
             if not database_unavailable(exc):
                 raise
+            record.outcome = "database_down"
             log.error("room %s: command %s from %s: database unreachable: %s", room_id, name, event.sender,
                       _brief(exc))
             await self._safe_reply(ctx, DB_DOWN_REPLY)
@@ -881,6 +979,15 @@ class Chorus:
         except MatrixError as exc:
             log.error("space %s: bridge event %s could not be carried out on Matrix: %s", space_id, kind, exc)
 
+
+
+@dataclass
+class CommandRecord:
+    """What /metrics learns of one command: its name (UNKNOWN until it is found) and how it
+    ended (``error`` unless something else is said)."""
+
+    command: str = UNKNOWN
+    outcome: str = "error"
 
 
 def _file_name(event: dict, name_key: str, path_key: str) -> str:

@@ -37,6 +37,7 @@ from bridge.schema import describe as _describe
 from bridge.schema import did_you_mean as _did_you_mean
 from bridge.schema import expected as _expected
 from bridge.schema import integer as _int
+from bridge.schema import listen_address as _listen_address
 from bridge.schema import mask_url as _mask_url
 from bridge.schema import number as _number
 from bridge.schema import one_line as _one_line
@@ -283,6 +284,7 @@ class BotSettings(_Section):
     display_name: str = _setting("Chorus", _string(nonempty=True))
     command_burst: int = _setting(10, _int(1, 1000))
     commands_per_minute: int = _setting(30, _int(1, 6000))
+    metrics_listen: str = _setting("", _listen_address)
 
 
 @dataclass(frozen=True, repr=False)

@@ -202,6 +202,8 @@ async def serve(settings: Settings, *, print_=print, bridge: BridgeControl | Non
             private_dir(options.store_path)  # the nio store: the bot's encryption keys
         bot = Chorus(options, store, bridge, space_settings(settings), schedule_settings(settings))
         stack.push_async_callback(bot.close)
+        if settings.bot.metrics_listen:
+            await serve_status(bot, settings.bot.metrics_listen, stack)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, bot.stop)
@@ -213,6 +215,17 @@ async def serve(settings: Settings, *, print_=print, bridge: BridgeControl | Non
         _print_banner(print_, settings, bot, bridge, hs_url, password if hs_url else None)
         await task
         print_("Chorus stopped.")
+
+
+async def serve_status(bot: Chorus, listen: str, stack: AsyncExitStack) -> int:
+    """The bot's GET /metrics and /healthz on ``listen`` (bridge/status_server.py), stopped
+    with ``stack``; returns the port bound."""
+    from bridge.status_server import start_status_server
+
+    runner, port = await start_status_server(listen, bot.metrics.registry, bot.health, name="bot",
+                                             before_scrape=bot.check_database)
+    stack.push_async_callback(runner.cleanup)
+    return port
 
 
 def _print_banner(print_, settings: Settings, bot: Chorus, bridge: BridgeControl, hs_url, bot_password) -> None:

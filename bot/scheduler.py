@@ -77,6 +77,9 @@ class Scheduler:
         self._handlers: dict[str, Handler] = {}
         self._missed: Handler | None = None
         self._due: dict[str, datetime] = {}
+        #: jobs dropped as too late, and jobs that raised (for /metrics)
+        self.missed_count = 0
+        self.failed_count = 0
 
     # ------------------------------------------------------------------ set-up
 
@@ -139,8 +142,10 @@ class Scheduler:
             if times:
                 self._due[event.job_id] = times[-1]
         elif event.code == EVENT_JOB_ERROR:
+            self.failed_count += 1
             log.error("scheduled job %s failed: %s", event.job_id, getattr(event, "exception", None))
         elif event.code == EVENT_JOB_MISSED:
+            self.missed_count += 1
             due = getattr(event, "scheduled_run_time", None) or datetime.now(UTC)
             kind, _, ref = event.job_id.partition(":")
             log.warning("job %s was due at %s, past the misfire grace; dropped", event.job_id, due)

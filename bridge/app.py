@@ -42,12 +42,14 @@ from .edge import EdgeFeed
 from .events import EventBus
 from .guard import ConnectionGuard, GuardedSite, PathOnlyAccessLogger, address_key
 from .limits import RateLimiter, Slots, Throttle
+from .metrics import BridgeMetrics, redis_up
 from .oggstream import OggListener
 from .origin_feed import OriginFeed
 from .page_headers import security_headers
 from .roles import ROLES
 from .settings import BridgeSettings, HomeserverMapError, homeserver_map, resolved_public_url
 from .stage import REMOVED_REASON, Stage
+from .status_server import start_status_server
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,9 @@ INSTANCE: web.AppKey[str] = web.AppKey("instance", str)
 HOMESERVERS: web.AppKey[openid.Homeservers] = web.AppKey("homeservers", openid.Homeservers)
 #: the Redis feed: an origin's to its edges, or an edge's from its origin (None: no Redis)
 FEED: web.AppKey[OriginFeed | EdgeFeed | None] = web.AppKey("feed", object)
+#: what GET /metrics shows (bridge/metrics.py), and the port it is served on (0: not served)
+METRICS: web.AppKey[BridgeMetrics] = web.AppKey("metrics", BridgeMetrics)
+METRICS_PORT: web.AppKey[int] = web.AppKey("metrics_port", int)
 #: how long an edge's client waits for a space the edge has not heard of yet (it may
 #: have just started: the origin names its spaces every second)
 EDGE_WAIT_SECONDS = 2.0
@@ -159,7 +164,8 @@ async def open_space(request: web.Request) -> web.Response:
         stage = Stage(space_id, title, public=public, record=record, captions=captions,
                       settings=request.app[SETTINGS], emit=request.app[EVENTS].emit,
                       captions_pool=request.app[CAPTIONS],
-                      mirror=feed if isinstance(feed, OriginFeed) else None)
+                      mirror=feed if isinstance(feed, OriginFeed) else None,
+                      tick_timer=request.app[METRICS].tick_seconds.observe)
         stages[space_id] = stage
         stage.start()
         status = 201
@@ -530,6 +536,8 @@ async def client_ws(request: web.Request) -> web.StreamResponse:
 
     kicker = asyncio.create_task(_wait_for_kick(client, ws, request))
     stage.add_client(client)
+    traffic = request.app[METRICS].traffic
+    traffic.client_opened(client)
     try:
         async for msg in ws:
             if client.kicked is not None or not stage.open:
@@ -551,6 +559,7 @@ async def client_ws(request: web.Request) -> web.StreamResponse:
                 log.info("client %s in %s: %s", client.user_id, space_id, ws.exception())
                 break
     finally:
+        traffic.client_closed(client)
         stage.remove_client(client)
         if client.kicked is None:
             kicker.cancel()
@@ -586,14 +595,19 @@ async def live_ogg(request: web.Request) -> web.StreamResponse:
     # the head and the header pages go through aiohttp (which frames them as it chose);
     # from then on the stage writes each page straight to the transport (bridge/oggstream.py)
     chunked = resp.headers.get(hdrs.TRANSFER_ENCODING, "").lower() == "chunked"
-    await resp.write(stage.ogg.headers())
+    headers = stage.ogg.headers()
+    await resp.write(headers)
     listener = OggListener(transport, chunked, stage.space_id)
+    listener.sent = len(headers)
     if claims is not None:  # the stream ends with its token (it cannot be renewed)
         listener.user_id, listener.expires_at = claims.user, float(claims.exp)
     stage.add_ogg(listener)
+    traffic = request.app[METRICS].traffic
+    traffic.stream_opened(listener)
     try:
         await listener.kick_event.wait()
     finally:
+        traffic.stream_closed(listener)
         stage.remove_ogg(listener)
     if listener.kicked is not None and listener.kicked[0] != CLOSE_TOO_SLOW:
         try:  # the space ended: its last page is out; finish the response cleanly
@@ -646,11 +660,34 @@ def _other_bridges(app: web.Application) -> list[str]:
 
 
 async def health(request: web.Request) -> web.Response:
-    feed = request.app[FEED]
-    return web.json_response({"ok": True, "stages": len(request.app[STAGES]),
-                              "instance": request.app[INSTANCE], "role": request.app[SETTINGS].role,
-                              "redis": feed.out.health.state if feed is not None else None,
-                              "edges": len(feed.book.edges) if feed is not None else 0})
+    return web.json_response({"ok": True, **_health_report(request.app)})
+
+
+def _health_report(app: web.Application) -> dict[str, Any]:
+    feed = app[FEED]
+    return {"stages": len(app[STAGES]), "instance": app[INSTANCE], "role": app[SETTINGS].role,
+            "redis": feed.out.health.state if feed is not None else None,
+            "edges": len(feed.book.edges) if feed is not None else 0}
+
+
+async def _metrics_server(app: web.Application):
+    """GET /metrics and /healthz on [bridge] metrics_listen, apart from the public port.
+    Its /healthz says 503 for an edge whose link to Redis is not up (it cannot serve)."""
+    listen = app[SETTINGS].metrics_listen
+    if not listen:
+        yield
+        return
+
+    async def healthy() -> tuple[bool, dict[str, Any]]:
+        feed = app[FEED]
+        return not (isinstance(feed, EdgeFeed) and not redis_up(feed)), _health_report(app)
+
+    runner, app[METRICS_PORT] = await start_status_server(listen, app[METRICS].registry, healthy,
+                                                          name=f"bridge ({app[SETTINGS].role})")
+    try:
+        yield
+    finally:
+        await runner.cleanup()
 
 
 # -- lifecycle -------------------------------------------------------------------
@@ -705,6 +742,9 @@ def create_app(settings: BridgeSettings) -> web.Application:
     app[INSTANCE] = uuid.uuid4().hex[:16]
     app[HOMESERVERS] = openid.Homeservers(dict(settings.openid_homeservers))
     app[FEED] = None
+    app[METRICS] = BridgeMetrics()
+    app[METRICS].watch(app[STAGES], settings.role, app[INSTANCE], lambda: app[FEED])
+    app[METRICS_PORT] = 0
     if settings.role == "edge":
         app[FEED] = EdgeFeed(settings, app[STAGES])
         app.router.add_route("*", f"{API}/{{tail:.*}}", edge_has_no_control)
@@ -739,6 +779,7 @@ def create_app(settings: BridgeSettings) -> web.Application:
     app.on_startup.append(_recover_recordings)
     app.on_cleanup.append(_stop_logging_accept_errors)
     app.cleanup_ctx.append(_http_session)
+    app.cleanup_ctx.append(_metrics_server)
     app.on_cleanup.append(_stop_captions)
     return app
 
@@ -900,9 +941,13 @@ async def start_embedded(settings: BridgeSettings) -> tuple[web.AppRunner, int]:
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0,
                            access_log_class=PathOnlyAccessLogger)
-    await runner.setup()
-    site = GuardedSite(runner, settings.listen_host, settings.listen_port, app[GUARD])
-    await site.start()
+    try:
+        await runner.setup()
+        site = GuardedSite(runner, settings.listen_host, settings.listen_port, app[GUARD])
+        await site.start()
+    except BaseException:  # e.g. the port taken: what started (the metrics server) stops
+        await runner.cleanup()
+        raise
     feed = app[FEED]
     if feed is not None:  # once the port is known: the feed names this bridge's address
         feed.start(resolved_public_url(settings.public_url, settings.listen_host, site.port))

@@ -32,6 +32,9 @@ CLOSE_SPACE_ENDED = 4410
 CLOSE_TOO_MANY = 4429
 CLOSE_SHUTDOWN = 1001
 CLOSE_POLICY = 1008
+#: the reasons a connection is closed with CLOSE_TOO_SLOW (/metrics counts them apart)
+BEHIND_REASON = "too slow: fell behind the live audio"
+NOT_READING_REASON = "too slow: not reading (no answer to ping)"
 #: control bytes that may be unsent in a client's transport before its further control
 #: messages wait in its outbox (coalescing) instead of being written
 CONTROL_UNSENT_LIMIT = 64 * 1024
@@ -222,7 +225,7 @@ class Client:
         unsent_audio, _other = self.backlog.unsent(transport.get_write_buffer_size())
         if unsent_audio > self.audio_limit:
             log.info("disconnecting %r: %d bytes of audio unsent", self, unsent_audio)
-            self.kick(CLOSE_TOO_SLOW, "too slow: fell behind the live audio")
+            self.kick(CLOSE_TOO_SLOW, BEHIND_REASON)
 
     def flush(self) -> None:
         """Write the control messages waiting now, without audio (the space is ending)."""
@@ -296,4 +299,4 @@ class Client:
             # its pong is stuck behind its own flood of messages, read at the paced rate
             self.kick(CLOSE_POLICY, "too many messages: slow down")
         else:
-            self.kick(CLOSE_TOO_SLOW, "too slow: not reading (no answer to ping)")
+            self.kick(CLOSE_TOO_SLOW, NOT_READING_REASON)

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 MAX_LACING = 255
 #: the packet a last page carries when no audio is pending: 20 ms of CELT silence
 SILENT_PACKET = b"\xf8\xff\xfe"
+#: why a listener whose connection closed is let go (not too slow: just gone)
+GONE_REASON = "gone: the connection closed"
 
 
 def chunk(data: bytes) -> bytes:
@@ -47,6 +49,8 @@ class OggListener:
         #: who signed in with a token, and when it ends (None: anonymous)
         self.user_id: str | None = None
         self.expires_at: float | None = None
+        #: bytes written to it (the request handler counts the header pages it wrote)
+        self.sent = 0
 
     def __repr__(self) -> str:
         peer = self.transport.get_extra_info("peername")
@@ -151,15 +155,17 @@ class LiveOgg:
             if listener.kicked is not None:
                 continue
             transport = listener.transport
-            if transport.is_closing():
-                listener.kick(*self.too_slow)
+            if transport.is_closing():  # the listener went away
+                listener.kick(self.too_slow[0], GONE_REASON)
                 continue
             if listener.chunked:
                 if framed is None:
                     framed = chunk(data)
                 transport.write(framed)
+                listener.sent += len(framed)
             else:
                 transport.write(data)
+                listener.sent += len(data)
             if transport.get_write_buffer_size() > self.buffer_limit:
                 log.info("space %s: disconnecting %r: %d bytes unsent", self.space_id, listener,
                          transport.get_write_buffer_size())

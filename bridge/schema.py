@@ -8,6 +8,7 @@ by both: parsers that take a raw TOML value and return it normalised or raise
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import math
 import re
@@ -218,6 +219,36 @@ def url(*schemes: str, what: str, allow_empty: bool = True) -> Parser:
 
 
 HTTP_URL = url("http", "https", what="an http:// or https:// URL")
+
+_LISTEN_RE = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]{2,45})\]|(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)):"
+                        r"(?P<port>[0-9]{1,5})")
+LISTEN_DESC = '"" (off) or "host:port", e.g. "127.0.0.1:9108" (port 0: any free port)'
+
+
+def listen_address(value: Any) -> str:
+    """"" (off), or where to listen: ``"host:port"`` (an IPv6 host in brackets)."""
+    if not isinstance(value, str):
+        raise expected(LISTEN_DESC, value)
+    if value and split_listen(value) is None:
+        raise expected(LISTEN_DESC, value)
+    return value
+
+
+def split_listen(value: str) -> tuple[str, int] | None:
+    """(host, port) of a ``"host:port"`` listen address; None if it is not one."""
+    match = _LISTEN_RE.fullmatch(value)
+    if match is None or int(match["port"]) > 65535:
+        return None
+    host = match["v6"] or match["host"]
+    try:
+        if match["v6"]:
+            ipaddress.IPv6Address(host)
+        elif re.fullmatch(r"[0-9.]+", host):  # digits and dots: an IPv4 address, or nothing
+            ipaddress.IPv4Address(host)
+    except ValueError:
+        return None
+    return host, int(match["port"])
+
 
 class Table(Mapping[str, str]):
     """A setting whose value is a TOML table: read-only and hashable, as settings are."""

@@ -30,6 +30,7 @@ from .activity import ActivityBatch, ActivityLimits
 from .bundles import BundleGroups
 from .captions import CaptionPool, CaptionsError, StageCaptions
 from .connection import (
+    BEHIND_REASON,
     CLOSE_BAD_TOKEN,
     CLOSE_FORBIDDEN,
     CLOSE_SPACE_ENDED,
@@ -111,8 +112,11 @@ class Stage:
         emit: Emit,
         captions_pool: CaptionPool | None = None,
         mirror: Mirror | None = None,
+        tick_timer: Callable[[float], None] | None = None,
     ) -> None:
         self.space_id = space_id
+        #: told each tick's duration in seconds (the bridge's /metrics histogram)
+        self.tick_timer = tick_timer
         #: the Redis feed to the edges, if this origin has one
         self.mirror = mirror
         #: listeners of this space on edges, as their last heartbeats said
@@ -143,7 +147,7 @@ class Stage:
         self.ogg = LiveOgg(pre_skip=self.pre_skip, title=title,
                            page_packets=settings.ogg_page_ms // FRAME_MS,
                            buffer_limit=ogg_buffer_limit(settings),
-                           too_slow=(CLOSE_TOO_SLOW, "too slow: fell behind the live audio"),
+                           too_slow=(CLOSE_TOO_SLOW, BEHIND_REASON),
                            space_id=space_id)
         #: feeds live.ogg to Icecast while the space is public and icecast_url is set
         self.icecast: IcecastSource | None = None
@@ -779,7 +783,10 @@ class Stage:
                 self.tick()
             except Exception:  # one bad tick must not end the stage
                 log.exception("tick failed in %s", self.space_id)
-            self.tick_seconds.append(time.perf_counter() - t0)
+            took = time.perf_counter() - t0
+            self.tick_seconds.append(took)
+            if self.tick_timer is not None:
+                self.tick_timer(took)
 
     def tick(self) -> TickResult:
         t0 = time.perf_counter()

@@ -262,6 +262,7 @@ def test_top_level_must_be_a_table() -> None:
         ({"bot": {"display_name": 7}}, "bot.display_name", "7 (integer)"),
         ({"bot": {"command_burst": 2.5}}, "bot.command_burst", "2.5 (float)"),
         ({"bot": {"commands_per_minute": "30"}}, "bot.commands_per_minute", '"30" (string)'),
+        ({"bot": {"metrics_listen": 9108}}, "bot.metrics_listen", "9108 (integer)"),
         ({"scheduling": {"notify_interval_seconds": True}}, "scheduling.notify_interval_seconds", "true (boolean)"),
         ({"scheduling": {"notify_interval_seconds": "1s"}}, "scheduling.notify_interval_seconds", '"1s" (string)'),
         ({"logging": {"file": ["a"]}}, "logging.file", '["a"] (array)'),
@@ -553,6 +554,10 @@ def test_good_command_prefix(prefix: str) -> None:
         ({"bot": {"display_name": ""}}, "bot.display_name"),
         ({"bot": {"command_burst": 0}}, "bot.command_burst"),
         ({"bot": {"commands_per_minute": 0}}, "bot.commands_per_minute"),
+        ({"bot": {"metrics_listen": "9108"}}, "bot.metrics_listen"),
+        ({"bot": {"metrics_listen": "127.0.0.1:70000"}}, "bot.metrics_listen"),
+        ({"bot": {"metrics_listen": "http://127.0.0.1:9108"}}, "bot.metrics_listen"),
+        ({"bridge": {"metrics_listen": "localhost"}}, "bridge.metrics_listen"),
         ({"captions": {"language": "english please"}}, "captions.language"),
         ({"captions": {"engine": "vosk"}}, "captions.model_path"),
         ({"bridge": {"recordings_dir": ""}}, "bridge.recordings_dir"),
@@ -734,6 +739,7 @@ control_url = "http://bridge.internal:8089"
 listen_host = "0.0.0.0"
 listen_port = 9100
 public_url = "https://audio.example.org"
+metrics_listen = "127.0.0.1:9109"
 shared_secret = "{SECRET}"
 token_ttl_seconds = 600
 role = "edge"

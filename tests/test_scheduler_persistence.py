@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.db.engine import make_engine, upgrade
+from bot.db.store import Store
 from bot.scheduler import Firing, Scheduler
 
 
@@ -78,6 +79,7 @@ async def test_a_job_past_the_grace_is_dropped_and_reported(db_url: str) -> None
     first.start()
     due = datetime.now(UTC) + timedelta(seconds=0.5)
     first.plan("remind", "space2", due)
+    assert Store(engine).scheduled_job_count() == 1  # pending, as /metrics shows it
     first.shutdown()
     await _wait_until(due + timedelta(seconds=2.5))
     second = _scheduler(engine, 1, fired, missed)
@@ -85,6 +87,7 @@ async def test_a_job_past_the_grace_is_dropped_and_reported(db_url: str) -> None
     await _wait_for(lambda: len(missed) == 1)
     assert missed[0].ref == "space2" and missed[0].late > timedelta(seconds=1)
     assert fired == []
+    assert (second.missed_count, second.failed_count, Store(engine).scheduled_job_count()) == (1, 0, 0)
     second.shutdown()
     engine.dispose()
 

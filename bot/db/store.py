@@ -395,6 +395,14 @@ class Store:
                 for k, v in fields.items():
                     setattr(row, k, v)
 
+    # ------------------------------------------------------------ the scheduler's jobs
+
+    def scheduled_job_count(self) -> int:
+        """Jobs in the scheduler's store, counted in SQL (not through APScheduler, whose lock
+        its own work on the event loop takes too)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(m.apscheduler_jobs)).scalar_one()
+
     # ------------------------------------------------------------ audit
 
     def audit(self, actor: str, action: str, space_id: str | None = None,

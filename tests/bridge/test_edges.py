@@ -18,10 +18,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from bridge import feed, redis_link, wire
-from bridge.app import FEED, STAGES
+from bridge.app import FEED, INSTANCE, METRICS_PORT, STAGES
 from bridge.client import SpaceClient
 from bridge.settings import BridgeSettings, SettingsError
 from tests.support.bridge_process import BridgeProcess
+from tests.support.prometheus import scrape, value
 from tests.support.tcp_proxy import TcpProxy
 
 from .conftest import SECRET, make_settings, rms, run_bridge, sine
@@ -164,13 +165,13 @@ async def _until(predicate, what: str, seconds: float = 15.0) -> None:
 
 async def _origin_and_edges(tmp_path, prefix: str, edges: int = 1, origin_redis: str | None = None):
     origin = await run_bridge(make_settings(tmp_path / "origin", public_url="", redis_url=origin_redis or REDIS,
-                                            redis_prefix=prefix, ogg_page_ms=20))
+                                            redis_prefix=prefix, ogg_page_ms=20, metrics_listen="127.0.0.1:0"))
     started = []
     try:
         for i in range(edges):
             started.append(await run_bridge(make_settings(
                 tmp_path / f"edge{i}", public_url="", role="edge", redis_url=REDIS,
-                redis_prefix=prefix, ogg_page_ms=20)))
+                redis_prefix=prefix, ogg_page_ms=20, metrics_listen="127.0.0.1:0")))
     except BaseException:
         await _stop(origin, *started)
         raise
@@ -244,6 +245,15 @@ async def test_a_listener_on_an_edge_hears_the_origin_and_its_hand_and_reaction_
             assert error["code"] == "not_allowed" and origin.url in error["reason"]
             # listener counts: the origin counts the edge's listeners from its heartbeat
             await _until(lambda: origin.stage("garden").edge_listeners == 1, "the edge's count")
+            # and each bridge's /metrics says so: the edge its own listener and its link to Redis
+            at_edge, at_origin = await scrape(edge.app[METRICS_PORT]), await scrape(origin.app[METRICS_PORT])
+            assert value(at_edge, "chorus_bridge_info", role="edge", instance_id=edge.app[INSTANCE]) == 1
+            assert value(at_edge, "chorus_bridge_listeners", space_id="garden") == 1
+            assert value(at_edge, "chorus_bridge_redis_up") == 1
+            assert value(at_edge, "chorus_bridge_frames_refused_total") == 1  # the frame the edge would not take
+            assert value(at_origin, "chorus_bridge_edge_listeners", space_id="garden") == 1
+            assert value(at_origin, "chorus_bridge_listeners", space_id="garden") == 1  # the host
+            assert value(at_origin, "chorus_bridge_edges") == 1
             # an edge has no control API
             status, body = await edge.control("POST", "/spaces/other", {"title": "x", "public": True})
             assert status == 404 and "edge" in body["error"]

@@ -4,13 +4,16 @@ owns, replayed against the real bot on the real Synapse (and PostgreSQL through 
 from __future__ import annotations
 
 import asyncio
+from contextlib import AsyncExitStack
 
 import pytest
 
 from bot.app import CRASH_REPLY, MAX_COMMAND_CHARS
 from bot.commands import registry as default_registry
 from bot.commands.registry import Registry
+from bot.runner import serve_status
 from tests.integration.helpers import ask, body, room_with_bot
+from tests.support.prometheus import healthz
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.synapse
@@ -118,24 +121,32 @@ async def test_the_bot_outlives_a_database_outage(postgres_url, chorus_factory, 
     url = make_url(postgres_url)
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432).start()
     chorus = None
+    stack = AsyncExitStack()
     try:
         via_proxy = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
         chorus = await chorus_factory(database={"url": via_proxy})
+        status_port = await serve_status(chorus.bot, "127.0.0.1:0", stack)
         alice = await make_user("alice")
         room = await room_with_bot(alice, chorus.user_id)
         assert await ask(alice, room, "!ping") == "pong"
+        assert (await healthz(status_port))[0] == 200
         proxy.cut()
         during = await alice.send_text(room, "!ping")
         waiting = body(await alice.wait_for_reply(room, during, timeout=60))
         assert "database is unreachable" in waiting
         assert not chorus._task.done(), "the bot stopped when its database went away"
+        status, health = await healthz(status_port)  # an operator's check sees it
+        assert status == 503 and health["database"] == "down" and not health["ok"], health
         proxy.restore()
         assert body(await alice.wait_for_reply(room, during, timeout=90)) == "pong"
         assert await ask(alice, room, "!ping") == "pong"
+        status, health = await healthz(status_port)
+        assert status == 200 and health["database"] == "up", health
         await alice.expect_no_event(_reply_predicate(room, during), within=3)
         assert not chorus._task.done()
         assert chorus.store.unfinished_commands() == []
     finally:
+        await stack.aclose()
         if chorus is not None:
             await chorus.stop()
         proxy.close()

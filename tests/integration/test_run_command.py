@@ -46,14 +46,18 @@ async def test_run_starts_a_local_homeserver_and_answers_ping(tmp_path: Path) ->
     config = (example.replace('url = "sqlite:///var/chorus.db"', f'url = "sqlite:///{tmp_path}/chorus.db"')
               .replace('data_dir = "var/homeserver"', f'data_dir = "{tmp_path}/homeserver"')
               .replace("listen_port = 8089", "listen_port = 0")
-              .replace("\nport = 8008", "\nport = 0"))
-    assert config != example
+              .replace("\nport = 8008", "\nport = 0")
+              .replace('metrics_listen = ""', 'metrics_listen = "127.0.0.1:0"'))
+    assert config != example and config.count('metrics_listen = "127.0.0.1:0"') == 2
     (tmp_path / "config.toml").write_text(config)
     proc = subprocess.Popen([sys.executable, "-m", "bot", "--config", str(tmp_path / "config.toml"), "run"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     lines: list[str] = []
     try:
+        bridge_status = _wait_for_line(proc, r"bridge \(origin\): /metrics and /healthz on (http://\S+)", lines,
+                                       120).group(1)
+        bot_status = _wait_for_line(proc, r"bot: /metrics and /healthz on (http://\S+)", lines, 60).group(1)
         url = _wait_for_line(proc, r"Homeserver:\s+(http://\S+)", lines, 120).group(1)
         bot_id = _wait_for_line(proc, r"Bot account:\s+(@\S+)", lines, 10).group(1)
         _wait_for_line(proc, r"Bridge \(web\):\s+http://", lines, 10)
@@ -79,6 +83,15 @@ async def test_run_starts_a_local_homeserver_and_answers_ping(tmp_path: Path) ->
             assert reply.source["content"]["body"] == "pong"
         finally:
             await alice.close()
+
+        # an operator's view: the bot counted the !ping, the bridge has no live space, both are well
+        from tests.support.prometheus import healthz, scrape, value
+
+        assert value(await scrape(bot_status), "chorus_bot_commands_total", command="ping", outcome="ok") == 1
+        assert value(await scrape(bridge_status), "chorus_bridge_stages") == 0
+        for status_url in (bot_status, bridge_status):
+            status, report = await healthz(status_url)
+            assert status == 200 and report["ok"], report
 
         pid_file = tmp_path / "homeserver" / "homeserver.pid"
         synapse_pid = int(pid_file.read_text()) if pid_file.exists() else None
