@@ -372,12 +372,15 @@ class Chorus:
 
     # ------------------------------------------------------------------ metrics and health
 
-    def snapshot(self) -> BotSnapshot:
+    def _bridge_connected(self) -> bool:
         connected = getattr(self.bridge, "connected", None)  # an in-process bridge has no link
+        return connected is None or connected.is_set()
+
+    def snapshot(self) -> BotSnapshot:
         gate = self.client.gate
         return BotSnapshot(
             last_sync_at=self.last_sync_at if self.last_sync_at is not None else self.started_at,
-            bridge_connected=connected is None or connected.is_set(),
+            bridge_connected=self._bridge_connected(),
             database_failing_seconds=(time.monotonic() - self.db_down_since) if self.db_down_since else 0.0,
             jobs_missed=self.scheduler.missed_count, jobs_failed=self.scheduler.failed_count,
             homeserver_429s=gate.limited_count, requests_queued=gate.queued_count,
@@ -416,7 +419,7 @@ class Chorus:
         syncing = self.ready.is_set() and age is not None and age < self._sync_stale_after()
         report = {"syncing": syncing, "seconds_since_sync": round(age, 1) if age is not None else None,
                   "database": "up" if jobs is not None else "down",
-                  "bridge": "connected" if self.snapshot().bridge_connected else "unreachable",
+                  "bridge": "connected" if self._bridge_connected() else "unreachable",
                   "scheduled_jobs": jobs, "user_id": self.options.user_id}
         return syncing and jobs is not None, report
 
@@ -769,19 +772,14 @@ class Chorus:
         name = clip(" ".join(tokens[:2]), 40)
         deadline = self.options.command_deadline_seconds
         try:
-            try:
-                spec, rest = registry.find(tokens)
-            except UsageError:
-                record.outcome = "unknown"
-                raise
+            spec, rest = registry.find(tokens)
             name = record.command = spec.name
             values = parse(spec, rest, self.options.prefix)
             log.info("room %s: %s runs %s", room_id, event.sender, name)
             await asyncio.wait_for(spec.handler(ctx, **values), deadline)
             record.outcome = "ok"
         except (UsageError, rules.Refused) as exc:
-            if record.outcome != "unknown":
-                record.outcome = "refused"
+            record.outcome = "refused" if record.command != UNKNOWN else "unknown"  # not found: find() said so
             await self._safe_reply(ctx, str(exc))
         except MatrixError as exc:
             record.outcome = "matrix_error"

@@ -15,21 +15,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    GCCollector,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-    disable_created_metrics,
-)
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-# no "_created" twin of each counter and histogram: Prometheus does not use them
-disable_created_metrics()
+from bridge.status_server import new_registry
 
 #: the label of a command that was not read as one (unknown, too long, or dropped unread)
 UNKNOWN = "unknown"
@@ -92,10 +82,10 @@ class BotCollector(Collector):
 
 
 class BotMetrics:
-    """The bot's registry (its own: a test may run several bots in one process)."""
+    """The bot's registry (bridge/status_server.py's new_registry) and what it holds."""
 
     def __init__(self) -> None:
-        self.registry = r = CollectorRegistry()
+        self.registry = r = new_registry()
         self.commands = Counter("chorus_bot_commands", "Commands, by command and how they ended",
                                 ["command", "outcome"], registry=r)
         self.command_seconds = Histogram("chorus_bot_command_seconds",
@@ -108,9 +98,6 @@ class BotMetrics:
                                     "Jobs in the scheduler's store, due or not (read at each scrape)", registry=r)
         self.database_up = Gauge("chorus_bot_database_up",
                                  "1 if the database answered the last scrape's query", registry=r)
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
-        GCCollector(registry=r)
 
     def watch(self, snapshot: Callable[[], BotSnapshot]) -> None:
         self.registry.register(BotCollector(snapshot))

@@ -18,22 +18,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import (
-    CollectorRegistry,
-    GCCollector,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-    disable_created_metrics,
-)
+from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .connection import BEHIND_REASON, CLOSE_TOO_SLOW, NOT_READING_REASON, Client
 from .oggstream import OggListener
-
-# no "_created" twin of each counter and histogram: Prometheus does not use them
-disable_created_metrics()
+from .status_server import new_registry
 
 #: a tick takes well under a millisecond for a few speakers; 20 ms is all it ever has
 TICK_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
@@ -152,17 +143,13 @@ def redis_up(feed: Any) -> bool:
 
 
 class BridgeMetrics:
-    """The bridge's registry: its own (several bridges may run in one process), with the
-    process's CPU, memory and file descriptors."""
+    """The bridge's registry (status_server.new_registry) and what it holds."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = new_registry()
         self.traffic = Traffic()
         self.tick_seconds = Histogram("chorus_bridge_tick_seconds", "Time each 20 ms tick of a live space took",
                                       buckets=TICK_BUCKETS, registry=self.registry)
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
-        GCCollector(registry=self.registry)
 
     def watch(self, stages: Mapping[str, Any], role: str, instance: str, feed: Callable[[], Any]) -> None:
         self.registry.register(BridgeCollector(stages, self.traffic, role, instance, feed))

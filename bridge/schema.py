@@ -20,8 +20,10 @@ from urllib.parse import urlsplit, urlunsplit
 Parser = Callable[[Any], Any]
 
 LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*$")
-#: a Matrix server name: a DNS name or a bracketed IPv6 literal, with an optional port
-SERVER_NAME = r"(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::[0-9]{1,5})?"
+#: a host: a DNS name (or IPv4 address) or a bracketed IPv6 literal
+HOST = r"(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
+#: a Matrix server name: a host with an optional port
+SERVER_NAME = rf"{HOST}(?::[0-9]{{1,5}})?"
 
 
 def one_line(text: str) -> str:
@@ -220,8 +222,7 @@ def url(*schemes: str, what: str, allow_empty: bool = True) -> Parser:
 
 HTTP_URL = url("http", "https", what="an http:// or https:// URL")
 
-_LISTEN_RE = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]{2,45})\]|(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)):"
-                        r"(?P<port>[0-9]{1,5})")
+_LISTEN_RE = re.compile(rf"(?P<host>{HOST}):(?P<port>[0-9]{{1,5}})")
 LISTEN_DESC = '"" (off) or "host:port", e.g. "127.0.0.1:9108" (port 0: any free port)'
 
 
@@ -239,9 +240,12 @@ def split_listen(value: str) -> tuple[str, int] | None:
     match = _LISTEN_RE.fullmatch(value)
     if match is None or int(match["port"]) > 65535:
         return None
-    host = match["v6"] or match["host"]
+    host = match["host"]
+    bracketed = host.startswith("[")
+    if bracketed:
+        host = host[1:-1]
     try:
-        if match["v6"]:
+        if bracketed:
             ipaddress.IPv6Address(host)
         elif re.fullmatch(r"[0-9.]+", host):  # digits and dots: an IPv4 address, or nothing
             ipaddress.IPv4Address(host)

@@ -11,15 +11,35 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import choose_encoder
 
 from .schema import split_listen
 
 log = logging.getLogger(__name__)
 
+# no "_created" twin of each counter and histogram: Prometheus does not use them
+disable_created_metrics()
+
 #: (healthy, what the JSON says)
 Health = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
+
+
+def new_registry() -> CollectorRegistry:
+    """A registry of a service's own (several may run in one process: the bot and its
+    embedded bridge, or a test's), with the process's CPU, memory, file descriptors and
+    garbage collector."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
 
 
 async def start_status_server(listen: str, registry: CollectorRegistry, health: Health, *, name: str,
