@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -163,15 +164,16 @@ async def _until(predicate, what: str, seconds: float = 15.0) -> None:
         raise AssertionError(f"timed out waiting for {what}") from None
 
 
-async def _origin_and_edges(tmp_path, prefix: str, edges: int = 1, origin_redis: str | None = None):
+async def _origin_and_edges(tmp_path, prefix: str, edges: int = 1, origin_redis: str | None = None,
+                            **extra: Any):
     origin = await run_bridge(make_settings(tmp_path / "origin", public_url="", redis_url=origin_redis or REDIS,
-                                            redis_prefix=prefix, ogg_page_ms=20, metrics_listen="127.0.0.1:0"))
+                                            redis_prefix=prefix, ogg_page_ms=20, **extra))
     started = []
     try:
         for i in range(edges):
             started.append(await run_bridge(make_settings(
                 tmp_path / f"edge{i}", public_url="", role="edge", redis_url=REDIS,
-                redis_prefix=prefix, ogg_page_ms=20, metrics_listen="127.0.0.1:0")))
+                redis_prefix=prefix, ogg_page_ms=20, **extra)))
     except BaseException:
         await _stop(origin, *started)
         raise
@@ -205,7 +207,7 @@ def _tone_peak(pcm: np.ndarray) -> int:
 
 async def test_a_listener_on_an_edge_hears_the_origin_and_its_hand_and_reaction_reach_it(tmp_path) -> None:
     prefix = _prefix()
-    origin, (edge,) = await _origin_and_edges(tmp_path, prefix)
+    origin, (edge,) = await _origin_and_edges(tmp_path, prefix, metrics_listen="127.0.0.1:0")
     try:
         await _open_with_edge(origin, edge, "garden", {"@host:x": "host", "@bee:x": "listener"})
         token = edge.token("garden", "@bee:x")
