@@ -22,7 +22,7 @@ from typing import Any
 
 from . import feed, jsonsafe, wsframe
 from .connection import CLOSE_SHUTDOWN, CLOSE_SPACE_ENDED, Client, state_key
-from .redis_link import OP_SECONDS, LinkHealth, Publisher, read_heartbeats, subscribe
+from .redis_link import OP_SECONDS, LinkHealth, Publisher, read_heartbeats, stop_if_cancelled, stop_tasks, subscribe
 from .settings import BridgeSettings
 from .stage import EXPIRY_EVERY_TICKS, Stage
 
@@ -199,9 +199,7 @@ class EdgeFeed:
         """Take this edge out of the origin's choice at once, then stop. The stages are
         closed before (their raised hands go to the origin through the link)."""
         self.stopping = True
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks, f"edge {self.edge_id}")
         self._tasks = []
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
@@ -292,6 +290,7 @@ class EdgeFeed:
 
     async def _every_beat(self) -> None:
         while True:
+            stop_if_cancelled()
             await asyncio.sleep(feed.HEARTBEAT_SECONDS)
             self._beat()
             now = time.monotonic()

@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from . import feed
-from .redis_link import LinkHealth, Publisher, read_heartbeats, subscribe
+from .redis_link import LinkHealth, Publisher, read_heartbeats, stop_if_cancelled, stop_tasks, subscribe
 from .settings import BridgeSettings
 
 log = logging.getLogger(__name__)
@@ -50,9 +50,7 @@ class OriginFeed:
     async def close(self) -> None:
         """What is queued (the spaces' last words) gets a second to go out, then stop."""
         await self.out.flush(1.0)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks, "origin feed")
         self._tasks = []
         await self.out.close()
 
@@ -81,6 +79,7 @@ class OriginFeed:
 
     async def _every_second(self) -> None:
         while True:
+            stop_if_cancelled()
             await asyncio.sleep(feed.STATE_EVERY_SECONDS)
             self._send_all_states()
             client = self.out.client

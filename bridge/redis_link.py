@@ -38,12 +38,40 @@ BATCH = 256
 #: what a link's trouble may be: anything else is a fault in our own code (logged with
 #: its traceback, then retried all the same)
 LINK_ERRORS = (RedisError, OSError, TimeoutError, EOFError)
+#: a link's task, once cancelled, has this long to stop before shutdown goes on without it
+STOP_SECONDS = 5.0
 
 
 def connect(url: str) -> aioredis.Redis:
     """A client that does not retry on its own (the loops here do) and times out."""
     return aioredis.Redis.from_url(url, socket_timeout=OP_SECONDS, socket_connect_timeout=OP_SECONDS,
                                    retry=Retry(NoBackoff(), 0), health_check_interval=0)
+
+
+async def stop_tasks(tasks: list[asyncio.Task[Any]], what: str, seconds: float | None = None) -> None:
+    """Cancel ``tasks`` and wait for them, at most ``seconds`` (STOP_SECONDS): a shutdown
+    never hangs on a link. One that has not stopped by then is logged with where it
+    waits, and left behind."""
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    _done, pending = await asyncio.wait(tasks, timeout=STOP_SECONDS if seconds is None else seconds)
+    for task in pending:
+        where = "".join(f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}; "
+                        for f in task.get_stack())
+        log.error("%s: task %s did not stop within %.0f s of being cancelled (waiting at %s); "
+                  "shutting down without it", what, task.get_name(),
+                  STOP_SECONDS if seconds is None else seconds, where.rstrip("; ") or "unknown")
+
+
+def stop_if_cancelled() -> None:
+    """Raise CancelledError if this task has been asked to stop. A loop calls it each
+    round, so that a cancellation a library swallowed (turned into a timeout, say) still
+    ends the loop."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def describe(exc: BaseException) -> str:
@@ -145,8 +173,7 @@ class Publisher:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await stop_tasks([self._task], self.health.what)
             self._task = None
         self.health.state = "closed"
         self._queue.clear()
@@ -156,6 +183,7 @@ class Publisher:
         client = connect(self.url)
         try:
             while True:
+                stop_if_cancelled()
                 if await self._spell(client):
                     delay = RETRY_FIRST_SECONDS  # it was up: the backoff starts over
                 await asyncio.sleep(delay)
@@ -229,6 +257,7 @@ async def subscribe(url: str, health: LinkHealth, *, pattern: str = "", channel:
     client = connect(url)
     try:
         while True:
+            stop_if_cancelled()
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 async with asyncio.timeout(OP_SECONDS):
@@ -260,6 +289,7 @@ async def _read(pubsub: Any, on_message: Callable[[str, bytes], None]) -> None:
     loop = asyncio.get_running_loop()
     heard = pinged = loop.time()
     while True:
+        stop_if_cancelled()
         now = loop.time()
         if now - pinged >= PING_SECONDS:
             async with asyncio.timeout(OP_SECONDS):

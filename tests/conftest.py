@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support import services
+from tests.support.hang_report import HangReport, report_seconds
 
 pytest_plugins = ["tests.support.synapse", "tests.support.bot"]
 
@@ -32,6 +33,31 @@ def _server(variable: str, default: str, answers, throwaway) -> Iterator[str]:
         yield url
     finally:
         server.stop()
+
+
+def _timeout_of(request) -> float | None:
+    """pytest-timeout's limit for this test: its marker, else --timeout, else the ini's."""
+    marker = request.node.get_closest_marker("timeout")
+    if marker is not None:
+        value = marker.args[0] if marker.args else marker.kwargs.get("timeout")
+    else:
+        value = request.config.getoption("timeout", None) or request.config.getini("timeout")
+    try:
+        return float(value) if value is not None and value != "" else None
+    except (TypeError, ValueError):
+        return None
+
+
+@pytest.fixture(autouse=True)
+def _hang_report(request) -> Iterator[None]:
+    """Shortly before pytest-timeout stops a test, print what its asyncio tasks wait on."""
+    seconds = report_seconds(_timeout_of(request))
+    report = HangReport(seconds, request.node.nodeid).start() if seconds else None
+    try:
+        yield
+    finally:
+        if report is not None:
+            report.cancel()
 
 
 @pytest.fixture(scope="session")

@@ -1,15 +1,18 @@
 """The servers the suite starts for itself when none is running (tests/support/services.py):
 a throwaway PostgreSQL takes the migrations, a throwaway Redis takes commands, and both
-are gone once stopped."""
+are gone once stopped. And the report a hanging test leaves (tests/support/hang_report.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import io
 
 import pytest
 
 from bot.db.engine import make_engine, upgrade
 from tests.support import services
+from tests.support.hang_report import HangReport, report_seconds
 
 
 def _started(server) -> str:
@@ -75,3 +78,41 @@ def test_a_server_left_by_a_killed_run_is_stopped_and_removed_by_the_next() -> N
     finally:
         with redis.Redis.from_url(url, socket_timeout=2) as client, contextlib.suppress(Exception):
             client.shutdown(nosave=True)
+
+
+# -- the report of a hanging test (tests/support/hang_report.py) --------------------------
+
+
+async def test_a_hang_report_names_the_coroutine_each_pending_task_waits_in() -> None:
+    parked = asyncio.Event()
+
+    async def waiting_on_something_that_never_comes() -> None:
+        await parked.wait()
+
+    task = asyncio.create_task(waiting_on_something_that_never_comes(), name="never-comes")
+    await asyncio.sleep(0)
+    out = io.StringIO()
+    report = HangReport(0.0, "tests/x.py::test_y", stream=out).start()
+    try:
+        await asyncio.wait_for(asyncio.to_thread(report._timer.join, 10), 15)
+        assert report.fired
+        text = out.getvalue()
+        assert "tests/x.py::test_y is still running" in text
+        assert "never-comes" in text and "waiting_on_something_that_never_comes" in text
+    finally:
+        parked.set()
+        await asyncio.wait_for(task, 5)
+
+
+def test_a_hang_report_cancelled_in_time_says_nothing() -> None:
+    out = io.StringIO()
+    report = HangReport(30.0, "t", stream=out).start()
+    report.cancel()
+    report._timer.join(5)
+    assert not report.fired and out.getvalue() == ""
+
+
+def test_the_hang_report_goes_off_before_pytest_timeout_and_not_without_one() -> None:
+    assert report_seconds(300) == 280
+    assert report_seconds(10) == 8  # a short limit keeps most of its time
+    assert report_seconds(None) is None and report_seconds(0) is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import shutil
 import socket
 import subprocess
@@ -118,12 +119,14 @@ def synthesise(text: str) -> Path:
     SPEECH_CACHE.mkdir(exist_ok=True)
     out = SPEECH_CACHE / f"{hashlib.sha1(text.encode()).hexdigest()[:16]}.wav"
     if not out.exists():
-        txt = out.with_suffix(".txt")
+        # names of this process's own: two test runs at once each write theirs, then one wins
+        txt = out.with_suffix(f".{os.getpid()}.txt")
         txt.write_text(text)
-        tmp = out.with_suffix(".tmp.wav")
+        tmp = out.with_suffix(f".{os.getpid()}.tmp.wav")
         subprocess.run(["text2wave", "-eval", "(voice_cmu_us_slt_arctic_hts)", str(txt),
                         "-o", str(tmp)], check=True, capture_output=True, timeout=120)
-        tmp.rename(out)
+        tmp.replace(out)
+        txt.unlink()
     return out
 
 
