@@ -165,7 +165,7 @@ async def open_space(request: web.Request) -> web.Response:
                       settings=request.app[SETTINGS], emit=request.app[EVENTS].emit,
                       captions_pool=request.app[CAPTIONS],
                       mirror=feed if isinstance(feed, OriginFeed) else None,
-                      tick_timer=request.app[METRICS].tick_seconds.observe)
+                      tick_timer=request.app[METRICS].observe_tick)
         stages[space_id] = stage
         stage.start()
         status = 201

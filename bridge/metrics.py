@@ -28,6 +28,9 @@ from .status_server import new_registry
 
 #: a tick takes well under a millisecond for a few speakers; 20 ms is all it ever has
 TICK_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+#: how late a tick may start: a few ms is the loop's ordinary jitter; tens of ms is
+#: something holding the event loop (the bot's work, in embedded mode), which listeners hear
+LATE_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 TRANSPORTS = ("websocket", "ogg")
 #: why a listener was dropped as too slow, as /metrics names it
 DROP_REASONS = {BEHIND_REASON: "behind", NOT_READING_REASON: "not_reading"}
@@ -150,6 +153,14 @@ class BridgeMetrics:
         self.traffic = Traffic()
         self.tick_seconds = Histogram("chorus_bridge_tick_seconds", "Time each 20 ms tick of a live space took",
                                       buckets=TICK_BUCKETS, registry=self.registry)
+        self.tick_late_seconds = Histogram("chorus_bridge_tick_late_seconds",
+                                           "How late each tick of a live space started against its 20 ms clock",
+                                           buckets=LATE_BUCKETS, registry=self.registry)
+
+    def observe_tick(self, took: float, late: float) -> None:
+        """One tick: how long it took, and how late it started."""
+        self.tick_seconds.observe(took)
+        self.tick_late_seconds.observe(late)
 
     def watch(self, stages: Mapping[str, Any], role: str, instance: str, feed: Callable[[], Any]) -> None:
         self.registry.register(BridgeCollector(stages, self.traffic, role, instance, feed))

@@ -112,7 +112,7 @@ class Stage:
         emit: Emit,
         captions_pool: CaptionPool | None = None,
         mirror: Mirror | None = None,
-        tick_timer: Callable[[float], None] | None = None,
+        tick_timer: Callable[[float, float], None] | None = None,
     ) -> None:
         self.space_id = space_id
         #: told each tick's duration in seconds (the bridge's /metrics histogram)
@@ -158,6 +158,9 @@ class Stage:
         self.tick_seconds: deque[float] = deque(maxlen=3000)
         #: the mixing part of each tick: decode, mix, the shared and mix-minus encodes
         self.mix_seconds: deque[float] = deque(maxlen=3000)
+        #: how late each tick started against its 20 ms clock: what the listeners feel when
+        #: the event loop is held by other work (the bot's, in embedded mode)
+        self.tick_late_seconds: deque[float] = deque(maxlen=3000)
         self.clip_ring: deque[np.ndarray] = deque(
             maxlen=max(1, int(settings.clip_seconds / FRAME_SECONDS))
         )
@@ -333,6 +336,9 @@ class Stage:
             "tick_ms_p99": round(TickTiming(self.tick_seconds).percentile(99) * 1000, 3),
             "mix_ms_p50": round(TickTiming(self.mix_seconds).percentile(50) * 1000, 3),
             "mix_ms_p99": round(TickTiming(self.mix_seconds).percentile(99) * 1000, 3),
+            "tick_late_ms_p50": round(TickTiming(self.tick_late_seconds).percentile(50) * 1000, 3),
+            "tick_late_ms_p99": round(TickTiming(self.tick_late_seconds).percentile(99) * 1000, 3),
+            "tick_late_ms_max": round(max(self.tick_late_seconds, default=0.0) * 1000, 3),
         }
 
     def may_join(self, user_id: str | None) -> bool:
@@ -773,6 +779,8 @@ class Stage:
                 await asyncio.sleep(delay)
             else:
                 await asyncio.sleep(0)  # behind: still let the readers and requests run
+            late = loop.time() - (start + n * FRAME_SECONDS)
+            self.tick_late_seconds.append(max(0.0, late))
             if delay < -0.2:
                 # more than 10 frames behind (machine stalled): restart the clock
                 # rather than bursting to catch up.
@@ -786,7 +794,7 @@ class Stage:
             took = time.perf_counter() - t0
             self.tick_seconds.append(took)
             if self.tick_timer is not None:
-                self.tick_timer(took)
+                self.tick_timer(took, late)
 
     def tick(self) -> TickResult:
         t0 = time.perf_counter()

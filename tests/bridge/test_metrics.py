@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import aiohttp
 import numpy as np
@@ -38,6 +39,21 @@ async def measured(tmp_path):
         await running.runner.cleanup()
 
 
+
+async def test_a_tick_held_up_by_a_busy_event_loop_is_counted_late(measured) -> None:
+    """The loop blocked for 300 ms (as a synchronous database call would block it in embedded
+    mode): the tick that was due meanwhile started at least 250 ms late, and /metrics says so."""
+    await measured.open("held")
+    stage = measured.stage("held")
+    await until(lambda: stage.tick_count > 10)
+    time.sleep(0.3)  # blocks the loop, on purpose
+    ticks = stage.tick_count
+    await until(lambda: stage.tick_count > ticks + 5)
+    assert stage.stats()["tick_late_ms_max"] >= 250
+    live = await scrape(measured.app[METRICS_PORT])
+    assert value(live, "chorus_bridge_tick_late_seconds_bucket", le="0.25") < \
+        value(live, "chorus_bridge_tick_late_seconds_count")
+
 async def test_metrics_count_stages_people_ticks_bytes_and_refused_frames(measured) -> None:
     port = measured.app[METRICS_PORT]
     assert port > 0
@@ -68,6 +84,8 @@ async def test_metrics_count_stages_people_ticks_bytes_and_refused_frames(measur
             assert value(live, "chorus_bridge_edge_listeners", space_id="m1") == 0
             assert value(live, "chorus_bridge_frames_refused_total") == 2
             assert 0 < value(live, "chorus_bridge_tick_seconds_count") <= stage.tick_count
+            ticks = value(live, "chorus_bridge_tick_seconds_count")
+            assert value(live, "chorus_bridge_tick_late_seconds_count") == ticks
             assert value(live, "chorus_bridge_bytes_out_total", transport="ogg") >= len(stream.body) > 0
             ws_bytes = value(live, "chorus_bridge_bytes_out_total", transport="websocket")
             assert ws_bytes > 0
