@@ -40,6 +40,7 @@ from bot.core import rules
 from bot.core.bounds import clip
 from bot.core.flood import CommandLimiter, Verdict
 from bot.core.model import Role, State
+from bot.db.database import Database
 from bot.db.store import Store, database_unavailable
 from bot.matrix.client import DmRooms, GatedClient, MatrixError, MatrixIO
 from bot.matrix.messages import command_text, pills_in, server_of
@@ -124,7 +125,10 @@ class Chorus:
                  space_settings: SpaceSettings, schedule_settings: ScheduleSettings | None = None,
                  registry: Registry = default_registry) -> None:
         self.options = options
+        #: the store itself (tests and start-up repair) and, for everything else, the store
+        #: off the event loop (bot/db/database.py): an embedded bridge's tick shares this loop
         self.store = store
+        self.db = Database(store)
         self.bridge = bridge
         #: recordings and transcripts on their way from the bridge to a room
         self._posting: set[asyncio.Task[None]] = set()
@@ -144,13 +148,13 @@ class Chorus:
         self._judged: dict[str, Verdict] = {}
         #: "slow down" notices on their way
         self._notices: set[asyncio.Task[None]] = set()
-        self.matrix = MatrixIO(self.client, DmRooms(store.dm_room, self._remember_dm))
-        self.spaces = SpaceService(store, self.matrix, bridge, space_settings)
+        self.matrix = MatrixIO(self.client, DmRooms(self.db.dm_room, self._remember_dm))
+        self.spaces = SpaceService(self.db, self.matrix, bridge, space_settings)
         self.scheduler = Scheduler(store.engine, misfire_grace=timedelta(minutes=options.misfire_grace_minutes),
                                    key=f"{store.engine.url.render_as_string(hide_password=True)}#{options.user_id}")
-        self.schedule = ScheduleService(self.scheduler, store, self.matrix, self.spaces,
+        self.schedule = ScheduleService(self.scheduler, self.db, self.matrix, self.spaces,
                                         schedule_settings or ScheduleSettings(), options.prefix)
-        self.services = Services(store, self.matrix, self.spaces, registry, options.prefix,
+        self.services = Services(self.db, self.matrix, self.spaces, registry, options.prefix,
                                  server_of(options.user_id), scheduler=self.schedule)
         self.transcript = TranscriptBatcher(self._post_transcript, options.transcript_interval_seconds)
         self.reactions = ReactionBatcher(self.spaces.post_reactions, options.reaction_interval_seconds)
@@ -181,14 +185,14 @@ class Chorus:
         self.metrics.expect_commands(sorted({spec.name for spec in registry.commands.values()}))
         self._database_check: asyncio.Future[int] | None = None
 
-    def _remember_dm(self, user_id: str, room_id: str) -> None:
-        self.store.record_join(room_id, 0, dm_user_id=user_id)
+    async def _remember_dm(self, user_id: str, room_id: str) -> None:
+        await self.db.record_join(room_id, 0, dm_user_id=user_id)
 
     # ------------------------------------------------------------------ lifecycle
 
     async def login(self) -> None:
         o = self.options
-        token = o.access_token or self.store.get_state(f"auth.{o.user_id}.token")
+        token = o.access_token or await self.db.get_state(f"auth.{o.user_id}.token")
         if token:
             self.client.access_token = token
             self.client.user_id = o.user_id
@@ -206,7 +210,7 @@ class Chorus:
         resp = await self.client.login(o.password, device_name=o.device_name)
         if not isinstance(resp, LoginResponse):
             raise MatrixError(f"login as {o.user_id} on {o.homeserver} failed: {resp.message}")
-        self.store.set_state(f"auth.{o.user_id}.token", resp.access_token)
+        await self.db.set_state(f"auth.{o.user_id}.token", resp.access_token)
         log.info("logged in to %s as %s (device %s)", o.homeserver, o.user_id, resp.device_id)
 
     async def run(self) -> None:
@@ -217,7 +221,7 @@ class Chorus:
         # bridge may have lost it (bot/bridge_http.py)
         self.bridge.on_resync(self.spaces.resync)
         await self.bridge.start()
-        pruned = self.store.prune_handled(datetime.now(UTC) - HANDLED_EVENTS_KEPT)
+        pruned = await self.db.prune_handled(datetime.now(UTC) - HANDLED_EVENTS_KEPT)
         if pruned:
             log.info("forgot %d handled event ids older than %s", pruned, HANDLED_EVENTS_KEPT)
         self.scheduler.start()
@@ -228,7 +232,7 @@ class Chorus:
         # the homeserver rate-limits the bot (the tasks started above do not inherit this)
         acting_for.set(SYNC_LOOP)
         await self._answer_cut_off_commands()
-        token = self.store.get_state(TOKEN_KEY)
+        token = await self.db.get_state(TOKEN_KEY)
         if token is None:
             await self._first_sync()
         else:
@@ -276,7 +280,7 @@ class Chorus:
         while True:
             try:
                 await self.handle_sync(resp, since)
-                self.store.set_state(TOKEN_KEY, resp.next_batch)
+                await self.db.set_state(TOKEN_KEY, resp.next_batch)
             except Exception as exc:
                 if not database_unavailable(exc):
                     raise
@@ -296,7 +300,7 @@ class Chorus:
                 log.info("database reachable again after %.0f s; carried on where it stopped",
                          time.monotonic() - self.db_down_since)
                 self.db_down_since = None
-            self._finish_pending()
+            await self._finish_pending()
             return
 
     async def _peek_for_commands(self, since: str, seconds: float) -> str:
@@ -346,10 +350,10 @@ class Chorus:
         except (MatrixError, *NETWORK_ERRORS) as exc:
             log.error("room %s: could not tell %s to wait: %s", room_id, event.sender, _brief(exc))
 
-    def _finish_pending(self) -> None:
+    async def _finish_pending(self) -> None:
         for event_id in list(self._finish_later):
             try:
-                self.store.finish_event(event_id)
+                await self.db.finish_event(event_id)
             except Exception as exc:  # noqa: BLE001 - tried again after the next batch
                 log.warning("could not mark command %s done yet: %s", event_id, _brief(exc))
                 return
@@ -358,14 +362,14 @@ class Chorus:
 
     async def _answer_cut_off_commands(self) -> None:
         """Commands a crash cut off (claimed, never finished) are answered as failed."""
-        for event_id, room_id in self.store.unfinished_commands():
+        for event_id, room_id in await self.db.unfinished_commands():
             if room_id:
                 log.warning("room %s: command %s was cut off by a restart; telling its sender", room_id, event_id)
                 try:
                     await self.matrix.reply(room_id, event_id, CRASH_REPLY)
                 except (MatrixError, *NETWORK_ERRORS) as exc:
                     log.error("room %s: could not answer cut-off command %s: %s", room_id, event_id, exc)
-            self.store.finish_event(event_id)
+            await self.db.finish_event(event_id)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -404,9 +408,8 @@ class Chorus:
         return jobs
 
     async def _count_jobs(self) -> int:
-        url = self.store.engine.url
-        if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
-            # an in-memory database is one connection's: a thread would open another, empty one
+        # a thread apart from the store's: a check must not queue behind commands' work
+        if self.db.inline:
             return self.store.scheduled_job_count()
         return await asyncio.to_thread(self.store.scheduled_job_count)
 
@@ -443,8 +446,11 @@ class Chorus:
         await self.reactions.close()
         self.scheduler.shutdown()
         await self.spaces.close()
+        self.bridge.forget(self.on_bridge_event)  # a bot started after this one gets them
+        self.bridge.forget(self.spaces.resync)
         await self.bridge.close()
         await self.client.close()
+        await asyncio.to_thread(self.db.close)  # the calls under way finish
 
     async def _first_sync(self) -> None:
         """The first sync ever: learn the rooms, accept invites, act on no old message."""
@@ -454,11 +460,11 @@ class Chorus:
         self.last_sync_at = time.time()
         now_ms = int(time.time() * 1000)
         for room_id in resp.rooms.join:
-            if self.store.join_ts(room_id) is None:
-                self.store.record_join(room_id, now_ms)
+            if await self.db.join_ts(room_id) is None:
+                await self.db.record_join(room_id, now_ms)
         for room_id, info in resp.rooms.invite.items():
             await self.on_invite(room_id, info.invite_state)
-        self.store.set_state(TOKEN_KEY, resp.next_batch)
+        await self.db.set_state(TOKEN_KEY, resp.next_batch)
         log.info("first sync done: %d rooms joined, %d invites", len(resp.rooms.join), len(resp.rooms.invite))
 
     async def _crypto_housekeeping(self) -> None:
@@ -493,7 +499,7 @@ class Chorus:
         for room_id, info in resp.rooms.join.items():
             join_ts = self._join_ts.get(room_id)
             if join_ts is None:
-                join_ts = self.store.join_ts(room_id)
+                join_ts = await self.db.join_ts(room_id)
                 if join_ts is not None:
                     self._join_ts[room_id] = join_ts
             events = info.timeline.events
@@ -504,11 +510,11 @@ class Chorus:
                        and e.state_key == self.client.user_id and e.membership == "join"]
                 if own:
                     join_ts = events[own[-1]].server_timestamp
-                    self.store.record_join(room_id, join_ts)
+                    await self.db.record_join(room_id, join_ts)
                     events = events[own[-1] + 1:]
                 else:
                     join_ts = 0
-                    self.store.record_join(room_id, 0)
+                    await self.db.record_join(room_id, 0)
                 # cached at once: were the database to go before this room's next batch, the
                 # commands in it could not be told to wait (their room's join time unknown)
                 self._join_ts[room_id] = join_ts
@@ -573,13 +579,13 @@ class Chorus:
             if text.startswith(self.options.prefix) and await self._claim_command(room_id, event):
                 return self._command(room_id, event, text[len(self.options.prefix):])
         elif isinstance(event, ReactionEvent):
-            if self.store.claim_event(event.event_id):
+            if await self.db.claim_event(event.event_id):
                 return self._bounded(self.on_reaction(room_id, event), deadline, room_id, event)
         elif isinstance(event, RoomMemberEvent):
-            if self.store.space_by_room(room_id) and self.store.claim_event(event.event_id):
+            if await self.db.space_by_room(room_id) and await self.db.claim_event(event.event_id):
                 return self._bounded(self.on_member(room_id, event), deadline, room_id, event)
         elif isinstance(event, RoomMessageAudio):
-            if self.store.space_by_room(room_id) and self.store.claim_event(event.event_id):
+            if await self.db.space_by_room(room_id) and await self.db.claim_event(event.event_id):
                 # downloading and decoding a voice message takes longer than a command
                 return self._bounded(self.on_voice_message(room_id, event), max(deadline, 180.0), room_id, event)
         return None
@@ -660,9 +666,9 @@ class Chorus:
         except asyncio.CancelledError:
             raise  # cut off (shutdown): stays unfinished, answered as failed at the next start
         except BaseException:
-            self._finish(event.event_id)
+            await self._finish(event.event_id)
             raise
-        self._finish(event.event_id)
+        await self._finish(event.event_id)
 
     async def _fill_gap(self, room_id: str, prev_batch: str, since: str) -> list:
         """The events a limited sync left out, oldest first (from /messages, back to ``since``)."""
@@ -704,7 +710,7 @@ class Chorus:
         """Claim a command (unfinished until answered). If the database is unreachable, say
         once that it will run when the database is back, and raise."""
         try:
-            claimed = self.store.claim_event(event.event_id, room_id)
+            claimed = await self.db.claim_event(event.event_id, room_id)
         except Exception as exc:
             if database_unavailable(exc):
                 await self._tell_to_wait(room_id, event)
@@ -714,9 +720,9 @@ class Chorus:
             del self._claimed_lately[next(iter(self._claimed_lately))]
         return claimed
 
-    def _finish(self, event_id: str) -> None:
+    async def _finish(self, event_id: str) -> None:
         try:
-            self.store.finish_event(event_id)
+            await self.db.finish_event(event_id)
         except Exception as exc:
             if not database_unavailable(exc):
                 raise
@@ -817,7 +823,7 @@ class Chorus:
     # ------------------------------------------------------------------ reactions
 
     async def on_reaction(self, room_id: str, event: ReactionEvent) -> None:
-        ref = self.store.ref(event.reacts_to)
+        ref = await self.db.ref(event.reacts_to)
         if ref is None:
             return
         key = event.key.replace("\ufe0f", "")
@@ -834,7 +840,7 @@ class Chorus:
                     await self.spaces.act(ref.space_id, user, rules.Join())
                     await self.spaces.welcome(ref.space_id, user)
                 elif key == "✋":
-                    rec = self.store.load_space(ref.space_id)
+                    rec = await self.db.load_space(ref.space_id)
                     if rec and user not in rec.space.people:
                         await self.spaces.act(ref.space_id, user, rules.Join())
                         await self.spaces.welcome(ref.space_id, user)
@@ -842,7 +848,7 @@ class Chorus:
                 elif key == "🔔":
                     await self.matrix.dm(user, await self.spaces.remind(ref.space_id, user, True))
                 else:
-                    rec = self.store.load_space(ref.space_id)
+                    rec = await self.db.load_space(ref.space_id)
                     if rec and user in rec.space.people and rules.is_reaction_key(key):
                         await self.spaces.act(ref.space_id, user, rules.React(key))
         except rules.Refused as exc:
@@ -851,10 +857,10 @@ class Chorus:
     # ------------------------------------------------------------------ membership
 
     async def on_member(self, room_id: str, event: RoomMemberEvent) -> None:
-        space_id = self.store.space_by_room(room_id)
-        rec = self.store.load_space(space_id)
+        rec = await self.db.unit(lambda st: _space_of_room(st, room_id))
         if rec is None or rec.space.state is not State.LIVE:
             return
+        space_id = rec.space.id
         user = event.state_key
         if user == self.client.user_id:
             return
@@ -878,9 +884,9 @@ class Chorus:
                 await self.matrix.kick(room_id, user, str(exc))
 
     async def _answer_knock(self, space_id: str, room_id: str, user: str) -> None:
-        rec = self.store.load_space(space_id)
+        rec = await self.db.load_space(space_id)
         space = rec.space
-        actor = self.spaces.actor(user, host=space.host)
+        actor = await self.spaces.actor(user, host=space.host)
         if user in space.removed or actor.banned:
             await self.matrix.kick(room_id, user, "You may not join this space.")
         elif actor.followed_by_host or user in space.invited or actor.is_moderator:
@@ -893,7 +899,7 @@ class Chorus:
                                    "Ask the host to follow or invite you.")
 
     async def _post_transcript(self, space_id: str, plain: str, rich: str) -> None:
-        rec = self.store.load_space(space_id)
+        rec = await self.db.load_space(space_id)
         if rec and rec.row.room_id:
             await self.matrix.notice(rec.row.room_id, plain, rich)
 
@@ -901,10 +907,10 @@ class Chorus:
 
     async def on_voice_message(self, room_id: str, event: RoomMessageAudio) -> None:
         """A speaker's voice message in the space's room is played into the live mix."""
-        space_id = self.store.space_by_room(room_id)
-        rec = self.store.load_space(space_id)
+        rec = await self.db.unit(lambda st: _space_of_room(st, room_id))
         if rec is None or rec.space.state is not State.LIVE:
             return
+        space_id = rec.space.id
         role = rec.space.people.get(event.sender)
         if role not in (Role.HOST, Role.COHOST, Role.SPEAKER):
             await self.matrix.reply(room_id, event.event_id,
@@ -969,9 +975,7 @@ class Chorus:
                     self.transcript.add(space_id, user, str(event.get("text") or ""), float(event.get("start") or 0))
             elif kind in ("listener_joined", "listener_left") and space_id:
                 n = int(event.get("listeners") or 0)
-                rec = self.store.load_space(space_id)
-                if rec and n > rec.row.peak_listeners:
-                    self.store.update_space_row(space_id, peak_listeners=n)
+                await self.db.raise_peak_listeners(space_id, n)
         except rules.Refused as exc:
             log.info("space %s: bridge event %s from %s refused: %s", space_id, kind, user, exc)
         except MatrixError as exc:
@@ -986,6 +990,12 @@ class CommandRecord:
 
     command: str = UNKNOWN
     outcome: str = "error"
+
+
+def _space_of_room(st: Store, room_id: str):
+    """The space whose room this is (its record), or None."""
+    space_id = st.space_by_room(room_id)
+    return st.load_space(space_id) if space_id else None
 
 
 def _file_name(event: dict, name_key: str, path_key: str) -> str:

@@ -104,6 +104,10 @@ class BridgeControl(Protocol):
         """Call ``handler`` whenever every live stage must be pushed again."""
         ...
 
+    def forget(self, handler: BridgeEventHandler | ResyncHandler) -> None:
+        """Call ``handler`` (given to on_event or on_resync) no more: its bot has stopped."""
+        ...
+
     @property
     def available(self) -> bool:
         """Whether the bridge answers and holds what the bot last pushed."""
@@ -155,6 +159,11 @@ class InMemoryBridge:
 
     def on_resync(self, handler: ResyncHandler) -> None:
         self._resync.append(handler)
+
+    def forget(self, handler) -> None:
+        for handlers in (self._handlers, self._resync):
+            while handler in handlers:
+                handlers.remove(handler)
 
     def mark_stale(self, why: str) -> None:
         return None  # it never loses what it holds

@@ -313,6 +313,11 @@ class HttpBridge:
     def on_resync(self, handler: ResyncHandler) -> None:
         self._resync_handlers.append(handler)
 
+    def forget(self, handler) -> None:
+        for handlers in (self._handlers, self._resync_handlers):
+            while handler in handlers:
+                handlers.remove(handler)
+
     @property
     def available(self) -> bool:
         return (self.connected.is_set() and self.instance is not None

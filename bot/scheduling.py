@@ -36,8 +36,9 @@ from bot.core.when import (
     parse_when,
 )
 from bot.db import models as m
+from bot.db.database import Database
 from bot.db.engine import session_scope
-from bot.db.store import Store, as_utc
+from bot.db.store import as_utc
 from bot.matrix.client import MatrixError, MatrixIO
 from bot.matrix.messages import markdown_to_html
 from bot.scheduler import Firing, Scheduler
@@ -60,10 +61,13 @@ class ScheduleSettings:
 
 
 class ScheduleService:
-    def __init__(self, scheduler: Scheduler, store: Store, matrix: MatrixIO, spaces: SpaceService,
+    def __init__(self, scheduler: Scheduler, db: Database, matrix: MatrixIO, spaces: SpaceService,
                  settings: ScheduleSettings, prefix: str = "!") -> None:
         self.scheduler = scheduler
-        self.store = store
+        #: the store off the event loop, for the jobs and commands (bot/db/database.py)
+        self.db = db
+        #: the store itself, for the start-up repair only (once, before anything else runs)
+        self.store = db.store
         self.matrix = matrix
         self.spaces = spaces
         self.settings = settings
@@ -74,8 +78,8 @@ class ScheduleService:
         scheduler.on_missed(self._missed)
         spaces.on_schedule = self.plan_space
 
-    def user_tz(self, user_id: str):
-        name = self.store.user(user_id).timezone or self.settings.default_timezone
+    async def user_tz(self, user_id: str):
+        name = (await self.db.user(user_id)).timezone or self.settings.default_timezone
         try:
             return parse_timezone(name)
         except WhenError:
@@ -88,7 +92,7 @@ class ScheduleService:
             self.scheduler.drop(SPACE_START, space_id)
             self.scheduler.drop(SPACE_EARLY, space_id)
             return
-        rec = self.store.load_space(space_id)
+        rec = await self.db.load_space(space_id)
         when = as_utc(rec.space.scheduled_for)
         self.scheduler.plan(SPACE_START, space_id, when)
         early = when - timedelta(minutes=self.settings.early_reminder_minutes)
@@ -98,9 +102,9 @@ class ScheduleService:
             self.scheduler.drop(SPACE_EARLY, space_id)
         log.info("space %s: reminders planned for %s", space_id, when.isoformat())
 
-    def _claim(self, f: Firing) -> bool:
+    async def _claim(self, f: Firing) -> bool:
         """True the first time this (job, due time) fires; never twice."""
-        if self.store.claim_event(claim_key(f.job_id, f.due)):
+        if await self.db.claim_event(claim_key(f.job_id, f.due)):
             return True
         log.warning("job %s due %s already ran; not running it again", f.job_id, f.due.isoformat())
         return False
@@ -118,8 +122,8 @@ class ScheduleService:
             log.error("space %s: could not send a reminder to %s: %s", space_id, user, exc)
 
     async def _space_start(self, f: Firing) -> None:
-        rec = self.store.load_space(f.ref)
-        if rec is None or rec.space.state is not State.SCHEDULED or not self._claim(f):
+        rec = await self.db.load_space(f.ref)
+        if rec is None or rec.space.state is not State.SCHEDULED or not await self._claim(f):
             return
         space, row = rec.space, rec.row
         late = self._late_note(f)
@@ -134,45 +138,45 @@ class ScheduleService:
         else:
             await self._safe_dm(space.host, f"It's time for your space “{space.title}” ({space.id}). "
                                 f"Start it with: {self.prefix}space golive {space.id}{late}", space.id)
-        live = self.store.load_space(space.id).space.state is State.LIVE
+        live = await self.db.space_state(space.id) == State.LIVE.value
         how = (f"Join with {self.prefix}space join {space.id}" if live
                else f"The host will open it shortly; then join with {self.prefix}space join {space.id}")
-        for user in self.store.reminder_users(space.id):
+        for user in await self.db.reminder_users(space.id):
             if user != space.host:
                 await self._safe_dm(user, f"🔔 “{space.title}” by {space.host} is starting now. {how}.{late}",
                                     space.id)
         log.info("space %s: start-time reminders sent%s", space.id, " (late)" if late else "")
 
     async def _space_early(self, f: Firing) -> None:
-        rec = self.store.load_space(f.ref)
-        if rec is None or rec.space.state is not State.SCHEDULED or not self._claim(f):
+        rec = await self.db.load_space(f.ref)
+        if rec is None or rec.space.state is not State.SCHEDULED or not await self._claim(f):
             return
         space = rec.space
         minutes = self.settings.early_reminder_minutes
         unit = "minute" if minutes == 1 else "minutes"
-        for user in [space.host, *self.store.reminder_users(space.id)]:
-            when = describe_instant(as_utc(space.scheduled_for), self.user_tz(user))
+        for user in [space.host, *await self.db.reminder_users(space.id)]:
+            when = describe_instant(as_utc(space.scheduled_for), await self.user_tz(user))
             await self._safe_dm(user, f"🔔 “{space.title}” by {space.host} starts in about {minutes} {unit} "
                                 f"({when}).", space.id)
 
     async def _missed(self, f: Firing) -> None:
         if f.kind == SPACE_START:
-            rec = self.store.load_space(f.ref)
-            if rec and rec.space.state is State.SCHEDULED and self._claim(f):
+            rec = await self.db.load_space(f.ref)
+            if rec and rec.space.state is State.SCHEDULED and await self._claim(f):
                 await self._safe_dm(rec.space.host, (
                     f"Your scheduled space “{rec.space.title}” ({rec.space.id}) was due at "
-                    f"{describe_instant(f.due, self.user_tz(rec.space.host))} while Chorus was not running, "
+                    f"{describe_instant(f.due, await self.user_tz(rec.space.host))} while Chorus was not running, "
                     "too long ago to start it now. Start it with "
                     f"{self.prefix}space golive {rec.space.id}, or cancel it."), rec.space.id)
         elif f.kind == ANNOUNCE:
-            ann = self.store.announcement(int(f.ref))
-            if ann and ann.active and self._claim(f):
+            ann = await self.db.announcement(int(f.ref))
+            if ann and ann.active and await self._claim(f):
                 await self._safe_dm(ann.owner_id, (
                     f"Announcement #{ann.id} for {ann.room_id} was due at {f.due:%Y-%m-%d %H:%M} UTC while "
                     "Chorus was not running, too long ago to post it now; it was skipped."
                     + (" It stays scheduled for its next time." if ann.recurring else "")))
                 if not ann.recurring:
-                    self.store.update_announcement(ann.id, active=False)
+                    await self.db.update_announcement(ann.id, active=False)
 
     # ------------------------------------------------------------------ announcements
 
@@ -183,16 +187,16 @@ class ScheduleService:
         trigger = when if when is not None else self.recurrence_of(ann).to_trigger()
         return self.scheduler.plan(ANNOUNCE, str(ann.id), trigger)
 
-    def cancel_announcement(self, ann_id: int) -> None:
+    async def cancel_announcement(self, ann_id: int) -> None:
         self.scheduler.drop(ANNOUNCE, str(ann_id))
-        self.store.update_announcement(ann_id, active=False)
+        await self.db.update_announcement(ann_id, active=False)
 
     def next_announcement(self, ann_id: int) -> datetime | None:
         return self.scheduler.next_run(ANNOUNCE, str(ann_id))
 
     async def _announce(self, f: Firing) -> None:
-        ann = self.store.announcement(int(f.ref))
-        if ann is None or not ann.active or not self._claim(f):
+        ann = await self.db.announcement(int(f.ref))
+        if ann is None or not ann.active or not await self._claim(f):
             return
         text = ann.text
         late = self._late_note(f)
@@ -205,7 +209,7 @@ class ScheduleService:
                       ann.owner_id, exc)
             await self._safe_dm(ann.owner_id, f"Announcement #{ann.id} could not be posted in {ann.room_id}: {exc}")
             return
-        self.store.update_announcement(ann.id, fired=ann.fired + 1,
+        await self.db.update_announcement(ann.id, fired=ann.fired + 1,
                                        active=ann.recurring)
         log.info("announcement %s posted in %s%s", ann.id, ann.room_id, " (late)" if late else "")
 

@@ -25,7 +25,8 @@ from bot.bridge_api import BridgeControl, BridgeError, BridgeUnavailable, StageM
 from bot.core import effects as fx
 from bot.core import rules
 from bot.core.model import Limits, Role, Space, State, Visibility
-from bot.db.store import Store, as_utc, new_space_id
+from bot.db.database import Database
+from bot.db.store import SpaceRecord, Store, as_utc, new_space_id
 from bot.matrix.client import MatrixError, MatrixIO
 from bot.reactions import ReactionBatcher
 
@@ -59,7 +60,8 @@ class SpaceSettings:
 
 @dataclass
 class SpaceService:
-    store: Store
+    #: the store, off the event loop (bot/db/database.py)
+    db: Database
     matrix: MatrixIO
     bridge: BridgeControl
     settings: SpaceSettings
@@ -74,18 +76,25 @@ class SpaceService:
 
     # ------------------------------------------------------------ facts
 
-    def limits(self) -> Limits:
-        override = self.store.get_state(THRESHOLD_KEY)
+    def _limits(self, st: Store) -> Limits:
+        """The limits, with a moderator's threshold override (read in ``st``'s transaction)."""
+        override = st.get_state(THRESHOLD_KEY)
         base = self.settings.limits
         if override is None:
             return base
         return Limits(int(override), base.max_speakers, base.max_cohosts, base.max_days_ahead)
 
+    async def limits(self) -> Limits:
+        return await self.db.unit(self._limits)
+
     def is_moderator(self, user_id: str) -> bool:
         return user_id in self.settings.moderators
 
-    def actor(self, user_id: str, host: str | None = None):
-        return self.store.actor(user_id, is_moderator=self.is_moderator(user_id), host=host)
+    def _actor(self, st: Store, user_id: str, host: str | None = None):
+        return st.actor(user_id, is_moderator=self.is_moderator(user_id), host=host)
+
+    async def actor(self, user_id: str, host: str | None = None):
+        return await self.db.unit(lambda st: self._actor(st, user_id, host))
 
     def lock(self, space_id: str) -> asyncio.Lock:
         return self._locks.setdefault(space_id, asyncio.Lock())
@@ -94,36 +103,34 @@ class SpaceService:
 
     async def start(self, user_id: str, title: str, visibility: Visibility, origin_room: str | None,
                     scheduled_for: datetime | None = None, autostart: bool = False) -> rules.Outcome:
-        live = self.store.live_space_of_host(user_id)
-        if live and scheduled_for is None:
-            raise rules.Refused(f"You already host a live space ({live}); end it with !space end {live} first.")
         space_id = new_space_id()
         async with self.lock(space_id):  # a resync does not take its stage for a stale one
-            return await self._start(space_id, user_id, title, visibility, origin_room,
-                                     scheduled_for, autostart)
+            outcome = await self.db.unit(lambda st: self._start(
+                st, space_id, user_id, title, visibility, origin_room, scheduled_for, autostart))
+            failures = await self.run_effects(outcome.space, outcome.effects)
+            return _noted(outcome, failures)
 
-    async def _start(self, space_id: str, user_id: str, title: str, visibility: Visibility,
-                     origin_room: str | None, scheduled_for: datetime | None,
-                     autostart: bool) -> rules.Outcome:
+    def _start(self, st: Store, space_id: str, user_id: str, title: str, visibility: Visibility,
+               origin_room: str | None, scheduled_for: datetime | None, autostart: bool) -> rules.Outcome:
+        """Check, decide and save a new space: one transaction (in the database's thread)."""
+        live = st.live_space_of_host(user_id)
+        if live and scheduled_for is None:
+            raise rules.Refused(f"You already host a live space ({live}); end it with !space end {live} first.")
         outcome = rules.start_space(
-            space_id, self.actor(user_id), title, visibility, self.limits(),
+            space_id, self._actor(st, user_id), title, visibility, self._limits(st),
             scheduled_for=scheduled_for, captions=self.settings.captions_by_default,
             recording=self.settings.record_by_default)
-        now = datetime.now(UTC)
-        self.store.save_space(outcome.space, origin_room_id=origin_room, autostart=autostart,
-                              started_at=None if scheduled_for else now)
-        failures = await self.run_effects(outcome.space, outcome.effects)
-        return _noted(outcome, failures)
+        st.save_space(outcome.space, origin_room_id=origin_room, autostart=autostart,
+                      started_at=None if scheduled_for else datetime.now(UTC))
+        return outcome
 
     async def act(self, space_id: str, user_id: str, command: rules.Command) -> rules.Outcome:
         async with self.lock(space_id):
-            record = self.store.load_space(space_id)
-            if record is None:
-                raise rules.Refused(f"There is no space with id “{space_id}”. Type !spaces to see them.")
-            actor = self.actor(user_id, host=record.space.host)
-            outcome = rules.apply(record.space, command, actor, self.limits())
-            # the bridge may refuse an option (e.g. no captions model): ask it before saving,
-            # so that a refusal changes nothing
+            # load, decide and (unless the bridge must be asked first) save: one transaction
+            record, outcome, saved = await self.db.unit(
+                lambda st: self._decide(st, space_id, user_id, command))
+            # the bridge may refuse an option (e.g. no captions model): it is asked before
+            # saving, so that a refusal changes nothing
             effects = outcome.effects
             for effect in [e for e in effects if isinstance(e, fx.StageOptions)]:
                 try:
@@ -141,19 +148,32 @@ class SpaceService:
                 except BridgeError as exc:
                     raise rules.Refused(f"The audio bridge refused: {exc.reason}") from None
             effects = tuple(e for e in effects if not isinstance(e, fx.StageOptions))
-            extra = {}
-            if isinstance(command, rules.End):
-                extra["ended_at"] = datetime.now(UTC)
-            if isinstance(command, rules.GoLive):
-                extra["started_at"] = datetime.now(UTC)
-            if outcome.space is not record.space or extra:  # a reaction changes nothing to save
-                self.store.save_space(outcome.space, **extra)
+            if not saved:
+                await self.db.save_space(outcome.space, **_saved_with(command))
             failures = await self.run_effects(outcome.space, effects)
             return _noted(outcome, failures)
 
+    def _decide(self, st: Store, space_id: str, user_id: str, command: rules.Command,
+                ) -> tuple[SpaceRecord, rules.Outcome, bool]:
+        """Load the space and the actor, apply the rules and save what they decided, in
+        ``st``'s one transaction; not the save when the bridge must first take an option
+        (StageOptions). (record, outcome, whether it was saved or has nothing to save)."""
+        record = st.load_space(space_id)
+        if record is None:
+            raise rules.Refused(f"There is no space with id “{space_id}”. Type !spaces to see them.")
+        actor = self._actor(st, user_id, host=record.space.host)
+        outcome = rules.apply(record.space, command, actor, self._limits(st))
+        extra = _saved_with(command)
+        if outcome.space is record.space and not extra:  # e.g. a reaction: nothing to save
+            return record, outcome, True
+        if any(isinstance(e, fx.StageOptions) for e in outcome.effects):
+            return record, outcome, False
+        st.save_space(outcome.space, **extra)
+        return record, outcome, True
+
     async def welcome(self, space_id: str, user_id: str) -> str | None:
         """After a join: invite to the room, DM the personal listening link. The room id."""
-        rec = self.store.load_space(space_id)
+        rec = await self.db.load_space(space_id)
         room = rec.row.room_id
         if room and user_id not in self.matrix.members(room):
             await self.matrix.invite(room, user_id)
@@ -166,7 +186,7 @@ class SpaceService:
     async def post_audio(self, space_id: str, name: str, duration: float, what: str) -> str | None:
         """Fetch a recording or a clip from the bridge (by the file name its event gives)
         and post it in the space's room. If it cannot be fetched the room is told why."""
-        rec = self.store.load_space(space_id)
+        rec = await self.db.load_space(space_id)
         room = rec.row.room_id if rec else None
         if not room:
             log.error("space %s: %s %s has no room to go to", space_id, what, name)
@@ -187,7 +207,7 @@ class SpaceService:
 
     async def post_transcript_file(self, space_id: str, name: str) -> str | None:
         """Fetch the space's WebVTT transcript from the bridge and attach it to its room."""
-        rec = self.store.load_space(space_id)
+        rec = await self.db.load_space(space_id)
         if not rec or not rec.row.room_id:
             log.error("space %s: transcript %s has no room to go to", space_id, name)
             return None
@@ -204,7 +224,7 @@ class SpaceService:
 
     async def recording_failed(self, space_id: str, reason: str, recovered: bool) -> None:
         """The bridge could not finish a recording: say so in the space's room."""
-        room = self._room(space_id)
+        room = await self._room(space_id)
         log.error("space %s: the bridge could not finish a recording%s (room %s): %s", space_id,
                   " left by its restart" if recovered else "", room, reason)
         if room:
@@ -212,13 +232,13 @@ class SpaceService:
             await self.matrix.notice(room, f"The recording{when} could not be finished: {reason}")
 
     async def remind(self, space_id: str, user_id: str, on: bool) -> str:
-        rec = self.store.load_space(space_id)
+        rec = await self.db.load_space(space_id)
         if rec is None:
             raise rules.Refused(f"There is no space with id “{space_id}”.")
         if rec.space.state is not State.SCHEDULED:
             raise rules.Refused(f"Space {space_id} is {rec.space.state.value}, not scheduled; "
                                 "reminders are for upcoming spaces.")
-        changed = self.store.set_reminder(space_id, user_id, on)
+        changed = await self.db.set_reminder(space_id, user_id, on)
         if on:
             return ("I'll remind you when “%s” starts." if changed else
                     "You had already asked to be reminded of “%s”.") % rec.space.title
@@ -238,25 +258,22 @@ class SpaceService:
             try:
                 await handler(space, effect)
             except Exception as exc:  # noqa: BLE001 - one failed effect must not stop the others
-                if isinstance(exc, StageMissing) and self._is_live(space.id):
+                if isinstance(exc, StageMissing) and await self._is_live(space.id):
                     # the bridge lost a stage the database holds live (it restarted)
                     self.bridge.mark_stale(f"space {space.id} has no stage on the bridge")
                     exc = BridgeUnavailable(str(exc), "the audio bridge had lost this space's "
                                             "stage; it is being put back")
                 if isinstance(exc, BridgeError):
                     failures.append(exc)
-                row = self.store.load_space(space.id)
                 log.error("space %s: %s failed (room %s, user %s): %s", space.id, type(effect).__name__,
-                          row.row.room_id if row else None, getattr(effect, "user_id", "-"), exc)
+                          await self._room(space.id), getattr(effect, "user_id", "-"), exc)
         return failures
 
-    def _is_live(self, space_id: str) -> bool:
-        rec = self.store.load_space(space_id)
-        return rec is not None and rec.space.state is State.LIVE
+    async def _is_live(self, space_id: str) -> bool:
+        return await self.db.space_state(space_id) == State.LIVE.value
 
-    def _room(self, space_id: str) -> str | None:
-        rec = self.store.load_space(space_id)
-        return rec.row.room_id if rec else None
+    async def _room(self, space_id: str) -> str | None:
+        return await self.db.room_of(space_id)
 
     def page_url(self, space_id: str) -> str:
         return self.bridge.page_url(space_id)
@@ -275,8 +292,8 @@ class SpaceService:
                  "content": cards.widget_state(space, self.page_url(space.id))},
             ],
         )
-        self.store.update_space_row(space.id, room_id=room_id)
-        self.store.record_join(room_id, 0)
+        await self.db.unit(lambda st: (st.update_space_row(space.id, room_id=room_id),
+                                       st.record_join(room_id, 0)))
         log.info("space %s: room %s created for host %s", space.id, room_id, space.host)
         for user, _role in space.invited.items():
             await self.matrix.invite(room_id, user)
@@ -291,7 +308,7 @@ class SpaceService:
             await self._push_roles(space)
         except BridgeError as exc:  # the room still shows the roles the database holds
             failed = exc
-        room_id = self._room(space.id)
+        room_id = await self._room(space.id)
         if room_id:
             await self.matrix.put_state(room_id, "m.room.power_levels",
                                         cards.power_levels(self.matrix.user_id, space))
@@ -300,19 +317,17 @@ class SpaceService:
             raise failed
 
     async def _do_UpdateCard(self, space: Space, e: fx.UpdateCard) -> None:
-        rec = self.store.load_space(space.id)
-        if rec is None:
-            return
         listeners = len(space.listeners)
-        if listeners > rec.row.peak_listeners:
-            self.store.update_space_row(space.id, peak_listeners=listeners)
-        facts = cards.CardFacts(space, rec.row.room_id, self.page_url(space.id),
-                                self.store.tip_jar(space.host), listeners, self.settings.prefix)
+        found = await self.db.unit(lambda st: _card_facts(st, space.id, space.host, listeners))
+        if found is None:
+            return
+        rec, tips, existing = found
+        facts = cards.CardFacts(space, rec.row.room_id, self.page_url(space.id), tips, listeners,
+                                self.settings.prefix)
         plain, rich = cards.card(facts)
         from bot.matrix.messages import notice
 
         content = notice(plain, rich)
-        existing = self.store.refs(space.id, "card")
         if not existing:
             rooms = [r for r in (rec.row.origin_room_id, *self.settings.announcement_rooms) if r]
             for room in dict.fromkeys(rooms):
@@ -322,7 +337,7 @@ class SpaceService:
                 except MatrixError as exc:
                     log.error("space %s: could not post its card in room %s: %s", space.id, room, exc)
                     continue
-                self.store.add_ref(event_id, room, space.id, "card")
+                await self.db.add_ref(event_id, room, space.id, "card")
                 keys = ("🎧", "✋") if space.state is State.LIVE else ("🔔",)
                 for key in keys:
                     await self.matrix.react(room, event_id, key)
@@ -331,7 +346,7 @@ class SpaceService:
             await self.matrix.edit(ref.room_id, ref.event_id, content)
 
     async def _do_InviteToRoom(self, space: Space, e: fx.InviteToRoom) -> None:
-        room_id = self._room(space.id)
+        room_id = await self._room(space.id)
         if room_id:
             await self.matrix.invite(room_id, e.user_id)
         link = f"\nRoom: https://matrix.to/#/{room_id}" if room_id else ""
@@ -340,7 +355,7 @@ class SpaceService:
             f"Join with {self.settings.prefix}space join {space.id} or open {self.page_url(space.id)}"))
 
     async def _do_AskToSpeak(self, space: Space, e: fx.AskToSpeak) -> None:
-        room_id = self._room(space.id)
+        room_id = await self._room(space.id)
         if not room_id:
             return
         managers = [u for u, r in space.people.items() if r in (Role.HOST, Role.COHOST)]
@@ -351,15 +366,15 @@ class SpaceService:
         rich = (f"✋ {pill(e.user_id)} asks to speak. {', '.join(pill(u) for u in managers)}: react ✅ "
                 f"to approve or ❌ to deny (or <code>{self.settings.prefix}space approve {e.user_id}</code>).")
         event_id = await self.matrix.notice(room_id, plain, rich)
-        self.store.add_ref(event_id, room_id, space.id, "speak_request", e.user_id)
+        await self.db.add_ref(event_id, room_id, space.id, "speak_request", e.user_id)
         await self.matrix.react(room_id, event_id, "✅")
         await self.matrix.react(room_id, event_id, "❌")
 
     async def _do_HandClosed(self, space: Space, e: fx.HandClosed) -> None:
-        self.store.drop_refs(space.id, "speak_request", e.user_id)
+        await self.db.drop_refs(space.id, "speak_request", e.user_id)
 
     async def _do_Announce(self, space: Space, e: fx.Announce) -> None:
-        room_id = self._room(space.id)
+        room_id = await self._room(space.id)
         if room_id:
             await self.matrix.notice(room_id, e.text)
 
@@ -373,7 +388,7 @@ class SpaceService:
                 await self._push_roles(space)
             except BridgeError as exc:
                 failed = exc
-        room_id = self._room(space.id)
+        room_id = await self._room(space.id)
         if room_id and e.user_id in self.matrix.members(room_id):
             await self.matrix.kick(room_id, e.user_id, e.reason)
         if failed is not None:
@@ -383,15 +398,15 @@ class SpaceService:
         """Who is who, as a whole: the roles, and who may not be there at all (removed from
         this space, or banned from Chorus)."""
         await self.bridge.set_roles(space.id, {u: r.value for u, r in space.people.items()},
-                                    removed=space.removed | self.store.banned_users())
+                                    removed=space.removed | await self.db.banned_users())
 
     async def push_access(self) -> list[str]:
         """Push who is who to every live space (after a ban or an unban); the spaces the
         bridge did not take (logged; a resync pushes them again)."""
         failed = []
-        for row in self.store.spaces_in_state(State.LIVE):
+        for row in await self.db.spaces_in_state(State.LIVE):
             async with self.lock(row.id):
-                rec = self.store.load_space(row.id)
+                rec = await self.db.load_space(row.id)
                 if rec is None or rec.space.state is not State.LIVE:
                     continue
                 try:
@@ -408,16 +423,16 @@ class SpaceService:
     async def _do_ReactionAdded(self, space: Space, e: fx.ReactionAdded) -> None:
         if self.reactions is not None:
             if self.reactions.add(space.id, e.user_id, e.key):
-                self.store.add_reaction(space.id, e.user_id, e.key)
+                await self.db.add_reaction(space.id, e.user_id, e.key)
             return
-        self.store.add_reaction(space.id, e.user_id, e.key)
-        room_id = self._room(space.id)
+        await self.db.add_reaction(space.id, e.user_id, e.key)
+        room_id = await self._room(space.id)
         if room_id:
             await self.matrix.notice(room_id, f"{e.key} from {e.user_id}")
 
     async def post_reactions(self, space_id: str, text: str) -> None:
         """One batch of reactions (from the batcher) into the space's room."""
-        room_id = self._room(space_id)
+        room_id = await self._room(space_id)
         if room_id:
             await self.matrix.notice(room_id, text)
 
@@ -427,16 +442,16 @@ class SpaceService:
     async def _do_CloseSpace(self, space: Space, e: fx.CloseSpace) -> None:
         if self.reactions is not None:  # the last reactions go in before the summary
             await self.reactions.flush(space.id)
-        rec = self.store.load_space(space.id)
+        rec = await self.db.load_space(space.id)
         failed: BridgeError | None = None
         try:
             stats = await self.bridge.close_stage(space.id)
         except BridgeError as exc:  # the space ends anyway; a resync closes the stage later
             failed, stats = exc, None
         peak = max(rec.row.peak_listeners, stats.peak_listeners if stats else 0)
-        self.store.update_space_row(space.id, peak_listeners=peak)
+        await self.db.update_space_row(space.id, peak_listeners=peak)
         room_id = rec.row.room_id
-        self.store.drop_refs(space.id, "speak_request")
+        await self.db.drop_refs(space.id, "speak_request")
         if not room_id:
             if failed is not None:
                 raise failed
@@ -444,7 +459,7 @@ class SpaceService:
         speakers = [u for u in rec.row.speakers_seen.split() if u]
         plain, rich = cards.summary(space, as_utc(rec.row.started_at),
                                     as_utc(rec.row.ended_at) or datetime.now(UTC), peak, speakers,
-                                    self.store.top_reactions(space.id))
+                                    await self.db.top_reactions(space.id))
         await self.matrix.notice(room_id, plain + f" ({e.reason})", rich)
         await self.matrix.put_state(room_id, "m.room.join_rules", {"join_rule": "invite"})
         await self.matrix.put_state(room_id, cards.WIDGET_STATE_EVENT, {}, f"chorus-{space.id}")
@@ -469,9 +484,9 @@ class SpaceService:
     async def _notify_followers(self, space: Space) -> None:
         """Tell opted-in followers the host is live, a batch at a time, so that a host with
         10,000 followers does not flood the homeserver."""
-        followers = self.store.followers_to_notify(space.host)
+        followers = await self.db.followers_to_notify(space.host)
         if space.visibility is Visibility.FOLLOWING:
-            followers = [u for u in followers if self.store.follows(space.host, u)]
+            followers = await self.db.unit(lambda st: [u for u in followers if st.follows(space.host, u)])
         elif space.visibility is Visibility.INVITED:
             followers = [u for u in followers if u in space.invited]
         batch = max(1, self.settings.notify_batch_size)
@@ -498,7 +513,7 @@ class SpaceService:
             await asyncio.gather(*self._background, return_exceptions=True)
 
     async def _do_Audit(self, space: Space, e: fx.Audit) -> None:
-        self.store.audit(e.actor, e.action, space.id, e.target, e.detail)
+        await self.db.audit(e.actor, e.action, space.id, e.target, e.detail)
 
     # ------------------------------------------------------------ keeping the bridge in step
 
@@ -512,7 +527,7 @@ class SpaceService:
         refusal for one space is logged and the others still go through. Each live space
         that the bridge did not hold is told in its room, once it is there, that its audio
         is back (not at start: nobody was listening to the bot then)."""
-        live = self.store.spaces_in_state(State.LIVE)
+        live = await self.db.spaces_in_state(State.LIVE)
         held = set(await self.bridge.stage_ids())
         if why != "start":  # kept across failed attempts until the room is told
             self._lost_stages.update(row.id for row in live if row.id not in held)
@@ -524,7 +539,7 @@ class SpaceService:
                 pushed.append(rec)
         for stale in sorted(held - {row.id for row in live}):
             async with self.lock(stale):  # a space started meanwhile is live by now
-                rec = self.store.load_space(stale)
+                rec = await self.db.load_space(stale)
                 if rec is not None and rec.space.state is State.LIVE:
                     continue
                 log.warning("space %s: the bridge still had a stage for it although it is not "
@@ -549,7 +564,7 @@ class SpaceService:
     async def _push_stage(self, space_id: str):
         """Open (or update) one live space's stage and push its roles; the record, or None
         if the bridge refused it (logged). BridgeUnavailable goes up."""
-        rec = self.store.load_space(space_id)
+        rec = await self.db.load_space(space_id)
         if rec is None or rec.space.state is not State.LIVE:
             return None  # ended meanwhile
         row = rec.row
@@ -567,7 +582,7 @@ class SpaceService:
                 await self.bridge.open_stage(row.id, row.title, public=public,
                                              record=row.recording, captions=False)
                 await self._captions_lost(rec, exc.reason)
-                rec = self.store.load_space(space_id)
+                rec = await self.db.load_space(space_id)
             await self._push_roles(rec.space)
         except BridgeUnavailable:
             raise
@@ -582,7 +597,7 @@ class SpaceService:
         say captions are off, so that the host can turn them on again later."""
         log.error("space %s: the bridge refused captions on its restored stage (%s); restored "
                   "without captions (room %s)", rec.space.id, reason, rec.row.room_id)
-        self.store.save_space(dataclasses.replace(rec.space, captions=False))
+        await self.db.save_space(dataclasses.replace(rec.space, captions=False))
         if rec.row.room_id:
             try:
                 await self.matrix.notice(rec.row.room_id, (
@@ -603,6 +618,25 @@ async def _fetched(bridge: BridgeControl, name: str) -> AsyncIterator[Path]:
         yield await bridge.fetch(name, folder)
     finally:
         await asyncio.to_thread(shutil.rmtree, folder, True)
+
+
+def _card_facts(st: Store, space_id: str, host: str, listeners: int):
+    """What a space's card needs, in one transaction, with its peak of listeners kept:
+    (record, the host's tip jar, the cards posted so far), or None if there is no such space."""
+    rec = st.load_space(space_id)
+    if rec is None:
+        return None
+    st.raise_peak_listeners(space_id, listeners)
+    return rec, st.tip_jar(host), st.refs(space_id, "card")
+
+
+def _saved_with(command: rules.Command) -> dict[str, datetime]:
+    """The row fields a command sets besides the space itself."""
+    if isinstance(command, rules.End):
+        return {"ended_at": datetime.now(UTC)}
+    if isinstance(command, rules.GoLive):
+        return {"started_at": datetime.now(UTC)}
+    return {}
 
 
 def _noted(outcome: rules.Outcome, failures: list[BridgeError]) -> rules.Outcome:

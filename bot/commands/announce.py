@@ -79,28 +79,28 @@ async def announce(ctx: Ctx, **kw) -> None:
     except MatrixError as exc:
         raise UsageError(f"I can't find the room {m['room']}: {exc}") from None
     await _may_announce(ctx, room_id)
-    tz = svc.user_tz(ctx.sender)
+    tz = await svc.user_tz(ctx.sender)
     message = m["text"]
     now = datetime.now(UTC)
     try:
         if m["mode"].lower() == "at":
             parsed = parse_when(m["when"], now, tz)
             check_window(parsed, now, 365)
-            ann = ctx.store.add_announcement(room_id=room_id, owner_id=ctx.sender, text=message,
+            ann = await ctx.db.add_announcement(room_id=room_id, owner_id=ctx.sender, text=message,
                                              schedule=m["when"].strip(), timezone=zone_name(parsed.tz),
                                              recurring=False)
             svc.plan_announcement(ann, parsed.instant)
             when = parsed.describe()
         else:
             rec = parse_recurrence(f"{m['mode'].lower()} {m['when'].strip()}", tz)
-            ann = ctx.store.add_announcement(room_id=room_id, owner_id=ctx.sender, text=message,
+            ann = await ctx.db.add_announcement(room_id=room_id, owner_id=ctx.sender, text=message,
                                              schedule=rec.text, timezone=zone_name(rec.tz), recurring=True)
             svc.plan_announcement(ann)
             upcoming = ", ".join(describe_instant(t, rec.tz) for t in next_fire_times(rec, now, 2))
             when = f"{rec.describe()} (next: {upcoming})"
     except WhenError as exc:
         raise UsageError(str(exc)) from None
-    ctx.store.audit(ctx.sender, "announce.add", None, room_id, f"#{ann.id} {when}")
+    await ctx.db.audit(ctx.sender, "announce.add", None, room_id, f"#{ann.id} {when}")
     await ctx.reply(f"Announcement #{ann.id} for {m['room']}: {when}. "
                     f"Cancel with {ctx.prefix}announce cancel {ann.id}.")
 
@@ -108,11 +108,11 @@ async def announce(ctx: Ctx, **kw) -> None:
 @registry.command("announce list", group=ANN, help="Scheduled announcements (yours; all for moderators).")
 async def announce_list(ctx: Ctx) -> None:
     svc = _svc(ctx)
-    rows = ctx.store.announcements(None if ctx.spaces.is_moderator(ctx.sender) else ctx.sender)
+    rows = await ctx.db.announcements(None if ctx.spaces.is_moderator(ctx.sender) else ctx.sender)
     if not rows:
         await ctx.reply("No announcements are scheduled.")
         return
-    tz = svc.user_tz(ctx.sender)
+    tz = await svc.user_tz(ctx.sender)
     lines = []
     for a in rows:
         nxt = svc.next_announcement(a.id)
@@ -126,11 +126,11 @@ async def announce_list(ctx: Ctx) -> None:
 @registry.command("announce cancel", integer("number"), group=ANN, help="Stop a scheduled announcement.")
 async def announce_cancel(ctx: Ctx, number: int) -> None:
     svc = _svc(ctx)
-    ann = ctx.store.announcement(number)
+    ann = await ctx.db.announcement(number)
     if ann is None or not ann.active:
         raise UsageError(f"There is no scheduled announcement #{number}. See {ctx.prefix}announce list.")
     if ann.owner_id != ctx.sender and not ctx.spaces.is_moderator(ctx.sender):
         raise UsageError(f"Announcement #{number} is {ann.owner_id}'s; only they or a moderator can cancel it.")
-    svc.cancel_announcement(number)
-    ctx.store.audit(ctx.sender, "announce.cancel", None, ann.room_id, f"#{number}")
+    await svc.cancel_announcement(number)
+    await ctx.db.audit(ctx.sender, "announce.cancel", None, ann.room_id, f"#{number}")
     await ctx.reply(f"Announcement #{number} is cancelled.")

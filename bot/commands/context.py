@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.core.bounds import MAX_ID_LENGTH, clip
-from bot.db.store import Store
+from bot.db.database import Database
 from bot.matrix.client import MatrixError, MatrixIO
 from bot.matrix.messages import is_user_id, pills_in
 from bot.spaces import SpaceService
@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Services:
-    store: Store
+    #: the store, off the event loop (bot/db/database.py)
+    db: Database
     matrix: MatrixIO
     spaces: SpaceService
     registry: Registry
@@ -39,8 +40,8 @@ class Ctx:
     content: dict
 
     @property
-    def store(self) -> Store:
-        return self.services.store
+    def db(self) -> Database:
+        return self.services.db
 
     @property
     def spaces(self) -> SpaceService:
@@ -91,19 +92,20 @@ class Ctx:
             raise UsageError(f"I can't find the user {candidate} on Matrix. Check the spelling.") from None
         return candidate
 
-    def resolve_space(self, raw: str | None, *, mine: bool = False) -> str:
+    async def resolve_space(self, raw: str | None, *, mine: bool = False) -> str:
         """The space the command is about: the id typed, or the space of this room, or the
         one live space the sender is in (``mine``) or hosts."""
         if raw:
             return raw
-        here = self.store.space_by_room(self.room_id)
+        here, hosting, in_spaces = await self.db.unit(lambda st: (
+            st.space_by_room(self.room_id),
+            st.live_space_of_host(self.sender) if mine else None,
+            st.spaces_of_participant(self.sender) if mine else []))
         if here:
             return here
         if mine:
-            hosting = self.store.live_space_of_host(self.sender)
             if hosting:
                 return hosting
-            in_spaces = self.store.spaces_of_participant(self.sender)
             if len(in_spaces) == 1:
                 return in_spaces[0]
             if len(in_spaces) > 1:

@@ -7,6 +7,7 @@ import logging
 
 from bot.core import rules
 from bot.core.followers_csv import ImportError_, parse_counts
+from bot.db.store import Store
 from bot.spaces import THRESHOLD_KEY
 
 from .context import Ctx
@@ -28,8 +29,8 @@ def _cmd(name: str, *params, help: str, examples: tuple[str, ...] = ()):
 async def _set_host_override(ctx: Ctx, user: str, value: str | None, action: str, done: str) -> None:
     _need_mod(ctx)
     target = await ctx.resolve_user(user)
-    ctx.store.update_user(target, host_override=value)
-    ctx.store.audit(ctx.sender, action, None, target)
+    await ctx.db.unit(lambda st: (st.update_user(target, host_override=value),
+                                  st.audit(ctx.sender, action, None, target)))
     await ctx.reply(done.format(target))
 
 
@@ -56,9 +57,9 @@ async def threshold(ctx: Ctx, followers: int) -> None:
     _need_mod(ctx)
     if not 0 <= followers <= 10_000_000:
         raise UsageError("The threshold must be between 0 and 10000000 followers.")
-    old = ctx.spaces.limits().min_followers
-    ctx.store.set_state(THRESHOLD_KEY, str(followers))
-    ctx.store.audit(ctx.sender, "mod.threshold", None, None, f"{old} -> {followers}")
+    old = (await ctx.spaces.limits()).min_followers
+    await ctx.db.unit(lambda st: (st.set_state(THRESHOLD_KEY, str(followers)),
+                                  st.audit(ctx.sender, "mod.threshold", None, None, f"{old} -> {followers}")))
     await ctx.reply(f"Hosting now needs {followers} followers (was {old}).")
 
 
@@ -85,16 +86,12 @@ async def ban(ctx: Ctx, user: str) -> None:
     target = await ctx.resolve_user(user)
     if ctx.spaces.is_moderator(target):
         raise UsageError(f"{target} is a moderator; remove them from the config first.")
-    if ctx.store.user(target).banned:
-        raise UsageError(f"{target} is already banned.")
-    ctx.store.update_user(target, banned=True)
-    ctx.store.audit(ctx.sender, "mod.ban", None, target)
+    hosted = await ctx.db.unit(lambda st: _set_banned(st, ctx.sender, target, True))
     done = []
-    hosted = ctx.store.live_space_of_host(target)
     if hosted:
         await ctx.spaces.act(hosted, ctx.sender, rules.End())
         done.append(f"ended their space {hosted}")
-    for sid in ctx.store.spaces_of_participant(target):
+    for sid in await ctx.db.spaces_of_participant(target):
         try:
             await ctx.spaces.act(sid, ctx.sender, rules.Remove(target, "banned by a moderator"))
             done.append(f"removed them from {sid}")
@@ -109,14 +106,21 @@ async def ban(ctx: Ctx, user: str) -> None:
     await ctx.reply(f"{target} is banned from Chorus spaces{tail}.{note}")
 
 
+def _set_banned(st: Store, moderator: str, target: str, banned: bool) -> str | None:
+    """Ban or unban, with its audit entry, in one transaction; the live space the target
+    hosts (None if none). UsageError if it was so already."""
+    if st.user(target).banned == banned:
+        raise UsageError(f"{target} is already banned." if banned else f"{target} is not banned.")
+    st.update_user(target, banned=banned)
+    st.audit(moderator, "mod.ban" if banned else "mod.unban", None, target)
+    return st.live_space_of_host(target)
+
+
 @_cmd("mod unban", user(), help="Lift a ban.")
 async def unban(ctx: Ctx, user: str) -> None:
     _need_mod(ctx)
     target = await ctx.resolve_user(user)
-    if not ctx.store.user(target).banned:
-        raise UsageError(f"{target} is not banned.")
-    ctx.store.update_user(target, banned=False)
-    ctx.store.audit(ctx.sender, "mod.unban", None, target)
+    await ctx.db.unit(lambda st: _set_banned(st, ctx.sender, target, False))
     await ctx.spaces.push_access()  # the bridge lets them in again (where not removed)
     await ctx.reply(f"{target} is no longer banned.")
 
@@ -127,7 +131,7 @@ async def audit(ctx: Ctx, n: int | None) -> None:
     n = 20 if n is None else n
     if not 1 <= n <= 200:
         raise UsageError("Ask for between 1 and 200 entries.")
-    rows = ctx.store.audit_log(n)
+    rows = await ctx.db.audit_log(n)
     if not rows:
         await ctx.reply("The audit log is empty.")
         return
@@ -149,8 +153,8 @@ async def import_followers(ctx: Ctx, csv: str | None) -> None:
         counts = parse_counts(source.replace(" @", "\n@") if "\n" not in source else source)
     except ImportError_ as exc:
         raise UsageError(str(exc)) from None
-    ctx.store.import_follower_counts(counts)
-    ctx.store.audit(ctx.sender, "mod.import-followers", None, None, f"{len(counts)} users")
+    await ctx.db.unit(lambda st: (st.import_follower_counts(counts),
+                                  st.audit(ctx.sender, "mod.import-followers", None, None, f"{len(counts)} users")))
     await ctx.reply(f"Imported follower counts for {len(counts)} users; hosting uses the larger of "
                     "the imported count and their followers here.")
 

@@ -21,13 +21,13 @@ def _svc(ctx: Ctx):
     return ctx.services.scheduler
 
 
-def _parse_future(ctx: Ctx, when_text: str):
+async def _parse_future(ctx: Ctx, when_text: str):
     svc = _svc(ctx)
-    tz = svc.user_tz(ctx.sender)
+    tz = await svc.user_tz(ctx.sender)
     now = datetime.now(UTC)
     try:
         parsed = parse_when(when_text, now, tz)
-        check_window(parsed, now, ctx.spaces.limits().max_days_ahead)
+        check_window(parsed, now, (await ctx.spaces.limits()).max_days_ahead)
     except WhenError as exc:
         raise UsageError(f"{exc} Your time zone is {zone_name(tz)} (change it with {ctx.prefix}timezone).") from None
     return parsed
@@ -43,7 +43,7 @@ async def schedule(ctx: Ctx, visibility: str, autostart: str, **kw) -> None:
     if not sep or not title.strip() or not when_text.strip():
         raise UsageError(f"Separate the time and the title with |, e.g. {ctx.prefix}space schedule "
                          f"tomorrow 18:00 | Friday jam. Times like: {EXAMPLES_WHEN}.")
-    parsed = _parse_future(ctx, when_text.strip())
+    parsed = await _parse_future(ctx, when_text.strip())
     outcome = await ctx.spaces.start(ctx.sender, title.strip(), Visibility(visibility), ctx.room_id,
                                      scheduled_for=parsed.instant, autostart=autostart == "yes")
     how = "It will start by itself." if autostart == "yes" else \
@@ -53,14 +53,14 @@ async def schedule(ctx: Ctx, visibility: str, autostart: str, **kw) -> None:
 
 @registry.command("space golive", space_id(), group=SCHED, help="Start your scheduled space now.")
 async def golive(ctx: Ctx, id: str | None) -> None:
-    sid = id or _only_scheduled_of(ctx)
+    sid = id or await _only_scheduled_of(ctx)
     outcome = await ctx.spaces.act(sid, ctx.sender, rules.GoLive())
     room = await ctx.spaces.welcome(sid, ctx.sender)
     await ctx.reply(outcome.reply + (" You have been invited to its room." if room else ""))
 
 
-def _only_scheduled_of(ctx: Ctx) -> str:
-    mine = [r.id for r in ctx.store.spaces_in_state(State.SCHEDULED) if r.host_id == ctx.sender]
+async def _only_scheduled_of(ctx: Ctx) -> str:
+    mine = [r.id for r in await ctx.db.spaces_in_state(State.SCHEDULED) if r.host_id == ctx.sender]
     if len(mine) == 1:
         return mine[0]
     if not mine:
@@ -71,7 +71,7 @@ def _only_scheduled_of(ctx: Ctx) -> str:
 @registry.command("space cancel", space_id(optional=False), group=SCHED, help="Cancel a scheduled space.")
 async def cancel(ctx: Ctx, id: str) -> None:
     outcome = await ctx.spaces.act(id, ctx.sender, rules.Cancel())
-    for user in ctx.store.reminder_users(id):
+    for user in await ctx.db.reminder_users(id):
         try:
             await ctx.matrix.dm(user, f"The scheduled space “{outcome.space.title}” was cancelled.")
         except Exception:  # noqa: BLE001 - telling subscribers is best effort
@@ -82,7 +82,7 @@ async def cancel(ctx: Ctx, id: str) -> None:
 @registry.command("space reschedule", space_id(optional=False), text("when"), group=SCHED,
                   help="Move a scheduled space to another time.", examples=("space reschedule k3x9pq friday 20:00",))
 async def reschedule(ctx: Ctx, id: str, when: str) -> None:
-    parsed = _parse_future(ctx, when)
+    parsed = await _parse_future(ctx, when)
     outcome = await ctx.spaces.act(id, ctx.sender, rules.Reschedule(parsed.instant))
     await ctx.reply(f"{outcome.reply} It now starts {parsed.describe()}.")
 
@@ -90,12 +90,15 @@ async def reschedule(ctx: Ctx, id: str, when: str) -> None:
 @registry.command("space upcoming", group=SCHED, help="Scheduled spaces, soonest first.")
 async def upcoming(ctx: Ctx) -> None:
     svc = _svc(ctx)
-    tz = svc.user_tz(ctx.sender)
-    rows = sorted((r for r in ctx.store.spaces_in_state(State.SCHEDULED) if r.scheduled_for),
-                  key=lambda r: r.scheduled_for.replace(tzinfo=UTC) if r.scheduled_for.tzinfo is None
-                  else r.scheduled_for)
-    visible = [r for r in rows if r.visibility == "everyone" or r.host_id == ctx.sender
-               or ctx.store.follows(r.host_id, ctx.sender)]
+    tz = await svc.user_tz(ctx.sender)
+    def visible_rows(st) -> list:
+        rows = sorted((r for r in st.spaces_in_state(State.SCHEDULED) if r.scheduled_for),
+                      key=lambda r: r.scheduled_for.replace(tzinfo=UTC) if r.scheduled_for.tzinfo is None
+                      else r.scheduled_for)
+        return [r for r in rows if r.visibility == "everyone" or r.host_id == ctx.sender
+                or st.follows(r.host_id, ctx.sender)]
+
+    visible = await ctx.db.unit(visible_rows)
     if not visible:
         await ctx.reply(f"No scheduled spaces. Schedule one with {ctx.prefix}space schedule <when> | <title>.")
         return
@@ -124,13 +127,13 @@ async def unremind(ctx: Ctx, id: str) -> None:
 async def timezone(ctx: Ctx, zone: str | None) -> None:
     svc = _svc(ctx)
     if zone is None:
-        await ctx.reply(f"Your time zone is {zone_name(svc.user_tz(ctx.sender))}.")
+        await ctx.reply(f"Your time zone is {zone_name(await svc.user_tz(ctx.sender))}.")
         return
     try:
         tz = parse_timezone(zone)
     except WhenError as exc:
         raise UsageError(str(exc)) from None
-    ctx.store.update_user(ctx.sender, timezone=zone_name(tz))
+    await ctx.db.update_user(ctx.sender, timezone=zone_name(tz))
     now = describe_instant(datetime.now(UTC), tz)
     await ctx.reply(f"Your time zone is now {zone_name(tz)} (it is {now}).")
 
@@ -138,6 +141,6 @@ async def timezone(ctx: Ctx, zone: str | None) -> None:
 @registry.command("notify", word("state", ("on", "off")), group=SCHED,
                   help="Get a direct message when someone you follow goes live.")
 async def notify(ctx: Ctx, state: str) -> None:
-    ctx.store.update_user(ctx.sender, notify_golive=state == "on")
+    await ctx.db.update_user(ctx.sender, notify_golive=state == "on")
     await ctx.reply("I'll message you when people you follow go live." if state == "on"
                     else "I won't message you when people you follow go live.")

@@ -15,10 +15,10 @@ async def follow(ctx: Ctx, user: str) -> None:
     target = await ctx.resolve_user(user)
     if target == ctx.sender:
         raise UsageError("You can't follow yourself.")
-    if not ctx.store.follow(ctx.sender, target):
+    if not await ctx.db.follow(ctx.sender, target):
         await ctx.reply(f"You already follow {target}.")
         return
-    n = ctx.store.follower_count(target)
+    n = await ctx.db.follower_count(target)
     await ctx.reply(f"You now follow {target} ({n} followers).",
                     f"You now follow {pill(target)} ({n} followers).")
 
@@ -26,7 +26,7 @@ async def follow(ctx: Ctx, user: str) -> None:
 @registry.command("unfollow", user(), group=SOCIAL, help="Stop following someone.")
 async def unfollow(ctx: Ctx, user: str) -> None:
     target = await ctx.resolve_user(user)
-    if not ctx.store.unfollow(ctx.sender, target):
+    if not await ctx.db.unfollow(ctx.sender, target):
         raise UsageError(f"You don't follow {target}.")
     await ctx.reply(f"You no longer follow {target}.")
 
@@ -35,12 +35,11 @@ async def unfollow(ctx: Ctx, user: str) -> None:
                   help="How many followers you (or someone) have, and the latest few.")
 async def followers(ctx: Ctx, user: str | None) -> None:
     target = await ctx.resolve_user(user) if user else ctx.sender
-    graph = ctx.store.follower_count(target)
-    imported = ctx.store.user(target).imported_followers
-    latest = ctx.store.followers(target, 10)
+    graph, imported, latest = await ctx.db.unit(lambda st: (
+        st.follower_count(target), st.user(target).imported_followers, st.followers(target, 10)))
     who = "You have" if target == ctx.sender else f"{target} has"
     extra = f" (imported count: {imported})" if imported else ""
-    threshold = ctx.spaces.limits().min_followers
+    threshold = (await ctx.spaces.limits()).min_followers
     listing = f" Latest: {', '.join(latest)}." if latest else ""
     await ctx.reply(f"{who} {graph} followers{extra}; hosting needs {threshold}.{listing}")
 
@@ -49,8 +48,7 @@ async def followers(ctx: Ctx, user: str | None) -> None:
                   help="How many people you (or someone) follow, and the latest few.")
 async def following(ctx: Ctx, user: str | None) -> None:
     target = await ctx.resolve_user(user) if user else ctx.sender
-    n = ctx.store.following_count(target)
-    latest = ctx.store.following(target, 10)
+    n, latest = await ctx.db.unit(lambda st: (st.following_count(target), st.following(target, 10)))
     who = "You follow" if target == ctx.sender else f"{target} follows"
     listing = f": {', '.join(latest)}" if latest else ""
     await ctx.reply(f"{who} {n} people{listing}.")

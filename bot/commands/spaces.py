@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 from bot import cards
 from bot.core import rules
 from bot.core.model import Role, State, Visibility
-from bot.db.store import SpaceRecord
+from bot.db.store import SpaceRecord, Store
 from bot.matrix.messages import matrix_to, pill
 
 from .context import Ctx
@@ -20,18 +20,24 @@ VIS = option("visibility", ("everyone", "following", "invited"), "everyone",
              help="who may join: everyone, people the host follows, or invited people only")
 
 
-def _may_see(ctx: Ctx, rec: SpaceRecord) -> bool:
+def _may_see(st: Store, ctx: Ctx, rec: SpaceRecord) -> bool:
+    """Whether the sender may see the space (in the database's thread: it may ask ``st``)."""
     s = rec.space
     if s.visibility is Visibility.EVERYONE or ctx.sender == s.host or ctx.sender in s.people:
         return True
     if ctx.spaces.is_moderator(ctx.sender) or ctx.sender in s.invited:
         return True
-    return s.visibility is Visibility.FOLLOWING and ctx.store.follows(s.host, ctx.sender)
+    return s.visibility is Visibility.FOLLOWING and st.follows(s.host, ctx.sender)
 
 
-def _load(ctx: Ctx, sid: str) -> SpaceRecord:
-    rec = ctx.store.load_space(sid)
-    if rec is None or not _may_see(ctx, rec):
+def _visible(st: Store, ctx: Ctx, sid: str) -> SpaceRecord | None:
+    rec = st.load_space(sid)
+    return rec if rec is not None and _may_see(st, ctx, rec) else None
+
+
+async def _load(ctx: Ctx, sid: str) -> SpaceRecord:
+    rec = await ctx.db.unit(lambda st: _visible(st, ctx, sid))
+    if rec is None:
         raise UsageError(f"There is no space with id “{sid}” that you can see. Type {ctx.prefix}spaces to list them.")
     return rec
 
@@ -44,11 +50,11 @@ async def _act(ctx: Ctx, sid: str, command: rules.Command) -> rules.Outcome:
 
 @registry.command("spaces", group=SPACES, help="List the live and upcoming spaces you can join.")
 async def list_spaces(ctx: Ctx) -> None:
-    rows = ctx.store.spaces_in_state(State.LIVE, State.SCHEDULED)
+    seen = await ctx.db.unit(lambda st: [(row, _visible(st, ctx, row.id))
+                                         for row in st.spaces_in_state(State.LIVE, State.SCHEDULED)])
     live, upcoming = [], []
-    for row in rows:
-        rec = ctx.store.load_space(row.id)
-        if not _may_see(ctx, rec):
+    for row, rec in seen:
+        if rec is None:
             continue
         if rec.space.state is State.LIVE:
             live.append(f"{row.id} · “{row.title}” by {row.host_id} · {len(rec.space.listeners)} listening, "
@@ -84,13 +90,13 @@ async def start(ctx: Ctx, title: str, visibility: str) -> None:
 
 @registry.command("space info", space_id(), group=SPACES, help="Everything about a space.")
 async def info(ctx: Ctx, id: str | None) -> None:
-    rec = _load(ctx, ctx.resolve_space(id, mine=True))
+    rec = await _load(ctx, await ctx.resolve_space(id, mine=True))
     s, row = rec.space, rec.row
     speakers = [f"{u} ({r.value})" for u, r in s.people.items() if r is not Role.LISTENER]
-    tips_plain, tips_rich = cards.tip_links(ctx.store.tip_jar(s.host))
+    tips_plain, tips_rich = cards.tip_links(await ctx.db.tip_jar(s.host))
     lines = [f"“{s.title}” ({s.id}) · {s.state.value} · {s.visibility.value}", f"Host: {s.host}"]
     if s.state is State.LIVE:
-        lines += [f"Speakers ({len(s.speakers)}/{ctx.spaces.limits().max_speakers}): {', '.join(speakers)}",
+        lines += [f"Speakers ({len(s.speakers)}/{(await ctx.spaces.limits()).max_speakers}): {', '.join(speakers)}",
                   f"Listeners: {len(s.listeners)} · raised hands: {len(s.requests)}",
                   f"Captions {'on' if s.captions else 'off'} · recording {'on' if s.recording else 'off'}"]
         if row.room_id:
@@ -112,7 +118,7 @@ async def info(ctx: Ctx, id: str | None) -> None:
 @registry.command("space join", space_id(optional=False), group=SPACES,
                   help="Join a space as a listener.", examples=("space join k3x9pq",))
 async def join(ctx: Ctx, id: str) -> None:
-    rec = _load(ctx, id)
+    rec = await _load(ctx, id)
     outcome = await ctx.spaces.act(rec.space.id, ctx.sender, rules.Join())
     room = await ctx.spaces.welcome(rec.space.id, ctx.sender)
     extra = f" You're invited to its room: {matrix_to(room)}." if room else ""
@@ -121,31 +127,31 @@ async def join(ctx: Ctx, id: str) -> None:
 
 @registry.command("space leave", space_id(), group=SPACES, help="Leave a space.")
 async def leave(ctx: Ctx, id: str | None) -> None:
-    await _act(ctx, ctx.resolve_space(id, mine=True), rules.Leave())
+    await _act(ctx, await ctx.resolve_space(id, mine=True), rules.Leave())
 
 
 @registry.command("space request", space_id(), group=SPACES,
                   help="Raise your hand: ask the host to let you speak.")
 async def request(ctx: Ctx, id: str | None) -> None:
-    await _act(ctx, ctx.resolve_space(id, mine=True), rules.RaiseHand())
+    await _act(ctx, await ctx.resolve_space(id, mine=True), rules.RaiseHand())
 
 
 @registry.command("space lower", space_id(), group=SPACES, help="Lower your raised hand.")
 async def lower(ctx: Ctx, id: str | None) -> None:
-    await _act(ctx, ctx.resolve_space(id, mine=True), rules.LowerHand())
+    await _act(ctx, await ctx.resolve_space(id, mine=True), rules.LowerHand())
 
 
 @registry.command("space react", space_id(), text("emoji"), group=SPACES,
                   help="React with an emoji, shown to everyone in the space.", examples=("space react 👏",))
 async def react(ctx: Ctx, id: str | None, emoji: str) -> None:
-    outcome = await ctx.spaces.act(ctx.resolve_space(id, mine=True), ctx.sender, rules.React(emoji.strip()))
+    outcome = await ctx.spaces.act(await ctx.resolve_space(id, mine=True), ctx.sender, rules.React(emoji.strip()))
     await ctx.matrix.react(ctx.room_id, ctx.event_id, outcome.effects[0].key)
 
 
 @registry.command("space share", space_id(), user(), group=SPACES,
                   help="Send someone a direct message with the space's links.")
 async def share(ctx: Ctx, id: str | None, user: str) -> None:
-    rec = _load(ctx, ctx.resolve_space(id, mine=True))
+    rec = await _load(ctx, await ctx.resolve_space(id, mine=True))
     target = await ctx.resolve_user(user)
     s = rec.space
     if s.state not in (State.LIVE, State.SCHEDULED):
@@ -171,19 +177,19 @@ async def share(ctx: Ctx, id: str | None, user: str) -> None:
 @registry.command("space approve", space_id(), user(), group=HOSTS,
                   help="Let someone with a raised hand speak (or react ✅ on their request).")
 async def approve(ctx: Ctx, id: str | None, user: str) -> None:
-    await _act(ctx, ctx.resolve_space(id, mine=True), rules.Approve(await ctx.resolve_user(user)))
+    await _act(ctx, await ctx.resolve_space(id, mine=True), rules.Approve(await ctx.resolve_user(user)))
 
 
 @registry.command("space deny", space_id(), user(), group=HOSTS,
                   help="Decline a request to speak (or react ❌ on it).")
 async def deny(ctx: Ctx, id: str | None, user: str) -> None:
-    await _act(ctx, ctx.resolve_space(id, mine=True), rules.Deny(await ctx.resolve_user(user)))
+    await _act(ctx, await ctx.resolve_space(id, mine=True), rules.Deny(await ctx.resolve_user(user)))
 
 
 @registry.command("space revoke", space_id(), user(), group=HOSTS,
                   help="Make a speaker a listener again.")
 async def revoke(ctx: Ctx, id: str | None, user: str) -> None:
-    await _act(ctx, ctx.resolve_space(id, mine=True), rules.Revoke(await ctx.resolve_user(user)))
+    await _act(ctx, await ctx.resolve_space(id, mine=True), rules.Revoke(await ctx.resolve_user(user)))
 
 
 @registry.command("space invite", space_id(), user(),
@@ -192,37 +198,37 @@ async def revoke(ctx: Ctx, id: str | None, user: str) -> None:
                   examples=("space invite @bob:example.org as=speaker",))
 async def invite(ctx: Ctx, id: str | None, user: str, **kw) -> None:
     role = Role(kw["as"])
-    await _act(ctx, ctx.resolve_space(id, mine=True), rules.Invite(await ctx.resolve_user(user), role))
+    await _act(ctx, await ctx.resolve_space(id, mine=True), rules.Invite(await ctx.resolve_user(user), role))
 
 
 @registry.command("space cohost", space_id(), user(), group=HOSTS,
                   help="Make someone in the space a co-host (host only).")
 async def cohost(ctx: Ctx, id: str | None, user: str) -> None:
-    await _act(ctx, ctx.resolve_space(id, mine=True), rules.AddCohost(await ctx.resolve_user(user)))
+    await _act(ctx, await ctx.resolve_space(id, mine=True), rules.AddCohost(await ctx.resolve_user(user)))
 
 
 @registry.command("space uncohost", space_id(), user(), group=HOSTS,
                   help="Take away someone's co-host role; they stay a speaker (host only).")
 async def uncohost(ctx: Ctx, id: str | None, user: str) -> None:
-    await _act(ctx, ctx.resolve_space(id, mine=True), rules.RemoveCohost(await ctx.resolve_user(user)))
+    await _act(ctx, await ctx.resolve_space(id, mine=True), rules.RemoveCohost(await ctx.resolve_user(user)))
 
 
 @registry.command("space captions", space_id(), word("state", ("on", "off")), group=HOSTS,
                   help="Turn live captions on or off.")
 async def captions(ctx: Ctx, id: str | None, state: str) -> None:
-    await _act(ctx, ctx.resolve_space(id, mine=True), rules.SetCaptions(state == "on"))
+    await _act(ctx, await ctx.resolve_space(id, mine=True), rules.SetCaptions(state == "on"))
 
 
 @registry.command("space record", space_id(), word("state", ("on", "off")), group=HOSTS,
                   help="Turn recording on or off (host only).")
 async def record(ctx: Ctx, id: str | None, state: str) -> None:
-    await _act(ctx, ctx.resolve_space(id, mine=True), rules.SetRecording(state == "on"))
+    await _act(ctx, await ctx.resolve_space(id, mine=True), rules.SetRecording(state == "on"))
 
 
 @registry.command("space clip", space_id(), group=SPACES,
                   help="Post the last 30 seconds of the space in its room as audio.")
 async def clip(ctx: Ctx, id: str | None) -> None:
-    rec = _load(ctx, ctx.resolve_space(id, mine=True))
+    rec = await _load(ctx, await ctx.resolve_space(id, mine=True))
     if rec.space.state is not State.LIVE:
         raise UsageError(f"Space {rec.space.id} is not live; there is nothing to clip.")
     if ctx.sender not in rec.space.people:
@@ -242,4 +248,4 @@ async def clip(ctx: Ctx, id: str | None) -> None:
 
 @registry.command("space end", space_id(), group=HOSTS, help="End the space (host only).")
 async def end(ctx: Ctx, id: str | None) -> None:
-    await _act(ctx, ctx.resolve_space(id, mine=True), rules.End())
+    await _act(ctx, await ctx.resolve_space(id, mine=True), rules.End())

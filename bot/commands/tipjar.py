@@ -19,14 +19,14 @@ async def tip_set(ctx: Ctx, provider: str, handle: str) -> None:
         clean = normalise_handle(provider, handle)
     except TipJarError as exc:
         raise UsageError(str(exc)) from None
-    ctx.store.set_tip(ctx.sender, provider, clean)
+    await ctx.db.set_tip(ctx.sender, provider, clean)
     plain, rich = cards.tip_links({provider: clean})
     await ctx.reply(f"Your tip jar now shows {plain}.", f"Your tip jar now shows {rich}.")
 
 
 @registry.command("tipjar remove", word("provider", PROVIDERS), group=TIPS, help="Remove a tip jar handle.")
 async def tip_remove(ctx: Ctx, provider: str) -> None:
-    if not ctx.store.remove_tip(ctx.sender, provider):
+    if not await ctx.db.remove_tip(ctx.sender, provider):
         raise UsageError(f"Your tip jar has no {provider} handle.")
     await ctx.reply(f"Removed {provider} from your tip jar.")
 
@@ -34,7 +34,7 @@ async def tip_remove(ctx: Ctx, provider: str) -> None:
 @registry.command("tipjar", user(optional=True), group=TIPS, help="Show your (or someone's) tip jar.")
 async def tip_show(ctx: Ctx, user: str | None) -> None:
     target = await ctx.resolve_user(user) if user else ctx.sender
-    plain, rich = cards.tip_links(ctx.store.tip_jar(target))
+    plain, rich = cards.tip_links(await ctx.db.tip_jar(target))
     who = "Your" if target == ctx.sender else f"{target}'s"
     if not plain:
         hint = f" Add one with {ctx.prefix}tipjar set <provider> <handle>." if target == ctx.sender else ""

@@ -19,6 +19,14 @@ log = logging.getLogger(__name__)
 
 #: how long a PostgreSQL connection attempt may take
 CONNECT_TIMEOUT_SECONDS = 5
+#: how long a SQLite statement waits for another connection's lock before failing with
+#: "database is locked" (an outage the bot waits out, bot/app.py). The bot's own work is
+#: one thread's (bot/db/database.py), so a wait is another process's (a CLI command) or
+#: the scheduler's job store: transactions of milliseconds. It was 30 s.
+SQLITE_BUSY_SECONDS = 5
+#: PostgreSQL: the longest a statement of the bot's may run or wait for a lock (below the
+#: 60 s a command has)
+STATEMENT_TIMEOUT_SECONDS = 30
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 #: files SQLite keeps next to a database
@@ -37,11 +45,20 @@ def make_engine(url: str) -> Engine:
             private_file(parsed.database)
             for suffix in SQLITE_SIDE_FILES:
                 tighten_file(parsed.database + suffix)
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-    elif parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
-        # a server that went silent must not hold the bot for the OS's TCP timeout (minutes):
-        # fail within seconds, and the bot waits the outage out (bot/app.py)
-        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS}
+    elif parsed.get_backend_name() == "postgresql":
+        connect_args: dict = {}
+        if "connect_timeout" not in parsed.query:
+            # a server that went silent must not hold the bot for the OS's TCP timeout (minutes):
+            # fail within seconds, and the bot waits the outage out (bot/app.py)
+            connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+        if "options" not in parsed.query:
+            # no statement of the bot's, nor a wait for another's lock, outlasts a command's
+            # deadline: the command holding its space waits for its database work to end
+            # (bot/db/database.py). Migrations lift this for their own transaction.
+            ms = int(STATEMENT_TIMEOUT_SECONDS * 1000)
+            connect_args["options"] = f"-c statement_timeout={ms} -c lock_timeout={ms}"
+        kwargs["connect_args"] = connect_args
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
 
@@ -66,6 +83,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the database schema up to ``revision`` (start-up and ``make run`` call this)."""
     cfg = alembic_config(engine)
     with engine.begin() as conn:
+        _no_statement_timeout(conn)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
     log.info("database schema at %s (%s)", revision, engine.url.render_as_string())
@@ -74,8 +92,16 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 def downgrade(engine: Engine, revision: str) -> None:
     cfg = alembic_config(engine)
     with engine.begin() as conn:
+        _no_statement_timeout(conn)
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, revision)
+
+
+def _no_statement_timeout(conn) -> None:
+    """A migration may take its time on a big table (this transaction only)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+        conn.exec_driver_sql("SET LOCAL lock_timeout = 0")
 
 
 @contextmanager

@@ -1,16 +1,28 @@
-"""Reading and writing the bot's tables. Each function is one short transaction."""
+"""Reading and writing the bot's tables.
+
+Each method is one short transaction, unless it runs inside :meth:`Store.unit`: then every
+method called in the block, on that thread, shares the unit's one transaction (a command's
+load, decision and save; bot/db/database.py runs units off the event loop). The methods
+that catch an IntegrityError (a duplicate is their answer) need a transaction of their
+own and refuse to run inside a unit.
+"""
 
 from __future__ import annotations
 
 import secrets
+import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Engine, func
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlmodel import col, delete, select
+from sqlmodel import Session, col, delete, select, update
 
 from bot.core.model import Actor, Role, Space, State, Visibility, _frozen
 
@@ -35,16 +47,56 @@ class SpaceRecord:
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._local = threading.local()
+
+    # ------------------------------------------------------------ transactions
+
+    @contextmanager
+    def unit(self) -> Iterator[None]:
+        """One transaction for every method called in the block on this thread: committed
+        when the block ends, rolled back (all of it) on error. A unit inside a unit is
+        part of the outer one."""
+        if self._ambient() is not None:
+            yield
+            return
+        with session_scope(self.engine) as s:
+            self._local.session = s
+            try:
+                yield
+            finally:
+                self._local.session = None
+
+    def in_unit(self) -> bool:
+        return self._ambient() is not None
+
+    def _ambient(self) -> Session | None:
+        return getattr(self._local, "session", None)
+
+    @contextmanager
+    def _tx(self) -> Iterator[Session]:
+        """The unit's session, or a transaction of this call's own."""
+        ambient = self._ambient()
+        if ambient is not None:
+            yield ambient
+            return
+        with session_scope(self.engine) as s:
+            yield s
+
+    def _own_tx(self, what: str):
+        """A transaction of its own, for a method whose answer is an IntegrityError."""
+        if self._ambient() is not None:
+            raise RuntimeError(f"Store.{what} needs a transaction of its own; it cannot run inside a unit")
+        return session_scope(self.engine)
 
     # ------------------------------------------------------------ key/value + events
 
     def get_state(self, key: str) -> str | None:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             row = s.get(m.SyncState, key)
             return row.value if row else None
 
     def set_state(self, key: str, value: str) -> None:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             row = s.get(m.SyncState, key)
             if row is None:
                 s.add(m.SyncState(key=key, value=value))
@@ -57,33 +109,33 @@ class Store:
         A command (``command_room`` given) is claimed unfinished until :meth:`finish_event`;
         one left unfinished by a crash is found by :meth:`unfinished_commands`."""
         try:
-            with session_scope(self.engine) as s:
+            with self._own_tx("claim_event") as s:
                 s.add(m.HandledEvent(event_id=event_id, done=command_room is None, room_id=command_room))
             return True
         except IntegrityError:
             return False
 
     def finish_event(self, event_id: str) -> None:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             row = s.get(m.HandledEvent, event_id)
             if row is not None:
                 row.done = True
 
     def unfinished_commands(self) -> list[tuple[str, str]]:
         """(event id, room id) of commands claimed but never finished: cut off by a crash."""
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             rows = s.exec(select(m.HandledEvent).where(m.HandledEvent.done == False)  # noqa: E712
                           .order_by(m.HandledEvent.handled_at)).all()
             return [(r.event_id, r.room_id or "") for r in rows]
 
     def prune_handled(self, older_than: datetime) -> int:
         """Forget handled event ids older than ``older_than`` (no sync returns them again)."""
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             res = s.exec(delete(m.HandledEvent).where(m.HandledEvent.handled_at < older_than))
             return res.rowcount or 0
 
     def record_join(self, room_id: str, ts: int, dm_user_id: str | None = None) -> None:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             row = s.get(m.RoomJoin, room_id)
             if row is None:
                 s.add(m.RoomJoin(room_id=room_id, joined_ts=ts, dm_user_id=dm_user_id))
@@ -94,87 +146,80 @@ class Store:
                     row.dm_user_id = dm_user_id
 
     def join_ts(self, room_id: str) -> int | None:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             row = s.get(m.RoomJoin, room_id)
             return row.joined_ts if row else None
 
     def dm_room(self, user_id: str) -> str | None:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             row = s.exec(select(m.RoomJoin).where(m.RoomJoin.dm_user_id == user_id)).first()
             return row.room_id if row else None
 
     # ------------------------------------------------------------ users and follows
 
     def user(self, user_id: str) -> m.User:
-        with session_scope(self.engine) as s:
-            row = s.get(m.User, user_id)
-            if row is None:
-                row = m.User(user_id=user_id)
-                s.add(row)
-            return row
+        with self._tx() as s:
+            return _user_row(s, user_id)
 
     def banned_users(self) -> frozenset[str]:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             return frozenset(s.exec(select(m.User.user_id).where(m.User.banned)).all())
 
     def update_user(self, user_id: str, **fields) -> m.User:
-        with session_scope(self.engine) as s:
-            row = s.get(m.User, user_id)
-            if row is None:
-                row = m.User(user_id=user_id)
-                s.add(row)
+        with self._tx() as s:
+            row = _user_row(s, user_id)
             for k, v in fields.items():
                 setattr(row, k, v)
             return row
 
     def follow(self, follower: str, followee: str) -> bool:
         try:
-            with session_scope(self.engine) as s:
+            with self._own_tx("follow") as s:
                 s.add(m.Follow(follower_id=follower, followee_id=followee))
             return True
         except IntegrityError:
             return False
 
     def unfollow(self, follower: str, followee: str) -> bool:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             res = s.exec(delete(m.Follow).where(
                 m.Follow.follower_id == follower, m.Follow.followee_id == followee))
             return res.rowcount > 0
 
     def follows(self, follower: str, followee: str) -> bool:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             return s.get(m.Follow, (follower, followee)) is not None
 
     def follower_count(self, user_id: str) -> int:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             return s.exec(select(func.count()).select_from(m.Follow)
                           .where(m.Follow.followee_id == user_id)).one()
 
     def following_count(self, user_id: str) -> int:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             return s.exec(select(func.count()).select_from(m.Follow)
                           .where(m.Follow.follower_id == user_id)).one()
 
     def followers(self, user_id: str, limit: int = 10) -> list[str]:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             return list(s.exec(select(m.Follow.follower_id).where(m.Follow.followee_id == user_id)
                                .order_by(col(m.Follow.created_at).desc()).limit(limit)))
 
     def following(self, user_id: str, limit: int = 10) -> list[str]:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             return list(s.exec(select(m.Follow.followee_id).where(m.Follow.follower_id == user_id)
                                .order_by(col(m.Follow.created_at).desc()).limit(limit)))
 
     def followers_to_notify(self, user_id: str) -> list[str]:
         """Followers of ``user_id`` who asked (!notify on) to hear when they go live."""
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             return list(s.exec(
                 select(m.Follow.follower_id).join(m.User, m.User.user_id == m.Follow.follower_id)
                 .where(m.Follow.followee_id == user_id, m.User.notify_golive == True)  # noqa: E712
                 .order_by(m.Follow.created_at)).all())
 
     def import_follower_counts(self, counts: dict[str, int]) -> int:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             for user_id, n in counts.items():
                 row = s.get(m.User, user_id)
                 if row is None:
@@ -196,7 +241,7 @@ class Store:
     # ------------------------------------------------------------ spaces
 
     def load_space(self, space_id: str) -> SpaceRecord | None:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             row = s.get(m.Space, space_id)
             if row is None:
                 return None
@@ -215,14 +260,23 @@ class Store:
         )
         return SpaceRecord(space, row)
 
+    def room_of(self, space_id: str) -> str | None:
+        """The room of a space (None: no such space, or no room yet)."""
+        with self._tx() as s:
+            return s.exec(select(m.Space.room_id).where(m.Space.id == space_id)).first()
+
+    def space_state(self, space_id: str) -> str | None:
+        with self._tx() as s:
+            return s.exec(select(m.Space.state).where(m.Space.id == space_id)).first()
+
     def space_by_room(self, room_id: str) -> str | None:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             row = s.exec(select(m.Space).where(m.Space.room_id == room_id)).first()
             return row.id if row else None
 
     def save_space(self, space: Space, **row_fields) -> m.Space:
         """Write ``space`` (and any extra row fields) in one transaction."""
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             row = s.get(m.Space, space.id)
             if row is None:
                 row = m.Space(id=space.id, host_id=space.host, title=space.title,
@@ -270,26 +324,33 @@ class Store:
             return row
 
     def update_space_row(self, space_id: str, **fields) -> None:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             row = s.get(m.Space, space_id)
             if row is not None:
                 for k, v in fields.items():
                     setattr(row, k, v)
 
+    def raise_peak_listeners(self, space_id: str, listeners: int) -> None:
+        """Keep ``listeners`` as the space's peak if it is more than the peak so far (in one
+        statement: two at once cannot lower it)."""
+        with self._tx() as s:
+            s.exec(update(m.Space).where(m.Space.id == space_id, m.Space.peak_listeners < listeners)
+                   .values(peak_listeners=listeners))
+
     def spaces_in_state(self, *states: State) -> list[m.Space]:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             return list(s.exec(select(m.Space).where(
                 col(m.Space.state).in_([st.value for st in states]))
                 .order_by(m.Space.created_at)).all())
 
     def live_space_of_host(self, host: str) -> str | None:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             row = s.exec(select(m.Space).where(m.Space.host_id == host,
                                                m.Space.state == State.LIVE.value)).first()
             return row.id if row else None
 
     def spaces_of_participant(self, user_id: str) -> list[str]:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             return list(s.exec(
                 select(m.Participant.space_id).join(m.Space)
                 .where(m.Participant.user_id == user_id, m.Participant.status == "present",
@@ -298,50 +359,50 @@ class Store:
     # ------------------------------------------------------------ reactions, refs, tips
 
     def add_reaction(self, space_id: str, user_id: str, key: str) -> None:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             s.add(m.Reaction(space_id=space_id, user_id=user_id, key=key))
 
     def top_reactions(self, space_id: str, n: int = 5) -> list[tuple[str, int]]:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             keys = s.exec(select(m.Reaction.key).where(m.Reaction.space_id == space_id)).all()
         return Counter(keys).most_common(n)
 
     def add_ref(self, event_id: str, room_id: str, space_id: str, kind: str,
                 subject: str | None = None) -> None:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             s.merge(m.MessageRef(event_id=event_id, room_id=room_id, space_id=space_id,
                                  kind=kind, subject_user_id=subject))
 
     def ref(self, event_id: str) -> m.MessageRef | None:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             return s.get(m.MessageRef, event_id)
 
     def refs(self, space_id: str, kind: str, subject: str | None = None) -> list[m.MessageRef]:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             q = select(m.MessageRef).where(m.MessageRef.space_id == space_id, m.MessageRef.kind == kind)
             if subject is not None:
                 q = q.where(m.MessageRef.subject_user_id == subject)
             return list(s.exec(q).all())
 
     def drop_refs(self, space_id: str, kind: str, subject: str | None = None) -> None:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             q = delete(m.MessageRef).where(m.MessageRef.space_id == space_id, m.MessageRef.kind == kind)
             if subject is not None:
                 q = q.where(m.MessageRef.subject_user_id == subject)
             s.exec(q)
 
     def tip_jar(self, user_id: str) -> dict[str, str]:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             rows = s.exec(select(m.TipJar).where(m.TipJar.user_id == user_id)
                           .order_by(m.TipJar.provider)).all()
             return {r.provider: r.handle for r in rows}
 
     def set_tip(self, user_id: str, provider: str, handle: str) -> None:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             s.merge(m.TipJar(user_id=user_id, provider=provider, handle=handle))
 
     def remove_tip(self, user_id: str, provider: str) -> bool:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             res = s.exec(delete(m.TipJar).where(m.TipJar.user_id == user_id,
                                                  m.TipJar.provider == provider))
             return res.rowcount > 0
@@ -351,7 +412,7 @@ class Store:
     def set_reminder(self, space_id: str, user_id: str, on: bool) -> bool:
         """Subscribe or unsubscribe; False if nothing changed."""
         try:
-            with session_scope(self.engine) as s:
+            with self._own_tx("set_reminder") as s:
                 row = s.get(m.ReminderSubscription, (space_id, user_id))
                 if on and row is None:
                     s.add(m.ReminderSubscription(space_id=space_id, user_id=user_id))
@@ -364,32 +425,32 @@ class Store:
             return False
 
     def reminder_users(self, space_id: str) -> list[str]:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             return list(s.exec(select(m.ReminderSubscription.user_id)
                                .where(m.ReminderSubscription.space_id == space_id)).all())
 
     # ------------------------------------------------------------ announcements
 
     def add_announcement(self, **fields) -> m.Announcement:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             row = m.Announcement(**fields)
             s.add(row)
             s.flush()
             return row
 
     def announcement(self, ann_id: int) -> m.Announcement | None:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             return s.get(m.Announcement, ann_id)
 
     def announcements(self, owner: str | None = None) -> list[m.Announcement]:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             q = select(m.Announcement).where(m.Announcement.active == True)  # noqa: E712
             if owner:
                 q = q.where(m.Announcement.owner_id == owner)
             return list(s.exec(q.order_by(m.Announcement.id)).all())
 
     def update_announcement(self, ann_id: int, **fields) -> None:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             row = s.get(m.Announcement, ann_id)
             if row is not None:
                 for k, v in fields.items():
@@ -407,14 +468,27 @@ class Store:
 
     def audit(self, actor: str, action: str, space_id: str | None = None,
               target: str | None = None, detail: str = "") -> None:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             s.add(m.AuditEntry(actor_id=actor, action=action, space_id=space_id,
                                target_id=target, detail=detail))
 
     def audit_log(self, n: int = 20) -> list[m.AuditEntry]:
-        with session_scope(self.engine) as s:
+        with self._tx() as s:
             return list(s.exec(select(m.AuditEntry).order_by(col(m.AuditEntry.id).desc())
                                .limit(n)).all())
+
+
+def _user_row(s: Session, user_id: str) -> m.User:
+    """The user's row, made if missing. Made with INSERT … ON CONFLICT DO NOTHING: two
+    transactions at once (PostgreSQL, two threads) may each find it missing."""
+    row = s.get(m.User, user_id)
+    if row is not None:
+        return row
+    insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+    s.exec(insert(m.User).values(**m.User(user_id=user_id).model_dump()).on_conflict_do_nothing())
+    row = s.get(m.User, user_id)
+    assert row is not None
+    return row
 
 
 #: errors that mean "the database cannot be reached right now", not "this is a bug"

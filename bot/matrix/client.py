@@ -158,7 +158,7 @@ class MatrixIO:
         return await self.notice(room_id, plain, html)
 
     async def dm_room(self, user_id: str) -> str:
-        room_id = self.dm_rooms.get(user_id)
+        room_id = await self.dm_rooms.get(user_id)
         if room_id and room_id in self.client.rooms:
             return room_id
         resp = await self.client.room_create(
@@ -166,7 +166,7 @@ class MatrixIO:
             name=None,
         )
         room_id = _check(resp, f"create a direct room with {user_id}").room_id
-        self.dm_rooms.set(user_id, room_id)
+        await self.dm_rooms.set(user_id, room_id)
         return room_id
 
     async def create_room(self, *, name: str, topic: str, join_rule: str, invite: list[str],
@@ -244,16 +244,17 @@ class MatrixIO:
 
 
 class DmRooms:
-    """Where direct-message rooms are remembered (the store, in the app)."""
+    """Where direct-message rooms are remembered (the store, in the app): two coroutine
+    functions, one to look a user's room up and one to remember it."""
 
     def __init__(self, get, set_) -> None:
         self._get, self._set = get, set_
 
-    def get(self, user_id: str) -> str | None:
-        return self._get(user_id)
+    async def get(self, user_id: str) -> str | None:
+        return await self._get(user_id)
 
-    def set(self, user_id: str, room_id: str) -> None:
-        self._set(user_id, room_id)
+    async def set(self, user_id: str, room_id: str) -> None:
+        await self._set(user_id, room_id)
 
 
 def _preset(name: str):
