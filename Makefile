@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/captions_bench.py --max-speakers 10
 	$(BIN)/python bench/ogg_bench.py --listeners 1000 --page-ms 20,200,1000 --seconds 30 --results bench/RESULTS.md
 	$(BIN)/python bench/command_flood_bench.py --rate 50 --seconds 10
+	$(BIN)/python bench/db_tick_bench.py --members 4 --phase 60
 
 lint: $(STAMP)
 	$(BIN)/ruff check bot bridge tests bench migrations

@@ -21,19 +21,18 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import secrets
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.matrix_bench import header, percentile, work_folder  # noqa: E402
 from bot.local_homeserver import LocalHomeserver  # noqa: E402
 from tests.support.matrix_user import MatrixTestUser  # noqa: E402
 
@@ -87,10 +86,6 @@ async def flood(homeserver: str, user_id: str, token: str, device: str, room: st
 
 # -- the bench -----------------------------------------------------------------------------
 
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 async def _ping(user: MatrixTestUser, room: str, sends: list[float] | None = None) -> float | None:
@@ -240,11 +235,8 @@ def _read_lines(proc: subprocess.Popen, into: list[dict]) -> None:
 
 
 def table(rows: list[dict], args: argparse.Namespace) -> str:
-    out = [f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-           f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-           f"Python {platform.python_version()}",
-           f"- command: `python bench/command_flood_bench.py --rate {args.rate:g} --seconds {args.seconds:g} "
-           f"--baseline {args.baseline:g} --pingers {args.pingers}`", "",
+    out = [*header(f"python bench/command_flood_bench.py --rate {args.rate:g} --seconds {args.seconds:g} "
+                   f"--baseline {args.baseline:g} --pingers {args.pingers}"),
            "| bot's limit per person | another person's !ping alone: p50 / p99 ms (n) | during the flood: "
            "p50 / p99 ms (n) | of which Synapse taking the ping, alone / flood: p50 ms | flood sent (s) "
            "| flooder answered: pong / notices |",
@@ -255,7 +247,7 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
             lost = len(xs) - len(answered)
             if not answered:
                 return f"none of {len(xs)} answered"
-            return (f"{statistics.median(answered):.0f} / {_percentile(answered, 0.99):.0f} ({len(answered)}"
+            return (f"{statistics.median(answered):.0f} / {percentile(answered, 0.99):.0f} ({len(answered)}"
                     + (f"; {lost} unanswered in 60 s)" if lost else ")"))
         sends = f"{statistics.median(r['alone_sends']):.0f} / {statistics.median(r['during_sends'] or [0]):.0f}"
         out.append(f"| {r['scenario']} ({r['burst']} at once, {r['per_minute']}/min) | {fig(r['alone'])} | "
@@ -278,13 +270,8 @@ def main() -> None:
         _, homeserver, user_id, token, device, room, rate, seconds, text = args.role
         asyncio.run(flood(homeserver, user_id, token, device, room, float(rate), float(seconds), text))
         return
-    if args.keep:
-        work = tempfile.mkdtemp(prefix="chorus-flood-")
-        print(f"logs are kept in {work}", flush=True)
-        rows = asyncio.run(Bench(args, Path(work)).run())
-    else:
-        with tempfile.TemporaryDirectory(prefix="chorus-flood-") as work:
-            rows = asyncio.run(Bench(args, Path(work)).run())
+    with work_folder("chorus-flood-", args.keep) as work:
+        rows = asyncio.run(Bench(args, work).run())
     print(table(rows, args))
 
 

@@ -5,7 +5,8 @@ work hold the event loop the bridge's audio runs on?
     .venv/bin/python bench/db_tick_bench.py --members 6 --phase 30
 
 Everything is real and in its own process: a local Synapse (started here), a fresh
-PostgreSQL database on the local server (``--postgres``, dropped at the end), the bot
+PostgreSQL database on the local server (``--postgres``, dropped at the end; if none
+answers there, a throwaway server is started for the run, as the tests do), the bot
 (``python -m bot run``, with its embedded bridge) and ``--members`` people, each in a
 process of its own (this script with ``--role member``), who send space commands one after
 another, each as soon as the previous one is answered: join, raise a hand, lower it, leave.
@@ -25,14 +26,12 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import secrets
 import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -42,7 +41,9 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.matrix_bench import header, percentile, work_folder  # noqa: E402
 from bot.local_homeserver import LocalHomeserver  # noqa: E402
+from tests.support import services  # noqa: E402
 from tests.support.matrix_user import MatrixTestUser  # noqa: E402
 
 #: what each member sends, in a loop (the space id is added)
@@ -55,10 +56,6 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 # -- a member (its own process) ------------------------------------------------------------
@@ -154,13 +151,26 @@ class Bench:
 
     async def run(self) -> dict:
         a = self.args
-        print("starting a local Synapse", flush=True)
-        self.hs.start()
-        self._create_database()
+        throwaway = None
+        if not services.postgres_answers(a.postgres):
+            print(f"no PostgreSQL answers at {a.postgres}; starting a throwaway one", flush=True)
+            throwaway = services.ThrowawayPostgres()
+            a.postgres = throwaway.start()
+        try:
+            return await self._run()
+        finally:
+            if throwaway is not None:
+                throwaway.stop()
+
+    async def _run(self) -> dict:
+        a = self.args
         bot = None
         members: list[subprocess.Popen] = []
         host = None
         try:
+            print("starting a local Synapse", flush=True)
+            self.hs.start()
+            self._create_database()
             tag = secrets.token_hex(3)
             bot_user = self.hs.register(f"bench-bot-{tag}", secrets.token_urlsafe(12))
             host_reg = self.hs.register(f"host-{tag}", secrets.token_urlsafe(12))
@@ -212,11 +222,8 @@ class Bench:
 
 def table(r: dict, args: argparse.Namespace, label: str) -> str:
     times = r["times"]
-    answers = (f"{statistics.median(times):.0f} / {_percentile(times, 0.99):.0f}" if times else "none")
-    out = [f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {label}",
-           f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-           f"Python {platform.python_version()}",
-           f"- command: `python bench/db_tick_bench.py --members {args.members} --phase {args.phase:g}`", "",
+    answers = (f"{statistics.median(times):.0f} / {percentile(times, 0.99):.0f}" if times else "none")
+    out = [*header(f"python bench/db_tick_bench.py --members {args.members} --phase {args.phase:g}", label),
            "| phase | commands answered (in s) | answer p50 / p99 ms | tick late p50 / p99 / max ms "
            "| tick took p99 ms | ticks (clock resyncs) |",
            "|---|---|---|---|---|---|"]
@@ -244,13 +251,8 @@ def main() -> None:
         _, homeserver, user_id, token, device, room, space_id, seconds = args.role
         asyncio.run(member(homeserver, user_id, token, device, room, space_id, float(seconds)))
         return
-    if args.keep:
-        work = tempfile.mkdtemp(prefix="chorus-dbtick-")
-        print(f"logs are kept in {work}", flush=True)
-        result = asyncio.run(Bench(args, Path(work)).run())
-    else:
-        with tempfile.TemporaryDirectory(prefix="chorus-dbtick-") as work:
-            result = asyncio.run(Bench(args, Path(work)).run())
+    with work_folder("chorus-dbtick-", args.keep) as work:
+        result = asyncio.run(Bench(args, work).run())
     print(table(result, args, args.label))
 
 
