@@ -225,7 +225,7 @@ class Chorus:
         if pruned:
             log.info("forgot %d handled event ids older than %s", pruned, HANDLED_EVENTS_KEPT)
         self.scheduler.start()
-        self.schedule.repair()
+        await self.db.run(self.schedule.repair)
         self.transcript.start()
         self.reactions.start()
         # from here on this task is the sync loop: its requests go before everyone's while
@@ -444,7 +444,7 @@ class Chorus:
                 task.cancel()
         await self.transcript.close()
         await self.reactions.close()
-        self.scheduler.shutdown()
+        await asyncio.to_thread(self.scheduler.shutdown)  # joins APScheduler's thread
         await self.spaces.close()
         self.bridge.forget(self.on_bridge_event)  # a bot started after this one gets them
         self.bridge.forget(self.spaces.resync)

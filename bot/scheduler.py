@@ -10,18 +10,27 @@ job *does* is up to the handler the bot registers (``bot/scheduling.py``).
 - APScheduler moves a job on (or removes a one-off job) in the store *before* running
   it, so a bot killed while a job runs does not run it again; handlers also claim each
   (job, run time) in the database before acting, so nothing fires twice.
+- The job store is never used from the event loop (which, in embedded mode, also runs the
+  bridge's tick): APScheduler looks for due jobs in a thread of its own
+  (BackgroundScheduler), and hands each job's coroutine to the bot's loop
+  (:class:`LoopExecutor`). :meth:`Scheduler.plan` and the other methods are thread-safe;
+  the bot calls them from its database threads (bot/db/database.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, EVENT_JOB_SUBMITTED, JobEvent
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobEvent
+from apscheduler.executors.base import BaseExecutor, run_coroutine_job
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.date import DateTrigger
 from sqlalchemy import Engine
@@ -62,18 +71,57 @@ async def run_job(instance: str, kind: str, ref: str) -> None:
     await sched._fire(kind, ref)
 
 
+class LoopExecutor(BaseExecutor):
+    """Runs each due job's coroutine on the bot's event loop, handed over from APScheduler's
+    thread; the job's due time is noted first, so the coroutine always finds it."""
+
+    def __init__(self, owner: Scheduler) -> None:
+        super().__init__()
+        self._owner = owner
+        self._pending: set[concurrent.futures.Future] = set()
+
+    def shutdown(self, wait: bool = True) -> None:
+        for future in list(self._pending):
+            future.cancel()
+        self._pending.clear()
+
+    def _do_submit_job(self, job, run_times) -> None:
+        loop = self._owner.loop
+        if loop is None or loop.is_closed():
+            self._logger.error("job %s is due but the bot's event loop is gone", job.id)
+            return
+        self._owner._due[job.id] = run_times[-1]
+        future = asyncio.run_coroutine_threadsafe(
+            run_coroutine_job(job, job._jobstore_alias, run_times, self._logger.name), loop)
+
+        def done(f: concurrent.futures.Future) -> None:
+            self._pending.discard(f)
+            try:
+                events = f.result()
+            except BaseException:  # noqa: BLE001 - reported as APScheduler reports a job's error
+                self._run_job_error(job.id, *sys.exc_info()[1:])
+            else:
+                self._run_job_success(job.id, events)
+
+        self._pending.add(future)
+        future.add_done_callback(done)
+
+
 class Scheduler:
     def __init__(self, engine: Engine, *, misfire_grace: timedelta, key: str | None = None) -> None:
         self.key = key or engine.url.render_as_string(hide_password=True)
         grace = max(1, int(misfire_grace.total_seconds()))
         #: how late a job may still run (at least a second, as APScheduler is told)
         self.misfire_grace = timedelta(seconds=grace)
-        self._aps = AsyncIOScheduler(
+        #: the bot's event loop, where jobs run (set by start)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._aps = BackgroundScheduler(
             jobstores={"default": SQLAlchemyJobStore(engine=engine)},
+            executors={"default": LoopExecutor(self)},
             job_defaults={"misfire_grace_time": grace, "coalesce": True, "max_instances": 1},
             timezone=UTC,
         )
-        self._aps.add_listener(self._on_event, EVENT_JOB_SUBMITTED | EVENT_JOB_MISSED | EVENT_JOB_ERROR)
+        self._aps.add_listener(self._on_event, EVENT_JOB_MISSED | EVENT_JOB_ERROR)
         self._handlers: dict[str, Handler] = {}
         self._missed: Handler | None = None
         self._due: dict[str, datetime] = {}
@@ -90,9 +138,12 @@ class Scheduler:
         self._missed = handler
 
     def start(self) -> None:
+        """Start looking for due jobs (in APScheduler's thread); call it from the bot's loop,
+        where the jobs will run."""
+        self.loop = asyncio.get_running_loop()
         _INSTANCES[self.key] = self
         self._aps.start()
-        log.info("scheduler started with %d stored jobs", len(self._aps.get_jobs()))
+        log.info("scheduler started")
 
     def shutdown(self) -> None:
         if self._aps.running:
@@ -137,11 +188,8 @@ class Scheduler:
     # ------------------------------------------------------------------ firing
 
     def _on_event(self, event: JobEvent) -> None:
-        if event.code == EVENT_JOB_SUBMITTED:
-            times = getattr(event, "scheduled_run_times", None) or []
-            if times:
-                self._due[event.job_id] = times[-1]
-        elif event.code == EVENT_JOB_ERROR:
+        """APScheduler's events (from its thread, or the loop's)."""
+        if event.code == EVENT_JOB_ERROR:
             self.failed_count += 1
             log.error("scheduled job %s failed: %s", event.job_id, getattr(event, "exception", None))
         elif event.code == EVENT_JOB_MISSED:
@@ -151,7 +199,8 @@ class Scheduler:
             log.warning("job %s was due at %s, past the misfire grace; dropped", event.job_id, due)
             if self._missed is not None:
                 firing = Firing(kind, ref, event.job_id, due, datetime.now(UTC) - due)
-                self._aps._eventloop.create_task(self._missed(firing))
+                if self.loop is not None and not self.loop.is_closed():
+                    asyncio.run_coroutine_threadsafe(self._missed(firing), self.loop)
 
     async def _fire(self, kind: str, ref: str) -> None:
         job_id = self.job_id(kind, ref)

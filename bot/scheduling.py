@@ -88,19 +88,26 @@ class ScheduleService:
     # ------------------------------------------------------------------ spaces
 
     async def plan_space(self, space_id: str, on: bool) -> None:
-        if not on:
+        """Plan (or drop) a scheduled space's jobs; the job store is written off the loop."""
+        when = None
+        if on:
+            rec = await self.db.load_space(space_id)
+            when = as_utc(rec.space.scheduled_for)
+        await self.db.run(self._plan_space, space_id, when)
+        if when is not None:
+            log.info("space %s: reminders planned for %s", space_id, when.isoformat())
+
+    def _plan_space(self, space_id: str, when: datetime | None) -> None:
+        if when is None:
             self.scheduler.drop(SPACE_START, space_id)
             self.scheduler.drop(SPACE_EARLY, space_id)
             return
-        rec = await self.db.load_space(space_id)
-        when = as_utc(rec.space.scheduled_for)
         self.scheduler.plan(SPACE_START, space_id, when)
         early = when - timedelta(minutes=self.settings.early_reminder_minutes)
         if self.settings.early_reminder_minutes and early > datetime.now(UTC):
             self.scheduler.plan(SPACE_EARLY, space_id, early)
         else:
             self.scheduler.drop(SPACE_EARLY, space_id)
-        log.info("space %s: reminders planned for %s", space_id, when.isoformat())
 
     async def _claim(self, f: Firing) -> bool:
         """True the first time this (job, due time) fires; never twice."""
@@ -183,16 +190,19 @@ class ScheduleService:
     def recurrence_of(self, ann) -> Recurrence:
         return parse_recurrence(ann.schedule, parse_timezone(ann.timezone))
 
-    def plan_announcement(self, ann, when: datetime | None = None) -> datetime | None:
+    async def plan_announcement(self, ann, when: datetime | None = None) -> datetime | None:
+        return await self.db.run(self._plan_announcement, ann, when)
+
+    def _plan_announcement(self, ann, when: datetime | None = None) -> datetime | None:
         trigger = when if when is not None else self.recurrence_of(ann).to_trigger()
         return self.scheduler.plan(ANNOUNCE, str(ann.id), trigger)
 
     async def cancel_announcement(self, ann_id: int) -> None:
-        self.scheduler.drop(ANNOUNCE, str(ann_id))
+        await self.db.run(self.scheduler.drop, ANNOUNCE, str(ann_id))
         await self.db.update_announcement(ann_id, active=False)
 
-    def next_announcement(self, ann_id: int) -> datetime | None:
-        return self.scheduler.next_run(ANNOUNCE, str(ann_id))
+    async def next_announcements(self, ann_ids: list[int]) -> dict[int, datetime | None]:
+        return await self.db.run(lambda: {i: self.scheduler.next_run(ANNOUNCE, str(i)) for i in ann_ids})
 
     async def _announce(self, f: Firing) -> None:
         ann = await self.db.announcement(int(f.ref))
@@ -218,7 +228,8 @@ class ScheduleService:
     def repair(self, now: datetime | None = None) -> list[Fix]:
         """Give every scheduled space and active announcement its job(s), drop jobs for
         ended spaces and inactive announcements; returns what was fixed. Call it once the
-        scheduler has started. A fix that fails is logged and the others still happen."""
+        scheduler has started, off the event loop (the bot runs it in a database thread). A
+        fix that fails is logged and the others still happen."""
         now = now or datetime.now(UTC)
         try:
             spaces = {r.id: r for r in self.store.spaces_in_state(State.SCHEDULED) if r.scheduled_for is not None}
@@ -281,7 +292,7 @@ class ScheduleService:
         elif fix.action == RETIRE:
             self.store.update_announcement(int(fix.ref), active=False)
         elif fix.kind == ANNOUNCE and fix.due is None:
-            self.plan_announcement(anns[fix.ref])
+            self._plan_announcement(anns[fix.ref])
         else:
             self.scheduler.plan(fix.kind, fix.ref, fix.due)
 

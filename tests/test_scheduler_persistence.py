@@ -4,10 +4,13 @@ restart, run once if a little late, and are dropped (with a note) when far too l
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import event
 
+from bot.db.database import Database
 from bot.db.engine import make_engine, upgrade
 from bot.db.store import Store
 from bot.scheduler import Firing, Scheduler
@@ -112,3 +115,43 @@ async def test_a_recurring_job_keeps_firing_across_a_restart(db_url: str) -> Non
     second.shutdown()
     assert len(fired) == settled
     engine.dispose()
+
+
+async def test_due_jobs_are_found_and_moved_on_away_from_the_event_loop(db_url: str) -> None:
+    """The job store is read and written in APScheduler's thread (and the bot's database
+    threads), never on the event loop, which in embedded mode runs the bridge's tick; the
+    job's coroutine itself runs on the loop."""
+    engine = make_engine(db_url)
+    upgrade(engine)
+    loop_thread = threading.get_ident()
+    on_loop: list[str] = []
+    ran_on: list[int] = []
+
+    def seen(_conn, _cursor, statement, *_rest) -> None:
+        if "apscheduler_jobs" in statement and threading.get_ident() == loop_thread:
+            on_loop.append(statement)
+
+    fired: list[Firing] = []
+    sched = _scheduler(engine, 60, fired, [])
+
+    async def on_fire(f: Firing) -> None:
+        ran_on.append(threading.get_ident())
+        fired.append(f)
+
+    sched.on("remind", on_fire)
+    db = Database(Store(engine))
+    sched.start()
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        due = datetime.now(UTC) + timedelta(seconds=0.5)
+        await db.run(sched.plan, "remind", "off-loop", due)
+        await _wait_for(lambda: len(fired) == 1)
+        assert await db.run(sched.next_run, "remind", "off-loop") is None  # a one-off job is gone once run
+        assert ran_on == [loop_thread] and fired[0].late < timedelta(seconds=60)
+        assert abs((fired[0].due - due).total_seconds()) < 0.01
+        assert on_loop == []
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+        sched.shutdown()
+        db.close()
+        engine.dispose()

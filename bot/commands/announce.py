@@ -89,13 +89,13 @@ async def announce(ctx: Ctx, **kw) -> None:
             ann = await ctx.db.add_announcement(room_id=room_id, owner_id=ctx.sender, text=message,
                                              schedule=m["when"].strip(), timezone=zone_name(parsed.tz),
                                              recurring=False)
-            svc.plan_announcement(ann, parsed.instant)
+            await svc.plan_announcement(ann, parsed.instant)
             when = parsed.describe()
         else:
             rec = parse_recurrence(f"{m['mode'].lower()} {m['when'].strip()}", tz)
             ann = await ctx.db.add_announcement(room_id=room_id, owner_id=ctx.sender, text=message,
                                              schedule=rec.text, timezone=zone_name(rec.tz), recurring=True)
-            svc.plan_announcement(ann)
+            await svc.plan_announcement(ann)
             upcoming = ", ".join(describe_instant(t, rec.tz) for t in next_fire_times(rec, now, 2))
             when = f"{rec.describe()} (next: {upcoming})"
     except WhenError as exc:
@@ -114,8 +114,9 @@ async def announce_list(ctx: Ctx) -> None:
         return
     tz = await svc.user_tz(ctx.sender)
     lines = []
+    planned = await svc.next_announcements([a.id for a in rows])
     for a in rows:
-        nxt = svc.next_announcement(a.id)
+        nxt = planned[a.id]
         when = describe_instant(nxt, tz) if nxt else "not planned"
         kind = "every " + a.schedule.removeprefix("every ") if a.recurring else "once"
         preview = a.text if len(a.text) <= 60 else a.text[:57] + "…"

@@ -11,6 +11,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
 from bot.files import private_file, tighten_file
@@ -46,6 +47,10 @@ def make_engine(url: str) -> Engine:
             for suffix in SQLITE_SIDE_FILES:
                 tighten_file(parsed.database + suffix)
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS}
+        if not parsed.database or parsed.database == ":memory:":
+            # one connection for every thread (the scheduler's has its own): another would be
+            # another, empty, database (SQLAlchemy's way for an in-memory database in threads)
+            kwargs["poolclass"] = StaticPool
     elif parsed.get_backend_name() == "postgresql":
         connect_args: dict = {}
         if "connect_timeout" not in parsed.query:
