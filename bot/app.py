@@ -224,8 +224,9 @@ class Chorus:
         pruned = await self.db.prune_handled(datetime.now(UTC) - HANDLED_EVENTS_KEPT)
         if pruned:
             log.info("forgot %d handled event ids older than %s", pruned, HANDLED_EVENTS_KEPT)
-        self.scheduler.start()
+        self.scheduler.start(paused=True)  # no job runs while the jobs are being repaired
         await self.db.run(self.schedule.repair)
+        self.scheduler.resume()
         self.transcript.start()
         self.reactions.start()
         # from here on this task is the sync loop: its requests go before everyone's while

@@ -14,7 +14,10 @@ job *does* is up to the handler the bot registers (``bot/scheduling.py``).
   bridge's tick): APScheduler looks for due jobs in a thread of its own
   (BackgroundScheduler), and hands each job's coroutine to the bot's loop
   (:class:`LoopExecutor`). :meth:`Scheduler.plan` and the other methods are thread-safe;
-  the bot calls them from its database threads (bot/db/database.py).
+  the bot calls them from its database threads (bot/db/database.py). A database error
+  while looking for due jobs is logged and tried again; it never stops the scheduler. An
+  in-memory database (one connection's, nothing to wait on) is worked on the loop, as
+  the store is then.
 """
 
 from __future__ import annotations
@@ -29,16 +32,22 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobEvent
 from apscheduler.executors.base import BaseExecutor, run_coroutine_job
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.date import DateTrigger
 from sqlalchemy import Engine
 
+from bot.db.engine import in_memory
+
 log = logging.getLogger(__name__)
 
 #: a job that runs this much after its time tells its audience it is late
 LATE_AFTER = timedelta(seconds=60)
+#: after a database error while looking for due jobs, the next look is this much later
+RETRY_SECONDS = 5.0
 
 #: live schedulers by key, so that stored jobs find theirs after a restart
 _INSTANCES: dict[str, Scheduler] = {}
@@ -71,6 +80,19 @@ async def run_job(instance: str, kind: str, ref: str) -> None:
     await sched._fire(kind, ref)
 
 
+class _ThreadScheduler(BackgroundScheduler):
+    """APScheduler's thread, which a database error does not end: APScheduler itself lets
+    an error from moving a job on (update_job, remove_job) end its thread for good."""
+
+    def _process_jobs(self):
+        try:
+            return super()._process_jobs()
+        except Exception:  # noqa: BLE001 - the scheduler must outlive a database blip
+            log.exception("the scheduler could not work its job store; trying again in %.0f s",
+                          RETRY_SECONDS)
+            return RETRY_SECONDS
+
+
 class LoopExecutor(BaseExecutor):
     """Runs each due job's coroutine on the bot's event loop, handed over from APScheduler's
     thread; the job's due time is noted first, so the coroutine always finds it."""
@@ -96,6 +118,8 @@ class LoopExecutor(BaseExecutor):
 
         def done(f: concurrent.futures.Future) -> None:
             self._pending.discard(f)
+            if f.cancelled():  # the bot is stopping: the job's claim says whether it ran
+                return
             try:
                 events = f.result()
             except BaseException:  # noqa: BLE001 - reported as APScheduler reports a job's error
@@ -107,6 +131,11 @@ class LoopExecutor(BaseExecutor):
         future.add_done_callback(done)
 
 
+def _log_failure(future: concurrent.futures.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("telling of a missed job failed", exc_info=future.exception())
+
+
 class Scheduler:
     def __init__(self, engine: Engine, *, misfire_grace: timedelta, key: str | None = None) -> None:
         self.key = key or engine.url.render_as_string(hide_password=True)
@@ -115,7 +144,8 @@ class Scheduler:
         self.misfire_grace = timedelta(seconds=grace)
         #: the bot's event loop, where jobs run (set by start)
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._aps = BackgroundScheduler(
+        on_loop = in_memory(engine.url)
+        self._aps = (AsyncIOScheduler if on_loop else _ThreadScheduler)(
             jobstores={"default": SQLAlchemyJobStore(engine=engine)},
             executors={"default": LoopExecutor(self)},
             job_defaults={"misfire_grace_time": grace, "coalesce": True, "max_instances": 1},
@@ -137,13 +167,17 @@ class Scheduler:
     def on_missed(self, handler: Handler) -> None:
         self._missed = handler
 
-    def start(self) -> None:
+    def start(self, paused: bool = False) -> None:
         """Start looking for due jobs (in APScheduler's thread); call it from the bot's loop,
-        where the jobs will run."""
+        where the jobs will run. ``paused``: not until :meth:`resume` (the bot repairs its
+        jobs first, so that none runs while they are being repaired)."""
         self.loop = asyncio.get_running_loop()
         _INSTANCES[self.key] = self
-        self._aps.start()
-        log.info("scheduler started")
+        self._aps.start(paused=paused)
+        log.info("scheduler started%s", " (paused)" if paused else "")
+
+    def resume(self) -> None:
+        self._aps.resume()
 
     def shutdown(self) -> None:
         if self._aps.running:
@@ -168,10 +202,10 @@ class Scheduler:
 
     def drop(self, kind: str, ref: str) -> bool:
         job_id = self.job_id(kind, ref)
-        job = self._aps.get_job(job_id)
-        if job is None:
+        try:  # one lookup and one removal: the job may run (and go) in between
+            self._aps.remove_job(job_id)
+        except JobLookupError:
             return False
-        self._aps.remove_job(job_id)
         return True
 
     def next_run(self, kind: str, ref: str) -> datetime | None:
@@ -200,7 +234,8 @@ class Scheduler:
             if self._missed is not None:
                 firing = Firing(kind, ref, event.job_id, due, datetime.now(UTC) - due)
                 if self.loop is not None and not self.loop.is_closed():
-                    asyncio.run_coroutine_threadsafe(self._missed(firing), self.loop)
+                    told = asyncio.run_coroutine_threadsafe(self._missed(firing), self.loop)
+                    told.add_done_callback(_log_failure)
 
     async def _fire(self, kind: str, ref: str) -> None:
         job_id = self.job_id(kind, ref)

@@ -66,7 +66,8 @@ class ScheduleService:
         self.scheduler = scheduler
         #: the store off the event loop, for the jobs and commands (bot/db/database.py)
         self.db = db
-        #: the store itself, for the start-up repair only (once, before anything else runs)
+        #: the store itself, for the start-up repair only (once, in a database thread, while
+        #: the scheduler is paused)
         self.store = db.store
         self.matrix = matrix
         self.spaces = spaces

@@ -9,7 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
 
+from bot import scheduler as scheduler_module
 from bot.db.database import Database
 from bot.db.engine import make_engine, upgrade
 from bot.db.store import Store
@@ -154,4 +156,34 @@ async def test_due_jobs_are_found_and_moved_on_away_from_the_event_loop(db_url: 
         event.remove(engine, "before_cursor_execute", seen)
         sched.shutdown()
         db.close()
+        engine.dispose()
+
+
+async def test_a_job_store_error_does_not_stop_the_scheduler(db_url: str, monkeypatch) -> None:
+    """APScheduler lets an error while moving a job on end its thread for good; ours logs
+    it and looks again: the job goes on firing."""
+    monkeypatch.setattr(scheduler_module, "RETRY_SECONDS", 0.2)
+    engine = make_engine(db_url)
+    upgrade(engine)
+    fired: list[Firing] = []
+    sched = _scheduler(engine, 60, fired, [])
+    store = sched._aps._lookup_jobstore("default")
+    real_update = store.update_job
+    failures: list[str] = []
+
+    def update_once_failing(job) -> None:
+        if not failures:
+            failures.append(job.id)
+            raise OperationalError("UPDATE apscheduler_jobs", {}, Exception("database is locked"))
+        real_update(job)
+
+    monkeypatch.setattr(store, "update_job", update_once_failing)
+    sched.start()
+    try:
+        await asyncio.to_thread(sched.plan, "remind", "every", IntervalTrigger(seconds=0.3, timezone=UTC))
+        await _wait_for(lambda: len(fired) >= 3)
+        assert failures == ["remind:every"]
+        assert sched._aps._thread.is_alive()
+    finally:
+        await asyncio.to_thread(sched.shutdown)
         engine.dispose()

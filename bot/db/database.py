@@ -31,6 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from .engine import in_memory
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,8 @@ class Database:
 
     def __init__(self, store: Store, threads: int | None = None) -> None:
         self.store = store
-        url = store.engine.url
         #: an in-memory SQLite database: called on the loop (see the module's docstring)
-        self.inline = url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+        self.inline = in_memory(store.engine.url)
         self.threads = 0 if self.inline else threads or threads_for(store)
         self._pool = None if self.inline else ThreadPoolExecutor(self.threads, thread_name_prefix="chorus-db")
 

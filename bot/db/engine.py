@@ -11,7 +11,6 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
 from bot.files import private_file, tighten_file
@@ -47,10 +46,6 @@ def make_engine(url: str) -> Engine:
             for suffix in SQLITE_SIDE_FILES:
                 tighten_file(parsed.database + suffix)
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS}
-        if not parsed.database or parsed.database == ":memory:":
-            # one connection for every thread (the scheduler's has its own): another would be
-            # another, empty, database (SQLAlchemy's way for an in-memory database in threads)
-            kwargs["poolclass"] = StaticPool
     elif parsed.get_backend_name() == "postgresql":
         connect_args: dict = {}
         if "connect_timeout" not in parsed.query:
@@ -75,6 +70,14 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
     return engine
+
+
+def in_memory(url) -> bool:
+    """An in-memory SQLite database: one connection's (another thread's connection would
+    be another, empty, database), so the bot works it on its event loop, where there is
+    nothing to wait on."""
+    url = make_url(url)
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
 def alembic_config(engine: Engine) -> Config:
