@@ -409,10 +409,7 @@ class Chorus:
         return jobs
 
     async def _count_jobs(self) -> int:
-        # a thread apart from the store's: a check must not queue behind commands' work
-        if self.db.inline:
-            return self.store.scheduled_job_count()
-        return await asyncio.to_thread(self.store.scheduled_job_count)
+        return await self.db.run_apart(self.store.scheduled_job_count)  # not behind commands' work
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
         """Healthy: the first sync is done, the homeserver answered a /sync lately and the

@@ -126,6 +126,13 @@ class BridgeControl(Protocol):
     async def close(self) -> None: ...
 
 
+def forget_handler(handler: object, *lists: list) -> None:
+    """Take ``handler`` out of each of ``lists`` (a bridge's event and resync handlers)."""
+    for handlers in lists:
+        while handler in handlers:
+            handlers.remove(handler)
+
+
 @dataclass
 class _Stage:
     title: str
@@ -161,9 +168,7 @@ class InMemoryBridge:
         self._resync.append(handler)
 
     def forget(self, handler) -> None:
-        for handlers in (self._handlers, self._resync):
-            while handler in handlers:
-                handlers.remove(handler)
+        forget_handler(handler, self._handlers, self._resync)
 
     def mark_stale(self, why: str) -> None:
         return None  # it never loses what it holds

@@ -36,6 +36,7 @@ from bot.bridge_api import (
     ResyncHandler,
     StageMissing,
     StageStats,
+    forget_handler,
 )
 from bridge import tokens
 
@@ -314,9 +315,7 @@ class HttpBridge:
         self._resync_handlers.append(handler)
 
     def forget(self, handler) -> None:
-        for handlers in (self._handlers, self._resync_handlers):
-            while handler in handlers:
-                handlers.remove(handler)
+        forget_handler(handler, self._handlers, self._resync_handlers)
 
     @property
     def available(self) -> bool:

@@ -220,8 +220,7 @@ class ScheduleService:
                       ann.owner_id, exc)
             await self._safe_dm(ann.owner_id, f"Announcement #{ann.id} could not be posted in {ann.room_id}: {exc}")
             return
-        await self.db.update_announcement(ann.id, fired=ann.fired + 1,
-                                       active=ann.recurring)
+        await self.db.update_announcement(ann.id, fired=ann.fired + 1, active=ann.recurring)
         log.info("announcement %s posted in %s%s", ann.id, ann.room_id, " (late)" if late else "")
 
     # ------------------------------------------------------------------ start-up repair

@@ -127,7 +127,7 @@ class SpaceService:
     async def act(self, space_id: str, user_id: str, command: rules.Command) -> rules.Outcome:
         async with self.lock(space_id):
             # load, decide and (unless the bridge must be asked first) save: one transaction
-            record, outcome, saved = await self.db.unit(
+            record, outcome, unsaved = await self.db.unit(
                 lambda st: self._decide(st, space_id, user_id, command))
             # the bridge may refuse an option (e.g. no captions model): it is asked before
             # saving, so that a refusal changes nothing
@@ -148,16 +148,17 @@ class SpaceService:
                 except BridgeError as exc:
                     raise rules.Refused(f"The audio bridge refused: {exc.reason}") from None
             effects = tuple(e for e in effects if not isinstance(e, fx.StageOptions))
-            if not saved:
-                await self.db.save_space(outcome.space, **_saved_with(command))
+            if unsaved is not None:
+                await self.db.save_space(outcome.space, **unsaved)
             failures = await self.run_effects(outcome.space, effects)
             return _noted(outcome, failures)
 
     def _decide(self, st: Store, space_id: str, user_id: str, command: rules.Command,
-                ) -> tuple[SpaceRecord, rules.Outcome, bool]:
+                ) -> tuple[SpaceRecord, rules.Outcome, dict[str, datetime] | None]:
         """Load the space and the actor, apply the rules and save what they decided, in
         ``st``'s one transaction; not the save when the bridge must first take an option
-        (StageOptions). (record, outcome, whether it was saved or has nothing to save)."""
+        (StageOptions). (record, outcome, the row fields of a save still to be made: None
+        if it was made or there is nothing to save)."""
         record = st.load_space(space_id)
         if record is None:
             raise rules.Refused(f"There is no space with id “{space_id}”. Type !spaces to see them.")
@@ -165,11 +166,11 @@ class SpaceService:
         outcome = rules.apply(record.space, command, actor, self._limits(st))
         extra = _saved_with(command)
         if outcome.space is record.space and not extra:  # e.g. a reaction: nothing to save
-            return record, outcome, True
+            return record, outcome, None
         if any(isinstance(e, fx.StageOptions) for e in outcome.effects):
-            return record, outcome, False
+            return record, outcome, extra
         st.save_space(outcome.space, **extra)
-        return record, outcome, True
+        return record, outcome, None
 
     async def welcome(self, space_id: str, user_id: str) -> str | None:
         """After a join: invite to the room, DM the personal listening link. The room id."""

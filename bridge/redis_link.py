@@ -56,13 +56,12 @@ async def stop_tasks(tasks: list[asyncio.Task[Any]], what: str, seconds: float |
         task.cancel()
     if not tasks:
         return
-    _done, pending = await asyncio.wait(tasks, timeout=STOP_SECONDS if seconds is None else seconds)
+    seconds = STOP_SECONDS if seconds is None else seconds
+    _done, pending = await asyncio.wait(tasks, timeout=seconds)
     for task in pending:
-        where = "".join(f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}; "
-                        for f in task.get_stack())
+        where = "; ".join(f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}" for f in task.get_stack())
         log.error("%s: task %s did not stop within %.0f s of being cancelled (waiting at %s); "
-                  "shutting down without it", what, task.get_name(),
-                  STOP_SECONDS if seconds is None else seconds, where.rstrip("; ") or "unknown")
+                  "shutting down without it", what, task.get_name(), seconds, where or "unknown")
 
 
 def stop_if_cancelled() -> None:

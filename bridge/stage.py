@@ -115,7 +115,7 @@ class Stage:
         tick_timer: Callable[[float, float], None] | None = None,
     ) -> None:
         self.space_id = space_id
-        #: told each tick's duration in seconds (the bridge's /metrics histogram)
+        #: told each tick's duration and how late it started, in seconds (the bridge's /metrics)
         self.tick_timer = tick_timer
         #: the Redis feed to the edges, if this origin has one
         self.mirror = mirror
@@ -779,8 +779,8 @@ class Stage:
                 await asyncio.sleep(delay)
             else:
                 await asyncio.sleep(0)  # behind: still let the readers and requests run
-            late = loop.time() - (start + n * FRAME_SECONDS)
-            self.tick_late_seconds.append(max(0.0, late))
+            late = max(0.0, loop.time() - (start + n * FRAME_SECONDS))
+            self.tick_late_seconds.append(late)
             if delay < -0.2:
                 # more than 10 frames behind (machine stalled): restart the clock
                 # rather than bursting to catch up.

@@ -87,14 +87,14 @@ async def announce(ctx: Ctx, **kw) -> None:
             parsed = parse_when(m["when"], now, tz)
             check_window(parsed, now, 365)
             ann = await ctx.db.add_announcement(room_id=room_id, owner_id=ctx.sender, text=message,
-                                             schedule=m["when"].strip(), timezone=zone_name(parsed.tz),
-                                             recurring=False)
+                                                schedule=m["when"].strip(), timezone=zone_name(parsed.tz),
+                                                recurring=False)
             await svc.plan_announcement(ann, parsed.instant)
             when = parsed.describe()
         else:
             rec = parse_recurrence(f"{m['mode'].lower()} {m['when'].strip()}", tz)
             ann = await ctx.db.add_announcement(room_id=room_id, owner_id=ctx.sender, text=message,
-                                             schedule=rec.text, timezone=zone_name(rec.tz), recurring=True)
+                                                schedule=rec.text, timezone=zone_name(rec.tz), recurring=True)
             await svc.plan_announcement(ann)
             upcoming = ", ".join(describe_instant(t, rec.tz) for t in next_fire_times(rec, now, 2))
             when = f"{rec.describe()} (next: {upcoming})"

@@ -107,13 +107,13 @@ async def ban(ctx: Ctx, user: str) -> None:
 
 
 def _set_banned(st: Store, moderator: str, target: str, banned: bool) -> str | None:
-    """Ban or unban, with its audit entry, in one transaction; the live space the target
-    hosts (None if none). UsageError if it was so already."""
+    """Ban or unban, with its audit entry, in one transaction; on a ban, the live space the
+    target hosts (None if none). UsageError if it was so already."""
     if st.user(target).banned == banned:
         raise UsageError(f"{target} is already banned." if banned else f"{target} is not banned.")
     st.update_user(target, banned=banned)
     st.audit(moderator, "mod.ban" if banned else "mod.unban", None, target)
-    return st.live_space_of_host(target)
+    return st.live_space_of_host(target) if banned else None
 
 
 @_cmd("mod unban", user(), help="Lift a ban.")

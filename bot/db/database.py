@@ -74,6 +74,13 @@ class Database:
                 future.exception()  # retrieved: a failure after the cancellation is not logged as lost
             raise
 
+    async def run_apart(self, fn: Callable[..., T], /, *args: Any) -> T:
+        """``fn(*args)`` in a thread outside the pool, so that it does not queue behind the
+        pool's work (a health check); on the loop for an in-memory database."""
+        if self._pool is None:
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
+
     async def unit(self, fn: Callable[[Store], T]) -> T:
         """``fn(store)`` in the pool, every store call it makes in one transaction."""
         return await self.run(self._in_unit, fn)

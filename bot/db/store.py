@@ -460,7 +460,7 @@ class Store:
 
     def scheduled_job_count(self) -> int:
         """Jobs in the scheduler's store, counted in SQL (not through APScheduler, whose lock
-        its own work on the event loop takes too)."""
+        its own thread holds while it works the store)."""
         with self.engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(m.apscheduler_jobs)).scalar_one()
 
