@@ -432,6 +432,14 @@ class LocalSettings(_Section):
     server_name: str = _setting("localhost", _server_name)
     demo_users: tuple[str, ...] = _setting(("alice", "bob"), _list(_localpart, "user names (localparts)"))
     demo_password: str = _setting("chorus-demo", _string(nonempty=True, secret=True), secret=True)
+    demo_moderators: tuple[str, ...] = _setting(("alice",), _list(_localpart, "user names (localparts)"))
+
+    def _check_together(self) -> None:
+        strangers = [name for name in self.demo_moderators if name not in self.demo_users]
+        if strangers:
+            self._fail("demo_moderators", f"{strangers[0]!r} is not one of local.demo_users "
+                                          f"({', '.join(self.demo_users) or 'none'}); add it there, or "
+                                          f"list only demo users in local.demo_moderators")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from bot import demo
 from bot.app import BotOptions, Chorus
 from bot.bridge_api import BridgeControl
 from bot.config import ConfigError, Settings
@@ -34,11 +35,16 @@ class LocalAccounts:
     demo: list[tuple[str, str]]
 
 
-def space_settings(settings: Settings) -> SpaceSettings:
+def space_settings(settings: Settings, local: bool = False) -> SpaceSettings:
+    """The rules' settings; with ``local`` (the bot runs on its own local homeserver) the demo
+    moderators of ``[local]`` are moderators too."""
+    moderators = set(settings.moderation.moderators)
+    if local:
+        moderators.update(demo.user_ids(settings.local.demo_moderators, settings.local.server_name))
     return SpaceSettings(
         limits=Limits(settings.hosting.min_followers, settings.spaces.max_speakers,
                       settings.spaces.max_cohosts, settings.scheduling.max_days_ahead),
-        moderators=frozenset(settings.moderation.moderators),
+        moderators=frozenset(moderators),
         announcement_rooms=tuple(settings.announcements.rooms),
         prefix=settings.bot.command_prefix,
         captions_by_default=settings.spaces.captions_by_default,
@@ -200,7 +206,8 @@ async def serve(settings: Settings, *, print_=print, bridge: BridgeControl | Non
         options = bot_options(settings, hs_url, user_id, password)
         if options.encryption:
             private_dir(options.store_path)  # the nio store: the bot's encryption keys
-        bot = Chorus(options, store, bridge, space_settings(settings), schedule_settings(settings))
+        bot = Chorus(options, store, bridge, space_settings(settings, local=bool(hs_url)),
+                     schedule_settings(settings))
         stack.push_async_callback(bot.close)
         if settings.bot.metrics_listen:
             await serve_status(bot, settings.bot.metrics_listen, stack)
@@ -212,7 +219,8 @@ async def serve(settings: Settings, *, print_=print, bridge: BridgeControl | Non
         await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
             task.result()
-        _print_banner(print_, settings, bot, bridge, hs_url, password if hs_url else None)
+        room = await _set_up_demo(settings, bot) if hs_url else None
+        _print_banner(print_, settings, bot, bridge, local=bool(hs_url), room=room)
         await task
         print_("Chorus stopped.")
 
@@ -228,18 +236,42 @@ async def serve_status(bot: Chorus, listen: str, stack: AsyncExitStack) -> int:
     return port
 
 
-def _print_banner(print_, settings: Settings, bot: Chorus, bridge: BridgeControl, hs_url, bot_password) -> None:
+async def _set_up_demo(settings: Settings, bot: Chorus) -> demo.DemoRoom | None:
+    """The local homeserver's demo (bot/demo.py): the demo moderators may host, and the demo
+    room is open with the demo users invited. A failure is logged: Chorus runs on without it."""
+    loc = settings.local
+    try:
+        await demo.let_host(bot.db, bot.options.user_id, demo.user_ids(loc.demo_moderators, loc.server_name))
+        return await demo.open_room(bot.matrix, loc.server_name, demo.user_ids(loc.demo_users, loc.server_name),
+                                    settings.bot.command_prefix)
+    except Exception as exc:  # noqa: BLE001 - the demo is a convenience; the bot is what matters
+        log.error("demo: could not set up the demo room on the local homeserver: %s", exc)
+        return None
+
+
+def _print_banner(print_, settings: Settings, bot: Chorus, bridge: BridgeControl, *, local: bool,
+                  room: demo.DemoRoom | None) -> None:
     p = settings.bot.command_prefix
     lines = ["", "Chorus is running.",
              f"  Homeserver:   {bot.options.homeserver}",
              f"  Bot account:  {bot.options.user_id}",
              f"  Bridge (web): {bridge.public_url}/"]
-    if hs_url:
-        server = settings.local.server_name
-        lines.append("  Demo logins (any Matrix client, e.g. Element, homeserver above):")
-        for name in settings.local.demo_users:
-            lines.append(f"    @{name}:{server}  password: {settings.local.demo_password}")
-    lines += [f"  Talk to the bot: invite {bot.options.user_id} to a room (or DM it) and type {p}help or {p}ping.",
+    loc = settings.local
+    if local:
+        users = demo.user_ids(loc.demo_users, loc.server_name)
+        mods = demo.user_ids(loc.demo_moderators, loc.server_name)
+        first = mods[0] if mods else users[0] if users else None
+        lines.append("  Demo logins (any Matrix client, e.g. Element, with the homeserver above):")
+        for user in users:
+            role = "  (moderator, may host)" if user in mods else ""
+            lines.append(f"    {user}  password: {loc.demo_password}{role}")
+        if first and room is not None:
+            lines += ["  Try it now:",
+                      f"    1. Log in as {first}.",
+                      f"    2. Accept the invitation to the room “{demo.ROOM_NAME}” ({room.alias}).",
+                      f"    3. Type there:  {p}{demo.FIRST_COMMAND if mods else 'help'}",
+                      f"    Others join with the link the bot posts, or {p}space join <id>; {p}help lists everything."]
+    lines += [f"  Talk to the bot anywhere: invite {bot.options.user_id} to a room (or DM it) and type {p}help.",
               "  Ctrl-C stops everything.", ""]
     print_("\n".join(lines))
 

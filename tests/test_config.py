@@ -96,6 +96,7 @@ def test_defaults_match_the_spec() -> None:
     assert s.local.server_name == "localhost"
     assert s.local.demo_users == ("alice", "bob")
     assert s.local.demo_password == "chorus-demo"
+    assert s.local.demo_moderators == ("alice",)
 
 
 def test_settings_are_frozen_and_hashable() -> None:
@@ -550,6 +551,9 @@ def test_good_command_prefix(prefix: str) -> None:
         ({"local": {"demo_users": ["@alice:localhost"]}}, "local.demo_users[0]"),
         ({"local": {"demo_users": ["alice", "alice"]}}, "local.demo_users[1]"),
         ({"local": {"demo_password": ""}}, "local.demo_password"),
+        ({"local": {"demo_moderators": ["Alice"]}}, "local.demo_moderators[0]"),
+        ({"local": {"demo_moderators": ["carol"]}}, "local.demo_moderators"),
+        ({"local": {"demo_users": ["bob"]}}, "local.demo_moderators"),
         ({"local": {"data_dir": ""}}, "local.data_dir"),
         ({"bot": {"display_name": ""}}, "bot.display_name"),
         ({"bot": {"command_burst": 0}}, "bot.command_burst"),

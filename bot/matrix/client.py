@@ -180,6 +180,25 @@ class MatrixIO:
         )
         return _check(resp, f"create room “{name}”").room_id
 
+    async def create_public_room(self, *, name: str, topic: str, alias_localpart: str,
+                                 invite: list[str]) -> str:
+        """A room anyone on the homeserver may find (by its alias) and join; the bot is its admin."""
+        resp = await self.client.room_create(name=name, topic=topic, alias=alias_localpart, invite=invite,
+                                             preset=_preset("public_chat"))
+        return _check(resp, f"create room “{name}” (#{alias_localpart})").room_id
+
+    async def room_of_alias(self, alias: str) -> str | None:
+        """The room an alias points at; None when it points nowhere."""
+        resp = await self.client.room_resolve_alias(alias)
+        if isinstance(resp, ErrorResponse):
+            if resp.status_code == "M_NOT_FOUND":
+                return None
+            raise MatrixError(f"look up {alias}: {resp.message}")
+        return resp.room_id
+
+    async def drop_alias(self, alias: str) -> None:
+        _check(await self.client.room_delete_alias(alias), f"remove the alias {alias}")
+
     async def put_state(self, room_id: str, event_type: str, content: dict, state_key: str = "") -> None:
         resp = await self.client.room_put_state(room_id, event_type, content, state_key)
         _check(resp, f"set {event_type} in {room_id}")

@@ -1,5 +1,6 @@
 """`python -m bot run` (what `make run` calls), as a newcomer would meet it: it starts its
-own Synapse and bridge, a demo user can !ping the bot, and Ctrl-C stops everything."""
+own Synapse and bridge, the first demo user finds the demo room it names and starts a space
+there with no config edit, the bot answers !ping anywhere, and Ctrl-C stops everything."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
+from aiohttp import ClientSession as http_session
 
 from tests.support.matrix_user import MatrixTestUser
 
@@ -40,7 +43,7 @@ def _wait_for_line(proc: subprocess.Popen, pattern: str, lines: list[str], timeo
     pytest.fail(f"no line matching {pattern!r}; output so far:\n{''.join(lines)}")
 
 
-async def test_run_starts_a_local_homeserver_and_answers_ping(tmp_path: Path) -> None:
+async def test_run_starts_a_local_homeserver_and_the_first_demo_user_hosts_at_once(tmp_path: Path) -> None:
     pytest.importorskip("synapse")
     example = (ROOT / "config.example.toml").read_text()
     config = (example.replace('url = "sqlite:///var/chorus.db"', f'url = "sqlite:///{tmp_path}/chorus.db"')
@@ -61,13 +64,15 @@ async def test_run_starts_a_local_homeserver_and_answers_ping(tmp_path: Path) ->
         url = _wait_for_line(proc, r"Homeserver:\s+(http://\S+)", lines, 120).group(1)
         bot_id = _wait_for_line(proc, r"Bot account:\s+(@\S+)", lines, 10).group(1)
         _wait_for_line(proc, r"Bridge \(web\):\s+http://", lines, 10)
-        user_id = _wait_for_line(proc, r"(@alice:\S+)\s+password: (\S+)", lines, 10)
+        user_id = _wait_for_line(proc, r"(@alice:\S+)\s+password: (\S+)\s+\(moderator, may host\)", lines, 10)
         alice_id, password = user_id.group(1), user_id.group(2)
+        assert _wait_for_line(proc, r"Log in as (@\S+)\.", lines, 10).group(1) == alice_id
+        demo_alias = _wait_for_line(proc, r"invitation to the room “Chorus demo” \((#\S+)\)", lines, 10).group(1)
+        first_command = _wait_for_line(proc, r"Type there:\s+(.+?)\s*$", lines, 10).group(1)
+        assert first_command == "!space start My first space"
         _wait_for_line(proc, r"Ctrl-C stops everything", lines, 10)
 
-        import aiohttp
-
-        async with aiohttp.ClientSession() as http:
+        async with http_session() as http:
             async with http.post(f"{url}/_matrix/client/v3/login", json={
                     "type": "m.login.password", "identifier": {"type": "m.id.user", "user": alice_id},
                     "password": password}) as resp:
@@ -75,6 +80,16 @@ async def test_run_starts_a_local_homeserver_and_answers_ping(tmp_path: Path) ->
                 login = await resp.json()
         alice = await MatrixTestUser.connect(url, login["user_id"], login["access_token"], login["device_id"])
         try:
+            # what the banner says: accept the invitation to the demo room, type the command there
+            demo_room = await alice.accept_invite(timeout=60, inviter=bot_id)
+            async with http_session() as http:
+                async with http.get(f"{url}/_matrix/client/v3/directory/room/{quote(demo_alias)}") as resp:
+                    assert resp.status == 200 and (await resp.json())["room_id"] == demo_room
+            sent = await alice.send_text(demo_room, first_command)
+            reply = await alice.wait_for_reply(demo_room, sent, timeout=60)
+            body = reply.source["content"]["body"]
+            assert "Your space “My first space” is live" in body, body
+
             room = await alice.create_room(name="hello", invite=[bot_id])
             await alice.wait_for_event(lambda r, e: r == room and getattr(e, "state_key", None) == bot_id
                                        and e.membership == "join", timeout=60)
@@ -87,8 +102,10 @@ async def test_run_starts_a_local_homeserver_and_answers_ping(tmp_path: Path) ->
         # an operator's view: the bot counted the !ping, the bridge has no live space, both are well
         from tests.support.prometheus import healthz, scrape, value
 
-        assert value(await scrape(bot_status), "chorus_bot_commands_total", command="ping", outcome="ok") == 1
-        assert value(await scrape(bridge_status), "chorus_bridge_stages") == 0
+        bot_metrics = await scrape(bot_status)
+        assert value(bot_metrics, "chorus_bot_commands_total", command="ping", outcome="ok") == 1
+        assert value(bot_metrics, "chorus_bot_commands_total", command="space start", outcome="ok") == 1
+        assert value(await scrape(bridge_status), "chorus_bridge_stages") == 1
         for status_url in (bot_status, bridge_status):
             status, report = await healthz(status_url)
             assert status == 200 and report["ok"], report
