@@ -42,7 +42,8 @@ from bot.core.flood import CommandLimiter, Verdict
 from bot.core.model import Role, State
 from bot.db.database import Database
 from bot.db.store import Store, database_unavailable
-from bot.matrix.client import DmRooms, GatedClient, MatrixError, MatrixIO
+from bot.matrix.client import GatedClient, MatrixError, MatrixIO
+from bot.matrix.direct import DirectRooms
 from bot.matrix.messages import command_text, pills_in, server_of
 from bot.matrix.send_gate import SYNC_LOOP, acting_for
 from bot.metrics import UNKNOWN, BotMetrics, BotSnapshot
@@ -148,7 +149,7 @@ class Chorus:
         self._judged: dict[str, Verdict] = {}
         #: "slow down" notices on their way
         self._notices: set[asyncio.Task[None]] = set()
-        self.matrix = MatrixIO(self.client, DmRooms(self.db.dm_room, self._remember_dm))
+        self.matrix = MatrixIO(self.client, DirectRooms(self.client, self.db.dm_room, self._remember_dm))
         self.spaces = SpaceService(self.db, self.matrix, bridge, space_settings)
         self.scheduler = Scheduler(store.engine, misfire_grace=timedelta(minutes=options.misfire_grace_minutes),
                                    key=f"{store.engine.url.render_as_string(hide_password=True)}#{options.user_id}")
@@ -727,10 +728,11 @@ class Chorus:
             self._finish_later.add(event_id)
 
     async def on_invite(self, room_id: str, invite_state) -> None:
-        inviter = None
+        inviter, is_direct = None, False
         for ev in invite_state:
             if isinstance(ev, InviteMemberEvent) and ev.state_key == self.client.user_id:
                 inviter = ev.sender
+                is_direct = (ev.content or {}).get("is_direct") is True
         allowed = self.options.allowed_homeservers
         if allowed and (inviter is None or server_of(inviter) not in allowed):
             log.info("room %s: ignoring invite from %s (server not in allowed_homeservers)", room_id, inviter)
@@ -740,7 +742,10 @@ class Chorus:
         if isinstance(resp, ErrorResponse):
             log.warning("room %s: could not accept invite from %s: %s", room_id, inviter, resp.message)
         else:
-            log.info("room %s: joined on invite from %s", room_id, inviter)
+            log.info("room %s: joined on invite from %s%s", room_id, inviter, " (a direct message)" * is_direct)
+            if is_direct and inviter and inviter != self.client.user_id:
+                # as Element does for the one invited: their DM, where the bot writes to them
+                await self.matrix.direct.mark(inviter, room_id)
 
     # ------------------------------------------------------------------ commands
 

@@ -90,9 +90,10 @@ def _retry_after(resp: Any) -> float | None:
 
 
 class MatrixIO:
-    def __init__(self, client: AsyncClient, dm_rooms: DmRooms) -> None:
+    def __init__(self, client: AsyncClient, direct) -> None:
         self.client = client
-        self.dm_rooms = dm_rooms
+        #: the direct rooms (bot/matrix/direct.py DirectRooms): ``await direct.room_for(user)``
+        self.direct = direct
 
     @property
     def user_id(self) -> str:
@@ -158,16 +159,8 @@ class MatrixIO:
         return await self.notice(room_id, plain, html)
 
     async def dm_room(self, user_id: str) -> str:
-        room_id = await self.dm_rooms.get(user_id)
-        if room_id and room_id in self.client.rooms:
-            return room_id
-        resp = await self.client.room_create(
-            is_direct=True, invite=[user_id], preset=_preset("trusted_private_chat"),
-            name=None,
-        )
-        room_id = _check(resp, f"create a direct room with {user_id}").room_id
-        await self.dm_rooms.set(user_id, room_id)
-        return room_id
+        """The user's direct room with the bot: the one they have, or a new one."""
+        return await self.direct.room_for(user_id)
 
     async def create_room(self, *, name: str, topic: str, join_rule: str, invite: list[str],
                           power_levels: dict, initial_state: list[dict]) -> str:
@@ -260,20 +253,6 @@ class MatrixIO:
         if room is None:
             return {}
         return {uid: u.display_name for uid, u in room.users.items()}
-
-
-class DmRooms:
-    """Where direct-message rooms are remembered (the store, in the app): two coroutine
-    functions, one to look a user's room up and one to remember it."""
-
-    def __init__(self, get, set_) -> None:
-        self._get, self._set = get, set_
-
-    async def get(self, user_id: str) -> str | None:
-        return await self._get(user_id)
-
-    async def set(self, user_id: str, room_id: str) -> None:
-        await self._set(user_id, room_id)
 
 
 def _preset(name: str):

@@ -38,12 +38,18 @@ def state_event(user: MatrixTestUser, room: str, event_type: str, state_key: str
 
 
 async def wait_until(condition, timeout: float = 30.0, what: str = "condition") -> None:
-    """Poll ``condition()`` (e.g. the bot's database) until it holds, or fail after ``timeout``."""
+    """Poll ``condition()`` (e.g. the bot's database; a coroutine function is awaited) until it
+    holds, or fail after ``timeout``."""
     import asyncio
+    import inspect
+
+    async def holds() -> bool:
+        result = condition()
+        return await result if inspect.isawaitable(result) else result
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not condition():
+    while not await holds():
         if loop.time() > deadline:
             raise AssertionError(f"{what} not reached within {timeout} s")
         await asyncio.sleep(0.05)
