@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -40,6 +41,7 @@ from bot.core import rules
 from bot.core.bounds import clip
 from bot.core.flood import CommandLimiter, Verdict
 from bot.core.model import Role, State
+from bot.core.words import plural, with_prefix
 from bot.db.database import Database
 from bot.db.store import Store, database_unavailable
 from bot.matrix.client import GatedClient, MatrixError, MatrixIO
@@ -150,6 +152,8 @@ class Chorus:
         #: "slow down" notices on their way
         self._notices: set[asyncio.Task[None]] = set()
         self.matrix = MatrixIO(self.client, DirectRooms(self.client, self.db.dm_room, self._remember_dm))
+        self.matrix.wording = partial(with_prefix, prefix=options.prefix,
+                                      commands=[spec.name for spec in registry.commands.values()])
         self.spaces = SpaceService(self.db, self.matrix, bridge, space_settings)
         self.scheduler = Scheduler(store.engine, misfire_grace=timedelta(minutes=options.misfire_grace_minutes),
                                    key=f"{store.engine.url.render_as_string(hide_password=True)}#{options.user_id}")
@@ -555,7 +559,7 @@ class Chorus:
         log.warning("room %s: %s sent more than %d commands in a short time; their commands are dropped for "
                     "%.0f s", room_id, event.sender, o.command_burst, wait)
         text = (f"⏳ Slow down: you sent more than {o.command_burst} commands in a short time, so I am not "
-                f"reading your commands for the next {max(1, round(wait))} seconds (commands sent until then "
+                f"reading your commands for the next {plural(max(1, round(wait)), 'second')} (commands sent until then "
                 f"are dropped; send them again after). Everyone may send {o.command_burst} at once and "
                 f"{o.commands_per_minute:g} a minute.")
 
@@ -781,7 +785,7 @@ class Chorus:
         name = clip(" ".join(tokens[:2]), 40)
         deadline = self.options.command_deadline_seconds
         try:
-            spec, rest = registry.find(tokens)
+            spec, rest = registry.find(tokens, self.options.prefix)
             name = record.command = spec.name
             values = parse(spec, rest, self.options.prefix)
             log.info("room %s: %s runs %s", room_id, event.sender, name)

@@ -123,6 +123,12 @@ class ScheduleService:
         minutes = int(f.late.total_seconds() // 60)
         return f" (This comes {minutes} min late: Chorus was not running at the planned time.)"
 
+    async def _room_label(self, room_id: str) -> str:
+        try:
+            return await self.matrix.room_label(room_id)
+        except Exception:  # noqa: BLE001 - a message about a failure must not fail for its room's name
+            return room_id
+
     async def _safe_dm(self, user: str, text: str, space_id: str | None = None) -> None:
         try:
             await self.matrix.dm(user, text)
@@ -179,8 +185,9 @@ class ScheduleService:
         elif f.kind == ANNOUNCE:
             ann = await self.db.announcement(int(f.ref))
             if ann and ann.active and await self._claim(f):
+                room = await self._room_label(ann.room_id)
                 await self._safe_dm(ann.owner_id, (
-                    f"Announcement #{ann.id} for {ann.room_id} was due at {f.due:%Y-%m-%d %H:%M} UTC while "
+                    f"Announcement #{ann.id} for {room} was due at {f.due:%Y-%m-%d %H:%M} UTC while "
                     "Chorus was not running, too long ago to post it now; it was skipped."
                     + (" It stays scheduled for its next time." if ann.recurring else "")))
                 if not ann.recurring:
@@ -218,7 +225,8 @@ class ScheduleService:
         except MatrixError as exc:
             log.error("announcement %s: could not post in room %s (owner %s): %s", ann.id, ann.room_id,
                       ann.owner_id, exc)
-            await self._safe_dm(ann.owner_id, f"Announcement #{ann.id} could not be posted in {ann.room_id}: {exc}")
+            await self._safe_dm(ann.owner_id, f"Announcement #{ann.id} could not be posted in "
+                                              f"{await self._room_label(ann.room_id)}: {exc}")
             return
         await self.db.update_announcement(ann.id, fired=ann.fired + 1, active=ann.recurring)
         log.info("announcement %s posted in %s%s", ann.id, ann.room_id, " (late)" if late else "")

@@ -42,8 +42,8 @@ def test_optional_space_id_is_taken_only_when_it_looks_like_one() -> None:
     ("follow @a:b @c:d", "Too many words"),
     ("mod threshold many", "must be a whole number"),
     ("space captions maybe", "is not one of on, off"),
-    ("space strat x", "Did you mean “space start”"),
-    ("spacee", "Did you mean “spaces”"),
+    ("space strat x", "Did you mean “!space start”"),
+    ("spacee", "Did you mean “!spaces”"),
     ("space", "needs a subcommand"),
 ])
 def test_bad_input_says_what_is_wrong_and_how(text: str, words: str) -> None:
@@ -66,6 +66,51 @@ def test_help_lists_every_command_and_hides_mod_commands_from_others() -> None:
     assert "!space approve" in space_only and "!follow" not in space_only
     with pytest.raises(UsageError):
         help_text(registry, "!", "nonsense")
+
+
+def _sections_in_docs() -> list[str]:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "commands.md").read_text()
+    return re.findall(r"^## (.+)$", text, flags=re.M)
+
+
+def test_help_answers_for_every_section_of_the_docs() -> None:
+    sections = _sections_in_docs()
+    assert "Scheduling" in sections and "Hosts and co-hosts" in sections
+    for section in sections:
+        in_section = [s for s in registry.commands.values() if s.group == section]
+        for typed in (section, section.lower(), section.lower().split()[0]):
+            plain, _ = help_text(registry, "!", typed)
+            assert plain.splitlines()[0] == section, typed
+            assert all(s.usage("!") in plain for s in in_section), typed
+    plain, _ = help_text(registry, "!", "scheduling")
+    assert "!space schedule" in plain and "!space start" not in plain
+
+
+def test_help_for_one_command_shows_its_examples_and_every_time_form() -> None:
+    from bot.core.when import WHEN_FORMS
+
+    for typed in ("space schedule", "!space schedule", "schedule"):
+        plain, rich = help_text(registry, "!", typed)
+        assert plain.splitlines()[1].startswith("  !space schedule <when | title…>"), typed
+        assert "e.g. !space schedule tomorrow 18:00 | Friday jam" in plain
+        for form, examples in WHEN_FORMS:
+            assert f"{form}: {', '.join(examples)}" in plain
+        assert "today 18:00" in rich and "!space golive" not in plain
+
+
+def test_hints_carry_the_prefix() -> None:
+    with pytest.raises(UsageError) as err:
+        registry.find(["spce", "start"], "?")
+    assert "Did you mean “?space start”" in str(err.value) and "“space start”" not in str(err.value)
+    with pytest.raises(UsageError) as err:
+        registry.find(["space", "strat"], "?")
+    assert "Did you mean “?space start”" in str(err.value) and "Type ?help space" in str(err.value)
+    with pytest.raises(UsageError) as err:
+        help_text(registry, "?", "sched")
+    assert "scheduling" in str(err.value) and "?help space start" in str(err.value)
 
 
 def test_docs_commands_md_is_up_to_date() -> None:

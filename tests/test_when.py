@@ -12,6 +12,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from bot.core.when import (
+    WHEN_FORMS,
     ParsedWhen,
     Recurrence,
     WhenError,
@@ -117,6 +118,13 @@ def test_parse_when_table(text: str, zone: str, expected: datetime) -> None:
     assert parsed.instant == expected
     assert parsed.instant.utcoffset() == timedelta(0)
     assert parsed.text == " ".join(text.split())
+
+
+def test_every_form_the_help_shows_is_in_the_table() -> None:
+    """!help space schedule shows WHEN_FORMS: each example has its expected time above."""
+    tested = {text for text, _zone, _expected in WHEN_TABLE}
+    shown = [example for _form, examples in WHEN_FORMS for example in examples]
+    assert len(shown) >= 30 and not set(shown) - tested, set(shown) - tested
 
 
 def test_zone_used_is_reported() -> None:

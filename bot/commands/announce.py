@@ -49,12 +49,13 @@ def _svc(ctx: Ctx):
     return ctx.services.scheduler
 
 
-async def _may_announce(ctx: Ctx, room_id: str) -> None:
+async def _may_announce(ctx: Ctx, room_id: str, typed: str) -> None:
+    """Refused unless the sender may announce there; the room is named as they typed it."""
     level = await ctx.matrix.power_level(room_id, ctx.sender)
     if level is None:
-        raise UsageError(f"I'm not in {room_id}; invite me there first.")
+        raise UsageError(f"I'm not in {typed}; invite me there first.")
     if not ctx.spaces.is_moderator(ctx.sender) and level < 50:
-        raise UsageError(f"Only moderators, or people with power level 50 or more in {room_id} "
+        raise UsageError(f"Only moderators, or people with power level 50 or more in {typed} "
                          f"(you have {level}), can schedule announcements there.")
 
 
@@ -78,7 +79,7 @@ async def announce(ctx: Ctx, **kw) -> None:
         room_id = await ctx.matrix.resolve_room(m["room"])
     except MatrixError as exc:
         raise UsageError(f"I can't find the room {m['room']}: {exc}") from None
-    await _may_announce(ctx, room_id)
+    await _may_announce(ctx, room_id, m["room"])
     tz = await svc.user_tz(ctx.sender)
     message = m["text"]
     now = datetime.now(UTC)
@@ -115,12 +116,13 @@ async def announce_list(ctx: Ctx) -> None:
     tz = await svc.user_tz(ctx.sender)
     lines = []
     planned = await svc.next_announcements([a.id for a in rows])
+    labels = {room_id: await ctx.matrix.room_label(room_id) for room_id in {a.room_id for a in rows}}
     for a in rows:
         nxt = planned[a.id]
         when = describe_instant(nxt, tz) if nxt else "not planned"
         kind = "every " + a.schedule.removeprefix("every ") if a.recurring else "once"
         preview = a.text if len(a.text) <= 60 else a.text[:57] + "…"
-        lines.append(f"#{a.id} {a.room_id} · {kind} · next {when} · by {a.owner_id} · {preview}")
+        lines.append(f"#{a.id} {labels[a.room_id]} · {kind} · next {when} · by {a.owner_id} · {preview}")
     await ctx.reply("\n".join(lines), "<br>".join(html.escape(x) for x in lines))
 
 

@@ -7,6 +7,7 @@ import logging
 
 from bot.core import rules
 from bot.core.followers_csv import ImportError_, parse_counts
+from bot.core.words import plural
 from bot.db.store import Store
 from bot.spaces import THRESHOLD_KEY
 
@@ -60,7 +61,7 @@ async def threshold(ctx: Ctx, followers: int) -> None:
     old = (await ctx.spaces.limits()).min_followers
     await ctx.db.unit(lambda st: (st.set_state(THRESHOLD_KEY, str(followers)),
                                   st.audit(ctx.sender, "mod.threshold", None, None, f"{old} -> {followers}")))
-    await ctx.reply(f"Hosting now needs {followers} followers (was {old}).")
+    await ctx.reply(f"Hosting now needs {plural(followers, 'follower')} (was {old}).")
 
 
 @_cmd("mod end", space_id(optional=False), help="End any live space.")
@@ -155,7 +156,7 @@ async def import_followers(ctx: Ctx, csv: str | None) -> None:
         raise UsageError(str(exc)) from None
     await ctx.db.unit(lambda st: (st.import_follower_counts(counts),
                                   st.audit(ctx.sender, "mod.import-followers", None, None, f"{len(counts)} users")))
-    await ctx.reply(f"Imported follower counts for {len(counts)} users; hosting uses the larger of "
-                    "the imported count and their followers here.")
+    await ctx.reply(f"Imported follower counts for {plural(len(counts), 'person', 'people')}; hosting uses the "
+                    "larger of the imported count and their followers here.")
 
 

@@ -83,6 +83,8 @@ class CommandSpec:
     handler: Handler
     moderator_only: bool = False
     examples: tuple[str, ...] = ()
+    #: more to know, shown by help for this one command and in docs/commands.md
+    details: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -97,14 +99,14 @@ class Registry:
     commands: dict[tuple[str, ...], CommandSpec] = field(default_factory=dict)
 
     def command(self, name: str, *params: Param, help: str, group: str,
-                moderator_only: bool = False, examples: tuple[str, ...] = ()):
+                moderator_only: bool = False, examples: tuple[str, ...] = (), details: tuple[str, ...] = ()):
         words = tuple(name.split())
 
         def register(fn: Handler) -> Handler:
             if words in self.commands:
                 raise ValueError(f"command {name!r} registered twice")
             self.commands[words] = CommandSpec(words, tuple(params), help, group, fn,
-                                               moderator_only, examples)
+                                               moderator_only, examples, details)
             return fn
 
         return register
@@ -116,16 +118,16 @@ class Registry:
         order = {g: i for i, g in enumerate(GROUP_ORDER)}
         return dict(sorted(out.items(), key=lambda kv: order.get(kv[0], len(order))))
 
-    def find(self, tokens: list[str]) -> tuple[CommandSpec, list[str]]:
+    def find(self, tokens: list[str], prefix: str = "!") -> tuple[CommandSpec, list[str]]:
         """The command the tokens name (longest match) and the remaining tokens."""
         lowered = [t.lower() for t in tokens]
         for n in (2, 1):
             key = tuple(lowered[:n])
             if len(key) == n and key in self.commands:
                 return self.commands[key], tokens[n:]
-        raise UsageError(self._unknown(lowered))
+        raise UsageError(self._unknown(lowered, prefix))
 
-    def _unknown(self, lowered: list[str]) -> str:
+    def _unknown(self, lowered: list[str], prefix: str = "!", what_for: str = "command") -> str:
         lowered = [clip(t) for t in lowered[:2]]
         typed = " ".join(lowered)
         names = [" ".join(w) for w in self.commands]
@@ -134,13 +136,46 @@ class Registry:
             subs = sorted(w[1] for w in self.commands if len(w) > 1 and w[0] == lowered[0])
             attempt = lowered[1] if len(lowered) > 1 else ""
             close = difflib.get_close_matches(attempt, subs, n=1)
-            hint = f" Did you mean “{lowered[0]} {close[0]}”?" if close else ""
-            what = f"“{typed}” is not a command." if attempt else f"“{lowered[0]}” needs a subcommand."
-            return f"{what}{hint} Try: {', '.join(subs)}. Type help {lowered[0]} for details."
+            hint = f" Did you mean “{prefix}{lowered[0]} {close[0]}”?" if close else ""
+            what = f"“{prefix}{typed}” is not a command." if attempt else f"“{prefix}{lowered[0]}” needs a subcommand."
+            return f"{what}{hint} Try: {', '.join(subs)}. Type {prefix}help {lowered[0]} for details."
         close = difflib.get_close_matches(typed, names, n=1) or difflib.get_close_matches(
             lowered[0] if lowered else "", names, n=1)
-        hint = f" Did you mean “{close[0]}”?" if close else ""
-        return f"I don't know the command “{typed}”.{hint} Type help to see all commands."
+        hint = f" Did you mean “{prefix}{close[0]}”?" if close else ""
+        if what_for == "topic":
+            sections = ", ".join(g.lower() for g in self.groups())
+            return (f"There is no help on “{typed}”.{hint} Ask for a command (e.g. {prefix}help space start) "
+                    f"or a section: {sections}.")
+        return f"I don't know the command “{prefix}{typed}”.{hint} Type {prefix}help to see all commands."
+
+    def topic(self, text: str, prefix: str = "!") -> tuple[str, list[CommandSpec]]:
+        """What ``!help <text>`` is about: a section of docs/commands.md (its name, or a word
+        of it: "scheduling", "hosts", "tip jar"), one command ("space schedule"), a family
+        ("space", "mod") or a command's last word ("schedule"). Returns ("section"|"command"|
+        "family", the commands); UsageError with the nearest topic if none."""
+        words = [w for w in re.split(r"[\s_]+", text.lower().strip()) if w]
+        if words and words[0].startswith(prefix):
+            words[0] = words[0][len(prefix):]
+        words = [w for w in words if w]
+        typed = " ".join(words)
+        groups = self.groups()
+        squeezed = typed.replace(" ", "").replace("-", "")
+        for group, specs in groups.items():
+            name = group.lower()
+            keys = {name.replace(" ", "").replace("-", "")}
+            keys |= {w.replace("-", "") for w in name.split() if w not in ("and", "jar")}
+            if squeezed in keys:
+                return "section", specs
+        key = tuple(words)
+        family = [s for s in self.commands.values() if len(words) == 1 and s.words[0] == typed]
+        if len(family) > 1:
+            return "family", family
+        if key in self.commands:
+            return "command", [self.commands[key]]
+        last = [s for s in self.commands.values() if len(words) == 1 and len(s.words) > 1 and s.words[-1] == typed]
+        if last:
+            return "command" if len(last) == 1 else "family", last
+        raise UsageError(self._unknown(words, prefix, what_for="topic"))
 
 
 def split_args(text: str) -> list[str]:
@@ -220,16 +255,15 @@ def parse(spec: CommandSpec, tokens: list[str], prefix: str = "!") -> dict[str, 
 
 def help_text(registry: Registry, prefix: str, topic: str | None = None,
               is_moderator: bool = True) -> tuple[str, str]:
-    """Plain and HTML help, for everything or for one family / command."""
+    """Plain and HTML help: for everything, or for one section, family or command (which
+    also shows its arguments, examples and details)."""
     import html as _html
 
-    specs = [s for s in registry.commands.values() if is_moderator or not s.moderator_only]
-    if topic:
-        topic_l = topic.lower().lstrip(prefix)
-        specs = [s for s in specs if s.name == topic_l or s.words[0] == topic_l]
-        if not specs:
-            raise UsageError(registry._unknown(topic_l.split()))
-    groups = {g: [s for s in items if s in specs] for g, items in registry.groups().items()}
+    kind, specs = registry.topic(topic, prefix) if topic else ("all", list(registry.commands.values()))
+    shown = [s for s in specs if is_moderator or not s.moderator_only]
+    if not shown:
+        raise UsageError(f"Those commands are for moderators only. Type {prefix}help to see yours.")
+    groups = {g: [s for s in items if s in shown] for g, items in registry.groups().items()}
     groups = {g: items for g, items in groups.items() if items}
     plain, rich = [], []
     for group, items in groups.items():
@@ -237,12 +271,22 @@ def help_text(registry: Registry, prefix: str, topic: str | None = None,
         rich.append(f"<p><b>{_html.escape(group)}</b></p><ul>")
         for s in items:
             plain.append(f"  {s.usage(prefix)} — {s.help}")
-            rich.append(f"<li><code>{_html.escape(s.usage(prefix))}</code> — {_html.escape(s.help)}</li>")
+            rich.append(f"<li><code>{_html.escape(s.usage(prefix))}</code> — {_html.escape(s.help)}")
+            if kind == "command":
+                more = [f"{p.name}: {p.help}" for p in s.params if p.help]
+                more += [f"e.g. {prefix}{ex}" for ex in s.examples]
+                plain += [f"    {line}" for line in (*more, *s.details)]
+                rich.append("<ul>" + "".join(f"<li>{_html.escape(line)}</li>" for line in (*more, *s.details))
+                            + "</ul>" if more or s.details else "")
+            rich.append("</li>")
         rich.append("</ul>")
-    if not topic:
-        plain.append(f"Type {prefix}help <command> for one family, e.g. {prefix}help space.")
-        rich.append(f"<p>Type <code>{prefix}help &lt;command&gt;</code> for one family, "
-                    f"e.g. <code>{prefix}help space</code>.</p>")
+    if kind == "all":
+        sections = ", ".join(g.lower() for g in groups)
+        plain.append(f"Type {prefix}help <command> or {prefix}help <section> for more, e.g. "
+                     f"{prefix}help space schedule or {prefix}help scheduling. Sections: {sections}.")
+        rich.append(f"<p>Type <code>{prefix}help &lt;command&gt;</code> or <code>{prefix}help &lt;section&gt;</code> "
+                    f"for more, e.g. <code>{prefix}help space schedule</code> or <code>{prefix}help scheduling</code>. "
+                    f"Sections: {_html.escape(sections)}.</p>")
     return "\n".join(plain), "".join(rich)
 
 
@@ -262,6 +306,8 @@ def markdown_reference(registry: Registry, prefix: str = "!") -> str:
                     out.append(f"  - `{p.name}`: {p.help}")
             for ex in s.examples:
                 out.append(f"  - e.g. `{prefix}{ex}`")
+            for line in s.details:
+                out.append(f"  - {line}")
         out.append("")
     return "\n".join(out)
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from bot.core import rules
 from bot.core.model import State, Visibility
-from bot.core.when import WhenError, check_window, describe_instant, parse_timezone, parse_when, zone_name
+from bot.core.when import WHEN_FORMS, WhenError, check_window, describe_instant, parse_timezone, parse_when, zone_name
 
 from .context import Ctx
 from .registry import UsageError, option, registry, space_id, text, word
@@ -37,12 +37,15 @@ async def _parse_future(ctx: Ctx, when_text: str):
                   "everyone"), option("autostart", ("yes", "no"), "no", help="start by itself at the time"),
                   group=SCHED, help="Schedule a space up to 14 days ahead: when | title.",
                   examples=("space schedule tomorrow 18:00 | Friday jam", "space schedule fri 9pm Europe/Berlin | "
-                            "Book club visibility=following autostart=yes"))
+                            "Book club visibility=following autostart=yes"),
+                  details=("when can be any of these (case does not matter):",
+                           *(f"{form}: {', '.join(examples)}" for form, examples in WHEN_FORMS)))
 async def schedule(ctx: Ctx, visibility: str, autostart: str, **kw) -> None:
     when_text, sep, title = kw["when | title"].partition("|")
     if not sep or not title.strip() or not when_text.strip():
         raise UsageError(f"Separate the time and the title with |, e.g. {ctx.prefix}space schedule "
-                         f"tomorrow 18:00 | Friday jam. Times like: {EXAMPLES_WHEN}.")
+                         f"tomorrow 18:00 | Friday jam. Times like: {EXAMPLES_WHEN} "
+                         f"({ctx.prefix}help space schedule lists every form).")
     parsed = await _parse_future(ctx, when_text.strip())
     outcome = await ctx.spaces.start(ctx.sender, title.strip(), Visibility(visibility), ctx.room_id,
                                      scheduled_for=parsed.instant, autostart=autostart == "yes")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot.core.words import plural
 from bot.matrix.messages import pill
 
 from .context import Ctx
@@ -19,8 +20,8 @@ async def follow(ctx: Ctx, user: str) -> None:
         await ctx.reply(f"You already follow {target}.")
         return
     n = await ctx.db.follower_count(target)
-    await ctx.reply(f"You now follow {target} ({n} followers).",
-                    f"You now follow {pill(target)} ({n} followers).")
+    await ctx.reply(f"You now follow {target} ({plural(n, 'follower')}).",
+                    f"You now follow {pill(target)} ({plural(n, 'follower')}).")
 
 
 @registry.command("unfollow", user(), group=SOCIAL, help="Stop following someone.")
@@ -41,7 +42,7 @@ async def followers(ctx: Ctx, user: str | None) -> None:
     extra = f" (imported count: {imported})" if imported else ""
     threshold = (await ctx.spaces.limits()).min_followers
     listing = f" Latest: {', '.join(latest)}." if latest else ""
-    await ctx.reply(f"{who} {graph} followers{extra}; hosting needs {threshold}.{listing}")
+    await ctx.reply(f"{who} {plural(graph, 'follower')}{extra}; hosting needs {threshold}.{listing}")
 
 
 @registry.command("following", user(optional=True), group=SOCIAL,
@@ -51,4 +52,4 @@ async def following(ctx: Ctx, user: str | None) -> None:
     n, latest = await ctx.db.unit(lambda st: (st.following_count(target), st.following(target, 10)))
     who = "You follow" if target == ctx.sender else f"{target} follows"
     listing = f": {', '.join(latest)}" if latest else ""
-    await ctx.reply(f"{who} {n} people{listing}.")
+    await ctx.reply(f"{who} {plural(n, 'person')}{listing}.")

@@ -8,6 +8,7 @@ from pathlib import PurePosixPath
 from bot import cards
 from bot.core import rules
 from bot.core.model import Role, State, Visibility
+from bot.core.words import plural
 from bot.db.store import SpaceRecord, Store
 from bot.matrix.messages import matrix_to, pill
 
@@ -243,7 +244,7 @@ async def clip(ctx: Ctx, id: str | None) -> None:
     name = made.get("file") or PurePosixPath(str(made.get("path") or "")).name
     if await ctx.spaces.post_audio(rec.space.id, name, float(made.get("duration") or 0), "clip") is None:
         raise UsageError("The clip was made but could not be posted; the space's room says why.")
-    await ctx.reply(f"Posted the last {int(float(made.get('duration') or 0))} seconds in the space's room.")
+    await ctx.reply(f"Posted the last {plural(int(float(made.get('duration') or 0)), 'second')} in the space's room.")
 
 
 @registry.command("space end", space_id(), group=HOSTS, help="End the space (host only).")

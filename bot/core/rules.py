@@ -24,6 +24,7 @@ from .model import (
     State,
     Visibility,
 )
+from .words import plural
 
 
 class Refused(Exception):
@@ -153,8 +154,9 @@ def hosting_refusal(actor: Actor, limits: Limits) -> str | None:
     if actor.followers < limits.min_followers:
         missing = limits.min_followers - actor.followers
         return (
-            f"Hosting needs at least {limits.min_followers} followers; you have {actor.followers}. "
-            f"{missing} more people need to follow you (they type !follow {actor.user_id}), "
+            f"Hosting needs at least {plural(limits.min_followers, 'follower')}; you have {actor.followers}. "
+            f"{plural(missing, 'more person', 'more people')} {'needs' if missing == 1 else 'need'} to follow you "
+            f"(they type !follow {actor.user_id}), "
             "or a moderator can allow you to host with !mod allow-host."
         )
     return None
@@ -237,7 +239,7 @@ def _free_slots(space: Space, limits: Limits) -> int:
 
 def _full_message(space: Space, limits: Limits) -> str:
     return (
-        f"Space {space.id} already has {len(space.speakers)} speakers, the most it can have "
+        f"Space {space.id} already has {plural(len(space.speakers), 'speaker')}, the most it can have "
         f"(host included: {limits.max_speakers}). Revoke a speaker first with !space revoke @user."
     )
 

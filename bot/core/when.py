@@ -53,8 +53,11 @@ from zoneinfo import ZoneInfo, available_timezones
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from .words import plural
+
 __all__ = [
     "MIN_INTERVAL",
+    "WHEN_FORMS",
     "ParsedWhen",
     "Recurrence",
     "WhenError",
@@ -79,6 +82,25 @@ WHEN_EXAMPLES = (
     "'friday 21:00', 'next monday 6:30pm', '1 dec 18:00', '2026-12-01 18:00 Europe/Berlin', "
     "'18:00 UTC+2'."
 )
+#: every form of time :func:`parse_when` reads, as people see it in ``!help space schedule``:
+#: (what it is, examples); each example is in the table the parser is tested with
+#: (tests/test_when.py WHEN_TABLE), so what the help shows is what works
+WHEN_FORMS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("a span from now", ("in 2 hours", "in 90 minutes", "in 1 hour 30 minutes", "in 3 days", "in 45 min",
+                         "in 1h30m", "in an hour")),
+    ("today, tonight or tomorrow at a time", ("today 18:00", "tonight 9pm", "tomorrow 9am", "tomorrow at 6:30pm",
+                                              "18:00 tomorrow")),
+    ("a weekday (this week's, or next week's once it has gone)", ("friday 9pm", "fri 21:00", "on friday at 9pm")),
+    ("next and a weekday (the first one after today)", ("next friday 18:00", "next tuesday 18:00")),
+    ("a date (this year's, or next year's once it has gone)", ("2026-12-01 18:00", "2026-12-01T18:00", "1 dec 18:00",
+                                                               "dec 1 18:00", "1 december 2026 6pm",
+                                                               "1st of December at 6 p.m.")),
+    ("a time alone (today if still ahead, else tomorrow)", ("18:00", "6pm", "6:30 pm", "noon", "midnight")),
+    ("any of these with a zone at the end (else yours, set with !timezone)",
+     ("tomorrow 18:00 Europe/Berlin", "friday 9pm berlin", "tomorrow 18:00 UTC", "tomorrow 18:00 UTC+2",
+      "tomorrow 18:00 GMT+1", "tomorrow 18:00 +02:00")),
+)
+
 ZONE_EXAMPLES = (
     "Use an IANA zone name like Europe/Berlin, America/New_York or UTC, or an offset like UTC+2 or UTC-05:30."
 )
@@ -261,17 +283,13 @@ def describe_instant(instant: datetime, tz: tzinfo) -> str:
     return f"{head} {zone} = {tail}"
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 def _span(delta: timedelta) -> str:
     """'2 hours', '1 hour 30 minutes', '3 days'."""
     total = int(delta.total_seconds())
     days, rest = divmod(total, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, seconds = divmod(rest, 60)
-    parts = [_plural(v, w) for v, w in ((days, "day"), (hours, "hour"), (minutes, "minute"), (seconds, "second")) if v]
+    parts = [plural(v, w) for v, w in ((days, "day"), (hours, "hour"), (minutes, "minute"), (seconds, "second")) if v]
     return " ".join(parts) or "0 minutes"
 
 
@@ -320,12 +338,12 @@ def check_window(instant: datetime | ParsedWhen, now: datetime, max_days_ahead: 
         ahead = at - now
         days = ahead.days
         if days > max_days_ahead:
-            amount = _plural(days, "day")
+            amount = plural(days, "day")
         else:  # just over the limit: say by how much
             amount = _span(timedelta(days=days, seconds=ahead.seconds // 60 * 60))
         raise WhenError(
             f"{desc}: that is {amount} ahead; spaces can be scheduled at most "
-            f"{_plural(max_days_ahead, 'day')} ahead (until {describe_instant(limit, tz)})."
+            f"{plural(max_days_ahead, 'day')} ahead (until {describe_instant(limit, tz)})."
         )
 
 

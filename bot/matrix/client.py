@@ -94,6 +94,9 @@ class MatrixIO:
         self.client = client
         #: the direct rooms (bot/matrix/direct.py DirectRooms): ``await direct.room_for(user)``
         self.direct = direct
+        #: the last touch to every notice's text, plain and HTML (the app shows its own
+        #: command prefix in the hints: bot/core/words.py with_prefix)
+        self.wording: Callable[[str], str] = lambda text: text
 
     @property
     def user_id(self) -> str:
@@ -110,10 +113,15 @@ class MatrixIO:
         return _check(resp, f"send {event_type} to {room_id}").event_id
 
     async def reply(self, room_id: str, event_id: str, plain: str, html: str | None = None) -> str:
+        plain, html = self._worded(plain, html)
         return await self.send(room_id, messages.notice(plain, html, reply_to=event_id))
 
     async def notice(self, room_id: str, plain: str, html: str | None = None) -> str:
+        plain, html = self._worded(plain, html)
         return await self.send(room_id, messages.notice(plain, html))
+
+    def _worded(self, plain: str, html: str | None) -> tuple[str, str | None]:
+        return self.wording(plain), (self.wording(html) if html is not None else None)
 
     async def react(self, room_id: str, event_id: str, key: str) -> str:
         return await self.send(room_id, messages.reaction(event_id, key), "m.reaction")
@@ -179,6 +187,22 @@ class MatrixIO:
         resp = await self.client.room_create(name=name, topic=topic, alias=alias_localpart, invite=invite,
                                              preset=_preset("public_chat"))
         return _check(resp, f"create room “{name}” (#{alias_localpart})").room_id
+
+    async def room_label(self, room_id: str) -> str:
+        """How people know a room: its alias (#name:server), else its name in quotes, else
+        (a room with neither, or one the bot cannot see) its id."""
+        room = self.client.rooms.get(room_id)
+        alias = room.canonical_alias if room is not None else None
+        name = room.name if room is not None else None
+        if room is None:
+            alias = (await self.get_state(room_id, "m.room.canonical_alias") or {}).get("alias")
+            if not alias:
+                name = (await self.get_state(room_id, "m.room.name") or {}).get("name")
+        if isinstance(alias, str) and alias:
+            return alias
+        if isinstance(name, str) and name.strip():
+            return f"“{name.strip()[:80]}”"
+        return room_id
 
     async def room_of_alias(self, alias: str) -> str | None:
         """The room an alias points at; None when it points nowhere."""

@@ -31,7 +31,7 @@ async def test_unknown_command_suggests_the_nearest(chorus: BotHarness, make_use
                                and e.state_key == chorus.user_id)
     sent = await alice.send_text(room, "!pign")
     reply = await alice.wait_for_reply(room, sent)
-    assert "Did you mean “ping”" in _body(reply)
+    assert "Did you mean “!ping”" in _body(reply)
 
 
 async def test_no_second_answer_after_restart(chorus: BotHarness, make_user) -> None:

@@ -1,0 +1,32 @@
+"""Small rules of the bot's English: plurals, and the command prefix in every hint.
+
+Pure: the texts are built elsewhere; these only get a count or a prefix right.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+#: what the rules and texts write before a command name; a bot configured with another
+#: prefix shows its own (:func:`with_prefix`)
+WRITTEN_PREFIX = "!"
+
+_IRREGULAR = {"person": "people", "reply": "replies", "entry": "entries"}
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """``1 follower``, ``2 followers``, ``0 followers``; ``1 person``, ``3 people``."""
+    return f"{n} {one if n == 1 else many or _IRREGULAR.get(one) or one + 's'}"
+
+
+def with_prefix(text: str, prefix: str, commands: Iterable[str]) -> str:
+    """``text`` with every written ``!command`` (one of ``commands``' first words) shown with
+    ``prefix`` instead; other ``!`` (a room id, an exclamation) are left alone."""
+    if prefix == WRITTEN_PREFIX or not text:
+        return text
+    words = sorted({c.split()[0] for c in commands if c}, key=len, reverse=True)
+    if not words:
+        return text
+    pattern = re.compile(r"(?<![\w!])!(?=(?:" + "|".join(map(re.escape, words)) + r")(?![\w-]))")
+    return pattern.sub(lambda _: prefix, text)
