@@ -558,7 +558,7 @@ class Chorus:
         o = self.options
         log.warning("room %s: %s sent more than %d commands in a short time; their commands are dropped for "
                     "%.0f s", room_id, event.sender, o.command_burst, wait)
-        text = (f"⏳ Slow down: you sent more than {o.command_burst} commands in a short time, so I am not "
+        text = (f"⏳ Slow down: you sent more than {plural(o.command_burst, 'command')} in a short time, so I am not "
                 f"reading your commands for the next {plural(max(1, round(wait)), 'second')} (commands sent until then "
                 f"are dropped; send them again after). Everyone may send {o.command_burst} at once and "
                 f"{o.commands_per_minute:g} a minute.")

@@ -432,7 +432,12 @@ class LocalSettings(_Section):
     server_name: str = _setting("localhost", _server_name)
     demo_users: tuple[str, ...] = _setting(("alice", "bob"), _list(_localpart, "user names (localparts)"))
     demo_password: str = _setting("chorus-demo", _string(nonempty=True, secret=True), secret=True)
-    demo_moderators: tuple[str, ...] = _setting(("alice",), _list(_localpart, "user names (localparts)"))
+    demo_moderators: tuple[str, ...] = _setting((), _list(_localpart, "user names (localparts)"))
+
+    @property
+    def moderators_of_demo(self) -> tuple[str, ...]:
+        """The demo moderators: those listed, or (none listed) the first demo user."""
+        return self.demo_moderators or self.demo_users[:1]
 
     def _check_together(self) -> None:
         strangers = [name for name in self.demo_moderators if name not in self.demo_users]

@@ -56,6 +56,13 @@ async def let_host(db: Database, bot_user: str, users: list[str]) -> list[str]:
     return granted
 
 
+def _gone_for_good(exc: MatrixError) -> bool:
+    """Whether the bot can never join the room again: everyone left it (the homeserver is no
+    longer in it), or the bot is banned from it. Anything else may pass."""
+    text = str(exc)
+    return "M_FORBIDDEN" in text or "no servers that are in the room" in text
+
+
 async def open_room(matrix: MatrixIO, server_name: str, invite: list[str], prefix: str,
                     alias_localpart: str = ALIAS_LOCALPART) -> DemoRoom:
     """The demo room, made on the first start; on later starts the bot joins it again if it
@@ -66,7 +73,8 @@ async def open_room(matrix: MatrixIO, server_name: str, invite: list[str], prefi
         try:
             await matrix.join(alias)
         except MatrixError as exc:
-            # everyone has left it (the homeserver can no longer join it): a new one
+            if not _gone_for_good(exc):
+                raise  # the runner logs it; the room is tried again at the next start
             log.warning("demo: room %s (%s) cannot be joined again (%s); making a new one", alias, room_id, exc)
             await matrix.drop_alias(alias)
             room_id = None

@@ -40,7 +40,7 @@ def space_settings(settings: Settings, local: bool = False) -> SpaceSettings:
     moderators of ``[local]`` are moderators too."""
     moderators = set(settings.moderation.moderators)
     if local:
-        moderators.update(demo.user_ids(settings.local.demo_moderators, settings.local.server_name))
+        moderators.update(demo.user_ids(settings.local.moderators_of_demo, settings.local.server_name))
     return SpaceSettings(
         limits=Limits(settings.hosting.min_followers, settings.spaces.max_speakers,
                       settings.spaces.max_cohosts, settings.scheduling.max_days_ahead),
@@ -241,7 +241,7 @@ async def _set_up_demo(settings: Settings, bot: Chorus) -> demo.DemoRoom | None:
     room is open with the demo users invited. A failure is logged: Chorus runs on without it."""
     loc = settings.local
     try:
-        await demo.let_host(bot.db, bot.options.user_id, demo.user_ids(loc.demo_moderators, loc.server_name))
+        await demo.let_host(bot.db, bot.options.user_id, demo.user_ids(loc.moderators_of_demo, loc.server_name))
         return await demo.open_room(bot.matrix, loc.server_name, demo.user_ids(loc.demo_users, loc.server_name),
                                     settings.bot.command_prefix)
     except Exception as exc:  # noqa: BLE001 - the demo is a convenience; the bot is what matters
@@ -259,7 +259,7 @@ def _print_banner(print_, settings: Settings, bot: Chorus, bridge: BridgeControl
     loc = settings.local
     if local:
         users = demo.user_ids(loc.demo_users, loc.server_name)
-        mods = demo.user_ids(loc.demo_moderators, loc.server_name)
+        mods = demo.user_ids(loc.moderators_of_demo, loc.server_name)
         first = mods[0] if mods else users[0] if users else None
         lines.append("  Demo logins (any Matrix client, e.g. Element, with the homeserver above):")
         for user in users:

@@ -101,6 +101,15 @@ def test_help_for_one_command_shows_its_examples_and_every_time_form() -> None:
         assert "today 18:00" in rich and "!space golive" not in plain
 
 
+def test_a_command_named_as_its_section_shows_the_section_and_itself_in_full() -> None:
+    plain, _ = help_text(registry, "!", "following")
+    assert plain.splitlines()[0] == "Following" and "!unfollow" in plain
+    plain, _ = help_text(registry, "!", "follow")
+    assert plain.splitlines()[0] == "Following" and "    e.g. !follow @alice:example.org" in plain
+    plain, _ = help_text(registry, "!", "spaces")
+    assert plain.splitlines()[0] == "Spaces" and "    e.g. !space join k3x9pq" not in plain
+
+
 def test_hints_carry_the_prefix() -> None:
     with pytest.raises(UsageError) as err:
         registry.find(["spce", "start"], "?")

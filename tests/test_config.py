@@ -96,7 +96,10 @@ def test_defaults_match_the_spec() -> None:
     assert s.local.server_name == "localhost"
     assert s.local.demo_users == ("alice", "bob")
     assert s.local.demo_password == "chorus-demo"
-    assert s.local.demo_moderators == ("alice",)
+    assert s.local.demo_moderators == () and s.local.moderators_of_demo == ("alice",)
+    carol = settings_from_dict({"local": {"demo_users": ["carol", "dan"]}}).local
+    assert carol.moderators_of_demo == ("carol",)
+    assert settings_from_dict({"local": {"demo_users": []}}).local.moderators_of_demo == ()
 
 
 def test_settings_are_frozen_and_hashable() -> None:
@@ -553,7 +556,7 @@ def test_good_command_prefix(prefix: str) -> None:
         ({"local": {"demo_password": ""}}, "local.demo_password"),
         ({"local": {"demo_moderators": ["Alice"]}}, "local.demo_moderators[0]"),
         ({"local": {"demo_moderators": ["carol"]}}, "local.demo_moderators"),
-        ({"local": {"demo_users": ["bob"]}}, "local.demo_moderators"),
+        ({"local": {"demo_users": ["bob"], "demo_moderators": ["alice"]}}, "local.demo_moderators"),
         ({"local": {"data_dir": ""}}, "local.data_dir"),
         ({"bot": {"display_name": ""}}, "bot.display_name"),
         ({"bot": {"command_burst": 0}}, "bot.command_burst"),

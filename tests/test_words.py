@@ -25,3 +25,13 @@ def test_hints_show_the_configured_prefix_and_leave_other_bangs_alone() -> None:
         "Room !spaceroom:example.org, Wow!space, !spacey and !follow-up stay.")
     assert with_prefix(text, "!", COMMANDS) is text
     assert with_prefix("!help", "\\1", COMMANDS) == "\\1help"  # a prefix is never a pattern
+
+
+@pytest.mark.parametrize(("prefix", "written", "shown"), [
+    ("?!", "Type ?!help or !help", "Type ?!help or ?!help"),
+    ("!!", "Type !!help or !help", "Type !!help or !!help"),
+    (".!", "Try .!space start, or !space start", "Try .!space start, or .!space start"),
+    ("!un", "Type !unhelp, or !help", "Type !unhelp, or !unhelp"),
+])
+def test_a_prefix_with_a_bang_is_not_doubled(prefix: str, written: str, shown: str) -> None:
+    assert with_prefix(written, prefix, COMMANDS) == shown

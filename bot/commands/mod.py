@@ -156,7 +156,7 @@ async def import_followers(ctx: Ctx, csv: str | None) -> None:
         raise UsageError(str(exc)) from None
     await ctx.db.unit(lambda st: (st.import_follower_counts(counts),
                                   st.audit(ctx.sender, "mod.import-followers", None, None, f"{len(counts)} users")))
-    await ctx.reply(f"Imported follower counts for {plural(len(counts), 'person', 'people')}; hosting uses the "
+    await ctx.reply(f"Imported follower counts for {plural(len(counts), 'user')}; hosting uses the "
                     "larger of the imported count and their followers here.")
 
 

@@ -148,33 +148,37 @@ class Registry:
                     f"or a section: {sections}.")
         return f"I don't know the command “{prefix}{typed}”.{hint} Type {prefix}help to see all commands."
 
-    def topic(self, text: str, prefix: str = "!") -> tuple[str, list[CommandSpec]]:
+    def topic(self, text: str, prefix: str = "!") -> tuple[str, list[CommandSpec], frozenset[str]]:
         """What ``!help <text>`` is about: a section of docs/commands.md (its name, or a word
         of it: "scheduling", "hosts", "tip jar"), one command ("space schedule"), a family
         ("space", "mod") or a command's last word ("schedule"). Returns ("section"|"command"|
-        "family", the commands); UsageError with the nearest topic if none."""
+        "family", the commands, the names of those to show in full); UsageError with the
+        nearest topic if none. A command named as its section ("spaces", "following") gives
+        the section, with that command in full."""
         words = [w for w in re.split(r"[\s_]+", text.lower().strip()) if w]
         if words and words[0].startswith(prefix):
             words[0] = words[0][len(prefix):]
         words = [w for w in words if w]
         typed = " ".join(words)
-        groups = self.groups()
+        key = tuple(words)
+        exact = frozenset({typed}) if key in self.commands else frozenset()
         squeezed = typed.replace(" ", "").replace("-", "")
-        for group, specs in groups.items():
+        for group, specs in self.groups().items():
             name = group.lower()
             keys = {name.replace(" ", "").replace("-", "")}
             keys |= {w.replace("-", "") for w in name.split() if w not in ("and", "jar")}
             if squeezed in keys:
-                return "section", specs
-        key = tuple(words)
+                return "section", specs, exact
         family = [s for s in self.commands.values() if len(words) == 1 and s.words[0] == typed]
         if len(family) > 1:
-            return "family", family
-        if key in self.commands:
-            return "command", [self.commands[key]]
+            return "family", family, exact
+        if exact:
+            return "command", [self.commands[key]], exact
         last = [s for s in self.commands.values() if len(words) == 1 and len(s.words) > 1 and s.words[-1] == typed]
+        if len(last) == 1:
+            return "command", last, frozenset({last[0].name})
         if last:
-            return "command" if len(last) == 1 else "family", last
+            return "family", last, frozenset()
         raise UsageError(self._unknown(words, prefix, what_for="topic"))
 
 
@@ -259,7 +263,8 @@ def help_text(registry: Registry, prefix: str, topic: str | None = None,
     also shows its arguments, examples and details)."""
     import html as _html
 
-    kind, specs = registry.topic(topic, prefix) if topic else ("all", list(registry.commands.values()))
+    kind, specs, detailed = (registry.topic(topic, prefix) if topic
+                             else ("all", list(registry.commands.values()), frozenset()))
     shown = [s for s in specs if is_moderator or not s.moderator_only]
     if not shown:
         raise UsageError(f"Those commands are for moderators only. Type {prefix}help to see yours.")
@@ -272,7 +277,7 @@ def help_text(registry: Registry, prefix: str, topic: str | None = None,
         for s in items:
             plain.append(f"  {s.usage(prefix)} — {s.help}")
             rich.append(f"<li><code>{_html.escape(s.usage(prefix))}</code> — {_html.escape(s.help)}")
-            if kind == "command":
+            if s.name in detailed:
                 more = [f"{p.name}: {p.help}" for p in s.params if p.help]
                 more += [f"e.g. {prefix}{ex}" for ex in s.examples]
                 plain += [f"    {line}" for line in (*more, *s.details)]

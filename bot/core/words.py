@@ -22,11 +22,13 @@ def plural(n: int, one: str, many: str | None = None) -> str:
 
 def with_prefix(text: str, prefix: str, commands: Iterable[str]) -> str:
     """``text`` with every written ``!command`` (one of ``commands``' first words) shown with
-    ``prefix`` instead; other ``!`` (a room id, an exclamation) are left alone."""
+    ``prefix`` instead. Left alone: other ``!`` (a room id, an exclamation), and a ``!`` that
+    is part of the prefix where the text already has it (``?!help`` stays, with prefix ``?!``)."""
     if prefix == WRITTEN_PREFIX or not text:
         return text
     words = sorted({c.split()[0] for c in commands if c}, key=len, reverse=True)
     if not words:
         return text
+    covered = {i for m in re.finditer(re.escape(prefix), text) for i in range(m.start(), m.end())}
     pattern = re.compile(r"(?<![\w!])!(?=(?:" + "|".join(map(re.escape, words)) + r")(?![\w-]))")
-    return pattern.sub(lambda _: prefix, text)
+    return pattern.sub(lambda m: m.group(0) if m.start() in covered else prefix, text)

@@ -194,7 +194,7 @@ class MatrixIO:
         room = self.client.rooms.get(room_id)
         alias = room.canonical_alias if room is not None else None
         name = room.name if room is not None else None
-        if room is None:
+        if not alias and not name:  # not synced, or only part of its state since a restart
             alias = (await self.get_state(room_id, "m.room.canonical_alias") or {}).get("alias")
             if not alias:
                 name = (await self.get_state(room_id, "m.room.name") or {}).get("name")

@@ -66,9 +66,19 @@ async def test_links_go_to_the_dm_people_already_have(chorus_factory, make_user)
     assert carol_dm not in (room, space_room)
     await _wait_for_listed(chorus, carol.user_id, carol_dm)
     await chorus.restart()
-    await ask(host, room, f"!space share {sid} {carol.user_id}")
-    assert await _link_in(carol, None, bot, sid, text="shares the space") == carol_dm
+    for _ in range(2):  # the second after the bot has seen its own first message come back
+        await ask(host, room, f"!space share {sid} {carol.user_id}")
+        assert await _link_in(carol, None, bot, sid, text="shares the space") == carol_dm
     assert (await _bot_direct_rooms(chorus))[carol.user_id] == [carol_dm]
+
+    # carol leaves it: the bot leaves it too, forgets it, and writes to her in a new one
+    await carol.leave(carol_dm)
+    await ask(host, room, f"!space share {sid} {carol.user_id}")
+    again = await _link_in(carol, None, bot, sid, text="shares the space")
+    assert again != carol_dm
+    assert (await _bot_direct_rooms(chorus))[carol.user_id] == [again]
+    left = await chorus.bot.client.joined_rooms()
+    assert carol_dm not in left.rooms and again in left.rooms
 
 
 async def test_a_dm_someone_else_joined_gets_no_personal_link(chorus_factory, make_user) -> None:

@@ -19,8 +19,8 @@ async def test_follow_graph_commands(chorus, make_user) -> None:
     assert "already follow" in await ask(bob, room, f"!follow {alice.user_id}")
     assert "can't follow yourself" in await ask(alice, room, f"!follow {alice.user_id}")
     followers = await ask(bob, room, f"!followers {alice.user_id}")
-    assert "has 1 followers" in followers and bob.user_id in followers and "hosting needs 600" in followers
-    assert f"follows 1 people: {alice.user_id}" in await ask(alice, room, f"!following {bob.user_id}")
+    assert "has 1 follower;" in followers and bob.user_id in followers and "hosting needs 600" in followers
+    assert f"follows 1 person: {alice.user_id}" in await ask(alice, room, f"!following {bob.user_id}")
     # a display name works as well as an id
     assert "You no longer follow" in await ask(bob, room, "!unfollow Alice Liddell")
     assert "don't follow" in await ask(bob, room, f"!unfollow {alice.user_id}")
