@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import html
-from pathlib import PurePosixPath
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
 
 from bot import cards
+from bot.core import calendar as ics
 from bot.core import rules
 from bot.core.model import Role, State, Visibility
 from bot.core.words import plural
@@ -250,3 +253,26 @@ async def clip(ctx: Ctx, id: str | None) -> None:
 @registry.command("space end", space_id(), group=HOSTS, help="End the space (host only).")
 async def end(ctx: Ctx, id: str | None) -> None:
     await _act(ctx, await ctx.resolve_space(id, mine=True), rules.End())
+
+
+@registry.command("space calendar", space_id(optional=False), group="Scheduling",
+                  help="Get a calendar file (.ics) of a scheduled space, to add it to your calendar.",
+                  examples=("space calendar k3x9pq",))
+async def calendar(ctx: Ctx, id: str) -> None:
+    rec = await _load(ctx, id)
+    s, row = rec.space, rec.row
+    if s.state is State.SCHEDULED and s.scheduled_for:
+        starts = s.scheduled_for
+    elif s.state is State.LIVE and row.started_at:
+        starts = row.started_at
+    else:
+        raise UsageError(f"Space {s.id} has {s.state.value}; there is no time to add to a calendar.")
+    room = row.room_id or row.origin_room_id
+    event = ics.SpaceEvent(
+        space_id=s.id, title=s.title, host=s.host, starts=starts if starts.tzinfo else starts.replace(tzinfo=UTC),
+        url=matrix_to(room) if room else ctx.spaces.page_url(s.id), page_url=ctx.spaces.page_url(s.id),
+        join_hint=f"In chat: {ctx.prefix}space join {s.id}", domain=ctx.services.server_name or "chorus")
+    with tempfile.TemporaryDirectory(prefix="chorus-ics-") as folder:
+        path = Path(folder) / ics.file_name(s.id)
+        path.write_text(ics.space_ics(event, datetime.now(UTC)), encoding="utf-8", newline="")
+        await ctx.matrix.send_file(ctx.room_id, path, path.name, "text/calendar", reply_to=ctx.event_id)

@@ -146,10 +146,13 @@ class MatrixIO:
             "info": {"mimetype": mime, "size": path.stat().st_size, "duration": int(duration_s * 1000)},
         })
 
-    async def send_file(self, room_id: str, path: Path, body: str, mime: str) -> str:
+    async def send_file(self, room_id: str, path: Path, body: str, mime: str, reply_to: str | None = None) -> str:
         uri = await self.upload(path, mime)
-        return await self.send(room_id, {"msgtype": "m.file", "body": body, "url": uri,
-                                         "info": {"mimetype": mime, "size": path.stat().st_size}})
+        content = {"msgtype": "m.file", "body": body, "filename": body, "url": uri,
+                   "info": {"mimetype": mime, "size": path.stat().st_size}}
+        if reply_to:
+            content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
+        return await self.send(room_id, content)
 
     async def download(self, mxc: str, max_bytes: int) -> tuple[bytes, str]:
         """Fetch a file from the media repository (bytes, content type)."""

@@ -176,3 +176,31 @@ async def test_announcements_need_the_bot_in_the_room(chorus_factory, make_user)
     assert "Usage: !announce" in await ask(mod, room, f"!announce {room} whenever | hi")
     assert "No announcements" in await ask(mod, room, "!announce list")
     assert "no scheduled announcement #99" in await ask(mod, room, "!announce cancel 99")
+
+
+async def test_space_calendar_replies_with_an_ics_file_of_the_space(chorus_factory, make_user) -> None:
+    import icalendar
+
+    chorus = await chorus_factory(hosting={"min_followers": 0})
+    host, fan = await make_user("host"), await make_user("fan")
+    room = await room_with_bot(host, chorus.user_id, fan)
+    sid = space_id_in(await ask(host, room, "!space schedule tomorrow 18:00 UTC | Book club, part 2"))
+    starts = chorus.store.load_space(sid).space.scheduled_for
+
+    sent = await fan.send_text(room, f"!space calendar {sid}")
+    reply = await fan.wait_for_event(lambda r, e: r == room and e.source.get("content", {}).get(
+        "m.relates_to", {}).get("m.in_reply_to", {}).get("event_id") == sent, timeout=30)
+    content = reply.source["content"]
+    assert content["msgtype"] == "m.file" and content["body"] == f"chorus-{sid}.ics"
+    assert content["info"]["mimetype"] == "text/calendar"
+    got = await fan.client.download(mxc=content["url"])
+    assert not hasattr(got, "status_code"), got
+    event = next(iter(icalendar.Calendar.from_ical(got.body).walk("VEVENT")))
+    assert event.decoded("DTSTART") == (starts if starts.tzinfo else starts.replace(tzinfo=UTC))
+    assert str(event["SUMMARY"]) == "Book club, part 2"
+    assert str(event["URL"]) == f"https://matrix.to/#/{room}"  # where it was scheduled: no room of its own yet
+    assert f"!space join {sid}" in str(event["DESCRIPTION"]) and host.user_id in str(event["DESCRIPTION"])
+
+    assert "Cancelled" in await ask(host, room, f"!space cancel {sid}")
+    assert "no time to add to a calendar" in await ask(fan, room, f"!space calendar {sid}")
+    assert "no space with id “zzzzzz”" in await ask(fan, room, "!space calendar zzzzzz")
