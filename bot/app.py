@@ -15,7 +15,6 @@ import time
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -41,7 +40,7 @@ from bot.core import rules
 from bot.core.bounds import clip
 from bot.core.flood import CommandLimiter, Verdict
 from bot.core.model import Role, State
-from bot.core.words import plural, with_prefix
+from bot.core.words import plural, prefixer
 from bot.db.database import Database
 from bot.db.store import Store, database_unavailable
 from bot.matrix.client import GatedClient, MatrixError, MatrixIO
@@ -152,8 +151,7 @@ class Chorus:
         #: "slow down" notices on their way
         self._notices: set[asyncio.Task[None]] = set()
         self.matrix = MatrixIO(self.client, DirectRooms(self.client, self.db.dm_room, self._remember_dm))
-        self.matrix.wording = partial(with_prefix, prefix=options.prefix,
-                                      commands=[spec.name for spec in registry.commands.values()])
+        self.matrix.wording = prefixer(options.prefix, [spec.name for spec in registry.commands.values()])
         self.spaces = SpaceService(self.db, self.matrix, bridge, space_settings)
         self.scheduler = Scheduler(store.engine, misfire_grace=timedelta(minutes=options.misfire_grace_minutes),
                                    key=f"{store.engine.url.render_as_string(hide_password=True)}#{options.user_id}")

@@ -259,17 +259,16 @@ def _print_banner(print_, settings: Settings, bot: Chorus, bridge: BridgeControl
     loc = settings.local
     if local:
         users = demo.user_ids(loc.demo_users, loc.server_name)
-        mods = demo.user_ids(loc.moderators_of_demo, loc.server_name)
-        first = mods[0] if mods else users[0] if users else None
+        mods = demo.user_ids(loc.moderators_of_demo, loc.server_name)  # none only when there are no demo users
         lines.append("  Demo logins (any Matrix client, e.g. Element, with the homeserver above):")
         for user in users:
             role = "  (moderator, may host)" if user in mods else ""
             lines.append(f"    {user}  password: {loc.demo_password}{role}")
-        if first and room is not None:
+        if mods and room is not None:
             lines += ["  Try it now:",
-                      f"    1. Log in as {first}.",
+                      f"    1. Log in as {mods[0]}.",
                       f"    2. Accept the invitation to the room “{demo.ROOM_NAME}” ({room.alias}).",
-                      f"    3. Type there:  {p}{demo.FIRST_COMMAND if mods else 'help'}",
+                      f"    3. Type there:  {p}{demo.FIRST_COMMAND}",
                       f"    Others join with the link the bot posts, or {p}space join <id>; {p}help lists everything."]
     lines += [f"  Talk to the bot anywhere: invite {bot.options.user_id} to a room (or DM it) and type {p}help.",
               "  Ctrl-C stops everything.", ""]

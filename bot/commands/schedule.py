@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from bot.core import rules
 from bot.core.model import State, Visibility
 from bot.core.when import WHEN_FORMS, WhenError, check_window, describe_instant, parse_timezone, parse_when, zone_name
+from bot.db.store import as_utc
 
 from .context import Ctx
 from .registry import UsageError, option, registry, space_id, text, word
@@ -96,8 +97,7 @@ async def upcoming(ctx: Ctx) -> None:
     tz = await svc.user_tz(ctx.sender)
     def visible_rows(st) -> list:
         rows = sorted((r for r in st.spaces_in_state(State.SCHEDULED) if r.scheduled_for),
-                      key=lambda r: r.scheduled_for.replace(tzinfo=UTC) if r.scheduled_for.tzinfo is None
-                      else r.scheduled_for)
+                      key=lambda r: as_utc(r.scheduled_for))
         return [r for r in rows if r.visibility == "everyone" or r.host_id == ctx.sender
                 or st.follows(r.host_id, ctx.sender)]
 
@@ -105,13 +105,9 @@ async def upcoming(ctx: Ctx) -> None:
     if not visible:
         await ctx.reply(f"No scheduled spaces. Schedule one with {ctx.prefix}space schedule <when> | <title>.")
         return
-    lines = [f"{r.id} · “{r.title}” by {r.host_id} · {describe_instant(_utc(r.scheduled_for), tz)}"
+    lines = [f"{r.id} · “{r.title}” by {r.host_id} · {describe_instant(as_utc(r.scheduled_for), tz)}"
              for r in visible]
     await ctx.reply("Upcoming:\n" + "\n".join(lines) + f"\nBe reminded with {ctx.prefix}space remind <id> (or 🔔).")
-
-
-def _utc(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 @registry.command("space remind", space_id(optional=False), group=SCHED,

@@ -12,7 +12,7 @@ from bot.core import calendar as ics
 from bot.core import rules
 from bot.core.model import Role, State, Visibility
 from bot.core.words import plural
-from bot.db.store import SpaceRecord, Store
+from bot.db.store import SpaceRecord, Store, as_utc
 from bot.matrix.messages import matrix_to, pill
 
 from .context import Ctx
@@ -262,14 +262,14 @@ async def calendar(ctx: Ctx, id: str) -> None:
     rec = await _load(ctx, id)
     s, row = rec.space, rec.row
     if s.state is State.SCHEDULED and s.scheduled_for:
-        starts = s.scheduled_for
+        starts = as_utc(s.scheduled_for)
     elif s.state is State.LIVE and row.started_at:
-        starts = row.started_at
+        starts = as_utc(row.started_at)
     else:
         raise UsageError(f"Space {s.id} has {s.state.value}; there is no time to add to a calendar.")
     room = row.room_id or row.origin_room_id
     event = ics.SpaceEvent(
-        space_id=s.id, title=s.title, host=s.host, starts=starts if starts.tzinfo else starts.replace(tzinfo=UTC),
+        space_id=s.id, title=s.title, host=s.host, starts=starts,
         url=matrix_to(room) if room else ctx.spaces.page_url(s.id), page_url=ctx.spaces.page_url(s.id),
         join_hint=f"In chat: {ctx.prefix}space join {s.id}", domain=ctx.services.server_name or "chorus")
     with tempfile.TemporaryDirectory(prefix="chorus-ics-") as folder:

@@ -95,7 +95,7 @@ class MatrixIO:
         #: the direct rooms (bot/matrix/direct.py DirectRooms): ``await direct.room_for(user)``
         self.direct = direct
         #: the last touch to every notice's text, plain and HTML (the app shows its own
-        #: command prefix in the hints: bot/core/words.py with_prefix)
+        #: command prefix in the hints: bot/core/words.py prefixer)
         self.wording: Callable[[str], str] = lambda text: text
 
     @property

@@ -58,15 +58,29 @@ async def wait_until(condition, timeout: float = 30.0, what: str = "condition") 
 async def wait_for_dm(user: MatrixTestUser, bot_id: str, predicate, timeout: float = 30.0):
     """A message from the bot whose body satisfies ``predicate``, accepting the invite to the
     direct-message room when it comes."""
+    return (await wait_for_dm_in(user, bot_id, predicate, timeout=timeout))[1]
+
+
+async def wait_for_dm_in(user: MatrixTestUser, bot_id: str, predicate, room: str | None = None,
+                         timeout: float = 30.0):
+    """As :func:`wait_for_dm`, in ``room`` (or any room): (the room it came in, the message)."""
     import asyncio
+
+    found: list[str] = []
+
+    def matches(r: str, e) -> bool:
+        if ((room is None or r == room) and e.sender == bot_id and e.source.get("type") == "m.room.message"
+                and predicate(e.source["content"].get("body", ""))):
+            found.append(r)
+            return True
+        return False
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
         try:
-            return await user.wait_for_event(
-                lambda r, e: e.sender == bot_id and e.source.get("type") == "m.room.message"
-                and predicate(e.source["content"].get("body", "")), timeout=1)
+            event = await user.wait_for_event(matches, timeout=1)
+            return found[-1], event
         except AssertionError:
             await user.accept_invites()
             if loop.time() > deadline:

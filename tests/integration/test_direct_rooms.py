@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from nio import RoomPreset
 
-from tests.integration.helpers import ask, room_with_bot, space_id_in, wait_until
+from tests.integration.helpers import ask, room_with_bot, space_id_in, wait_for_dm_in, wait_until
 from tests.support.bot import BotHarness
 
 
@@ -18,26 +18,8 @@ async def _bot_direct_rooms(chorus: BotHarness) -> dict[str, list[str]]:
 async def _link_in(user, room: str | None, bot_id: str, space_id: str, text: str = "/spaces/{}?token=") -> str:
     """The room where the bot's message with ``text`` (by default the space's personal link)
     reaches ``user`` (in ``room``, or any: the invites that come meanwhile are accepted)."""
-    import asyncio
-
-    found: list[str] = []
-
-    def is_link(r: str, e) -> bool:
-        if (room is None or r == room) and e.sender == bot_id and (
-                text.format(space_id) in e.source.get("content", {}).get("body", "")):
-            found.append(r)
-            return True
-        return False
-
-    deadline = asyncio.get_running_loop().time() + 30
-    while True:
-        try:
-            await user.wait_for_event(is_link, timeout=1)
-            return found[-1]
-        except AssertionError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await user.accept_invites()
+    found, _event = await wait_for_dm_in(user, bot_id, lambda body: text.format(space_id) in body, room)
+    return found
 
 
 async def test_links_go_to_the_dm_people_already_have(chorus_factory, make_user) -> None:
