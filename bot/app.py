@@ -48,6 +48,7 @@ from bot.matrix.direct import DirectRooms
 from bot.matrix.messages import command_text, pills_in, server_of
 from bot.matrix.send_gate import SYNC_LOOP, acting_for
 from bot.metrics import UNKNOWN, BotMetrics, BotSnapshot
+from bot.profiles import PageProfiles
 from bot.reactions import ReactionBatcher
 from bot.scheduler import Scheduler
 from bot.scheduling import ScheduleService, ScheduleSettings
@@ -153,6 +154,7 @@ class Chorus:
         self.matrix = MatrixIO(self.client, DirectRooms(self.client, self.db.dm_room, self._remember_dm))
         self.matrix.wording = prefixer(options.prefix, [spec.name for spec in registry.commands.values()])
         self.spaces = SpaceService(self.db, self.matrix, bridge, space_settings)
+        self.spaces.profiles = PageProfiles(self.matrix, bridge)
         self.scheduler = Scheduler(store.engine, misfire_grace=timedelta(minutes=options.misfire_grace_minutes),
                                    key=f"{store.engine.url.render_as_string(hide_password=True)}#{options.user_id}")
         self.schedule = ScheduleService(self.scheduler, self.db, self.matrix, self.spaces,
@@ -981,6 +983,8 @@ class Chorus:
             elif kind in ("listener_joined", "listener_left") and space_id:
                 n = int(event.get("listeners") or 0)
                 await self.db.raise_peak_listeners(space_id, n)
+                if kind == "listener_joined" and user and self.spaces.profiles is not None:
+                    self.spaces.profiles.want(space_id, [user])  # their face in the audience row
         except rules.Refused as exc:
             log.info("space %s: bridge event %s from %s refused: %s", space_id, kind, user, exc)
         except MatrixError as exc:

@@ -66,8 +66,25 @@ class BridgeControl(Protocol):
 
     async def open_stage(
         self, space_id: str, title: str, *, public: bool, record: bool = False,
-        captions: bool = False,
-    ) -> None: ...
+        captions: bool = False, page: dict[str, Any] | None = None,
+    ) -> None:
+        """Open (or update) a stage; ``page`` is what its page shows besides audio (1.4):
+        ``host``, ``room_url`` and ``tips`` ([{label, url}])."""
+        ...
+
+    async def set_people(self, space_id: str, people: dict[str, dict[str, Any]]) -> None:
+        """Display names and avatars for the page (1.4): ``{user_id: {"name", "avatar"}}``,
+        merged into what the bridge knows; ``avatar`` names an image given to put_avatar."""
+        ...
+
+    async def put_avatar(self, avatar_id: str, data: bytes) -> None:
+        """An avatar image (PNG, JPEG, GIF or WebP) named by its SHA-256 (1.4)."""
+        ...
+
+    async def answer_hand(self, space_id: str, user_id: str, answer: str) -> None:
+        """The host's no ("declined") to a raised hand: the bridge lowers it and tells the
+        person's pages (1.4)."""
+        ...
 
     async def set_roles(self, space_id: str, roles: dict[str, str],
                         removed: Iterable[str] = ()) -> None:
@@ -143,6 +160,9 @@ class _Stage:
     removed: frozenset[str] = frozenset()
     listeners: int = 0
     peak: int = 0
+    page: dict[str, Any] = field(default_factory=dict)
+    people: dict[str, dict[str, Any]] = field(default_factory=dict)
+    answers: list[tuple[str, str]] = field(default_factory=list)
 
 
 class InMemoryBridge:
@@ -159,6 +179,8 @@ class InMemoryBridge:
         self.available = True
         #: what fetch() hands out, by file name (tests put files here)
         self.files: dict[str, bytes] = {}
+        #: the avatars put, by their SHA-256
+        self.avatars: dict[str, bytes] = {}
 
     async def start(self) -> None:
         for handler in self._resync:
@@ -186,9 +208,23 @@ class InMemoryBridge:
     async def close(self) -> None:
         return None
 
-    async def open_stage(self, space_id, title, *, public, record=False, captions=False):
-        self.stages[space_id] = _Stage(title, public, record, captions)
+    async def open_stage(self, space_id, title, *, public, record=False, captions=False, page=None):
+        old = self.stages.get(space_id)
+        stage = self.stages[space_id] = _Stage(title, public, record, captions)
+        if old is not None:
+            stage.roles, stage.removed, stage.people = old.roles, old.removed, old.people
+            stage.page = old.page
+        stage.page.update(page or {})
         self.closed.discard(space_id)
+
+    async def set_people(self, space_id, people):
+        self._stage(space_id).people.update(people)
+
+    async def put_avatar(self, avatar_id, data):
+        self.avatars[avatar_id] = data
+
+    async def answer_hand(self, space_id, user_id, answer):
+        self._stage(space_id).answers.append((user_id, answer))
 
     def _stage(self, space_id: str) -> _Stage:
         try:

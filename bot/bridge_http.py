@@ -193,9 +193,31 @@ class HttpBridge:
                                     "the audio bridge cannot be reached") from None
 
     async def open_stage(self, space_id: str, title: str, *, public: bool,
-                         record: bool = False, captions: bool = False) -> None:
+                         record: bool = False, captions: bool = False,
+                         page: dict[str, Any] | None = None) -> None:
         await self._request("POST", self._url(space_id), {
-            "title": title, "public": public, "record": record, "captions": captions})
+            **(page or {}), "title": title, "public": public, "record": record, "captions": captions})
+
+    async def set_people(self, space_id: str, people: dict[str, dict[str, Any]]) -> None:
+        await self._request("PUT", self._url(space_id, "/people"), {"people": people})
+
+    async def answer_hand(self, space_id: str, user_id: str, answer: str) -> None:
+        await self._request("POST", self._url(space_id, "/answer"), {"user_id": user_id, "answer": answer})
+
+    async def put_avatar(self, avatar_id: str, data: bytes) -> None:
+        if self._session is None:
+            raise BridgeError("HttpBridge.start() has not been called")
+        url = f"{self.control_url}{API}/avatars/{avatar_id}"
+        try:
+            async with self._session.put(url, data=data,
+                                         headers={"Content-Type": "application/octet-stream"}) as resp:
+                if resp.status >= 400:
+                    reason = _reason(await resp.text())
+                    raise BridgeError(f"bridge refused PUT {url}: {resp.status} {reason}", reason,
+                                      status=resp.status)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise BridgeUnavailable(f"bridge unreachable at {self.control_url}: {describe(exc)}",
+                                    "the audio bridge cannot be reached") from None
 
     async def set_roles(self, space_id: str, roles: dict[str, str],
                         removed: Iterable[str] = ()) -> None:

@@ -28,6 +28,8 @@ from bot.core.model import Limits, Role, Space, State, Visibility
 from bot.db.database import Database
 from bot.db.store import SpaceRecord, Store, as_utc, new_space_id
 from bot.matrix.client import MatrixError, MatrixIO
+from bot.matrix.messages import matrix_to
+from bot.profiles import PageProfiles
 from bot.reactions import ReactionBatcher
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,8 @@ class SpaceService:
     on_schedule: Callable[[str, bool], Awaitable[None]] | None = None
     #: counts reactions and posts them to the room in batches (bot/reactions.py); None posts each one
     reactions: ReactionBatcher | None = None
+    #: gives the bridge the names and avatars its pages show (bot/profiles.py); None: none
+    profiles: PageProfiles | None = None
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _background: set[asyncio.Task] = field(default_factory=set)
     #: live spaces the bridge had lost whose rooms are yet to hear that the audio is back
@@ -301,7 +305,35 @@ class SpaceService:
 
     async def _do_OpenStage(self, space: Space, e: fx.OpenStage) -> None:
         await self.bridge.open_stage(space.id, space.title, public=space.visibility is Visibility.EVERYONE,
-                                     record=space.recording, captions=space.captions)
+                                     record=space.recording, captions=space.captions,
+                                     page=await self._page_facts(space.id, space.host))
+
+    async def _page_facts(self, space_id: str, host: str) -> dict:
+        """What the space's page shows besides audio: the host, the room's matrix.to link
+        and the host's tip jar."""
+        room_id, tips = await self.db.unit(lambda st: (st.room_of(space_id), st.tip_jar(host)))
+        return {"host": host, "room_url": matrix_to(room_id) if room_id else None,
+                "tips": [{"label": cards.TIP_PROVIDERS[p][0], "url": cards.TIP_PROVIDERS[p][1].format(h)}
+                         for p, h in tips.items() if p in cards.TIP_PROVIDERS]}
+
+    async def tip_jar_changed(self, host: str) -> None:
+        """The host's tip jar changed: the pages of their live spaces show the new one."""
+        for row in await self.db.spaces_in_state(State.LIVE):
+            if row.host_id != host:
+                continue
+            try:
+                await self.bridge.open_stage(row.id, row.title, public=row.visibility == "everyone",
+                                             record=row.recording, captions=row.captions,
+                                             page=await self._page_facts(row.id, host))
+            except BridgeError as exc:  # the next resync pushes it again
+                log.warning("space %s: the page did not get %s's new tip jar: %s", row.id, host, exc)
+
+    async def _do_HandDeclined(self, space: Space, e: fx.HandDeclined) -> None:
+        try:
+            await self.bridge.answer_hand(space.id, e.user_id, "declined")
+        except BridgeError as exc:  # the DM says it; the page keeps the hand up (a 1.3 bridge)
+            log.warning("space %s: the bridge did not take the host's no to %s's hand: %s",
+                        space.id, e.user_id, exc)
 
     async def _do_RolesChanged(self, space: Space, e: fx.RolesChanged) -> None:
         failed: BridgeError | None = None
@@ -400,6 +432,9 @@ class SpaceService:
         this space, or banned from Chorus)."""
         await self.bridge.set_roles(space.id, {u: r.value for u, r in space.people.items()},
                                     removed=space.removed | await self.db.banned_users())
+        if self.profiles is not None:  # their faces, in the background
+            self.profiles.want(space.id, [space.host, *(u for u, r in space.people.items()
+                                                        if r is not Role.LISTENER), *space.requests])
 
     async def push_access(self) -> list[str]:
         """Push who is who to every live space (after a ban or an unban); the spaces the
@@ -508,6 +543,8 @@ class SpaceService:
                      space.id, sent, len(followers), space.host)
 
     async def close(self) -> None:
+        if self.profiles is not None:
+            await self.profiles.close()
         for task in list(self._background):
             task.cancel()
         if self._background:
@@ -530,6 +567,8 @@ class SpaceService:
         is back (not at start: nobody was listening to the bot then)."""
         live = await self.db.spaces_in_state(State.LIVE)
         held = set(await self.bridge.stage_ids())
+        if self.profiles is not None:  # a new bridge has none of the avatars
+            self.profiles.bridge_restarted()
         if why != "start":  # kept across failed attempts until the room is told
             self._lost_stages.update(row.id for row in live if row.id not in held)
         pushed = []
@@ -573,7 +612,8 @@ class SpaceService:
         try:
             try:
                 await self.bridge.open_stage(row.id, row.title, public=public,
-                                             record=row.recording, captions=row.captions)
+                                             record=row.recording, captions=row.captions,
+                                             page=await self._page_facts(row.id, row.host_id))
             except BridgeUnavailable:
                 raise
             except BridgeError as exc:
@@ -581,7 +621,8 @@ class SpaceService:
                     raise
                 # e.g. a bridge restarted without its captions model: the audio first
                 await self.bridge.open_stage(row.id, row.title, public=public,
-                                             record=row.recording, captions=False)
+                                             record=row.recording, captions=False,
+                                             page=await self._page_facts(row.id, row.host_id))
                 await self._captions_lost(rec, exc.reason)
                 rec = await self.db.load_space(space_id)
             await self._push_roles(rec.space)

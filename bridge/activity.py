@@ -120,12 +120,18 @@ class ActivityBatch:
     def __init__(self) -> None:
         self.reactions: dict[str, int] = {}
         self.hands: dict[str, bool] = {}
+        #: who on the stage sent which reaction (the latest one each): the page floats it
+        #: over their avatar. Only people on stage, so it is bounded by the stage's size.
+        self.senders: dict[str, str] = {}
 
     def has_room_for(self, key: str) -> bool:
         return key in self.reactions or len(self.reactions) < MAX_KEYS_PER_BATCH
 
-    def add_reaction(self, key: str) -> None:
+    def add_reaction(self, key: str, on_stage: str | None = None) -> None:
+        """Count ``key``; ``on_stage`` names the sender if they are on the stage."""
         self.reactions[key] = self.reactions.get(key, 0) + 1
+        if on_stage is not None:
+            self.senders[on_stage] = key
 
     def set_hand(self, user_id: str, raised: bool) -> None:
         self.hands.pop(user_id, None)
@@ -137,6 +143,9 @@ class ActivityBatch:
         """The ``activity`` message for what was gathered (None if nothing), and reset."""
         if not self.reactions and not self.hands:
             return None
-        message = {"type": "activity", "reactions": self.reactions, "hands": self.hands}
-        self.reactions, self.hands = {}, {}
+        message: dict[str, Any] = {"type": "activity", "reactions": self.reactions,
+                                   "hands": self.hands}
+        if self.senders:
+            message["from"] = self.senders
+        self.reactions, self.hands, self.senders = {}, {}, {}
         return message

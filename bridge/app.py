@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, hdrs, web
 
-from . import jsonsafe, openid, recording, tokens, voice
+from . import avatars, jsonsafe, openid, recording, tokens, voice
 from .captions import CaptionPool, CaptionsError
 from .connection import (
     CLOSE_BAD_TOKEN,
@@ -46,6 +46,7 @@ from .metrics import BridgeMetrics, redis_up
 from .oggstream import OggListener
 from .origin_feed import OriginFeed
 from .page_headers import security_headers
+from .page_info import AVATAR_ID, InfoError, PageInfo, parse_people
 from .roles import ROLES
 from .settings import BridgeSettings, HomeserverMapError, homeserver_map, resolved_public_url
 from .stage import REMOVED_REASON, Stage
@@ -56,8 +57,9 @@ log = logging.getLogger(__name__)
 API = "/control/v1"
 PROTOCOL_VERSION = 1
 #: 1.1: POST .../play (voice messages); 1.2: instance ids, GET .../files/{name}, roles
-#: pushes with "removed", tokens that end and their renewal; 1.3: PUT .../openid/homeservers
-PROTOCOL_MINOR = 3
+#: pushes with "removed", tokens that end and their renewal; 1.3: PUT .../openid/homeservers;
+#: 1.4: what the page shows (host, room link, tip jar, names and avatars, answers to hands)
+PROTOCOL_MINOR = 4
 MAX_SPACE_ID = 255
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -80,6 +82,8 @@ FEED: web.AppKey[OriginFeed | EdgeFeed | None] = web.AppKey("feed", object)
 #: what GET /metrics shows (bridge/metrics.py), and the port it is served on (0: not served)
 METRICS: web.AppKey[BridgeMetrics] = web.AppKey("metrics", BridgeMetrics)
 METRICS_PORT: web.AppKey[int] = web.AppKey("metrics_port", int)
+#: the avatars the bot put, served to the pages (bridge/avatars.py)
+AVATARS: web.AppKey[avatars.AvatarStore] = web.AppKey("avatars", avatars.AvatarStore)
 #: how long an edge's client waits for a space the edge has not heard of yet (it may
 #: have just started: the origin names its spaces every second)
 EDGE_WAIT_SECONDS = 2.0
@@ -159,6 +163,7 @@ async def open_space(request: web.Request) -> web.Response:
         await _captions_ready(request)
     stages = request.app[STAGES]
     stage = stages.get(space_id)
+    info = _page_info(body, stage.info if stage is not None else PageInfo())
     if stage is None:
         feed = request.app[FEED]
         stage = Stage(space_id, title, public=public, record=record, captions=captions,
@@ -167,6 +172,7 @@ async def open_space(request: web.Request) -> web.Response:
                       mirror=feed if isinstance(feed, OriginFeed) else None,
                       tick_timer=request.app[METRICS].observe_tick)
         stages[space_id] = stage
+        stage.set_info(info)
         stage.start()
         status = 201
     else:  # idempotent: same call again updates what it names
@@ -175,6 +181,7 @@ async def open_space(request: web.Request) -> web.Response:
         stage.set_record(record)
         if captions != stage.captions:
             stage.set_captions(captions)
+        stage.set_info(info)
         status = 200
     return web.json_response(stage.stats(), status=status)
 
@@ -200,6 +207,69 @@ async def put_roles(request: web.Request) -> web.Response:
     if removed is not None:
         stage.set_removed(frozenset(removed))
     return web.json_response(stage.stats())
+
+
+def _page_info(body: dict[str, Any], info: PageInfo) -> PageInfo:
+    """``info`` with the page's fields the body names (host, room_url, tips), checked."""
+    try:
+        return info.updated(body)
+    except InfoError as exc:
+        raise _json_error(web.HTTPBadRequest, str(exc), field=exc.field) from None
+
+
+async def put_people(request: web.Request) -> web.Response:
+    """Names and avatars for the page (1.4): merged into what the stage knows."""
+    _check_secret(request)
+    stage = _stage(request)
+    body = await _body(request)
+    try:
+        people = parse_people(body.get("people"))
+    except InfoError as exc:
+        raise _json_error(web.HTTPBadRequest, str(exc), field=exc.field) from None
+    stage.set_people(people)
+    return web.json_response({"people": len(stage.profiles)})
+
+
+#: the answers to a raised hand the bot may give (a yes is a roles push)
+HAND_ANSWERS = frozenset({"declined"})
+
+
+async def answer_hand(request: web.Request) -> web.Response:
+    """The host's no to a raised hand (1.4): the hand comes down, the person's pages say so."""
+    _check_secret(request)
+    stage = _stage(request)
+    body = await _body(request)
+    user_id = _field(body, "user_id", str)
+    answer = _field(body, "answer", str)
+    if answer not in HAND_ANSWERS:
+        raise _json_error(web.HTTPBadRequest, f"answer must be one of {sorted(HAND_ANSWERS)}",
+                          field="answer")
+    stage.answer_hand(user_id, answer)
+    return web.json_response(stage.stats())
+
+
+async def put_avatar(request: web.Request) -> web.Response:
+    """An avatar image, named by its SHA-256 (1.4); the pages load it from /avatars/."""
+    _check_secret(request)
+    avatar_id = request.match_info["avatar_id"]
+    if not AVATAR_ID.fullmatch(avatar_id):
+        raise _json_error(web.HTTPBadRequest, "an avatar is named by its SHA-256 (64 lowercase hex digits)",
+                          field="avatar_id")
+    data = await _raw_body(request, avatars.MAX_AVATAR_BYTES, "avatar")
+    try:
+        new = request.app[AVATARS].put(avatar_id, data)
+    except avatars.AvatarError as exc:
+        raise _json_error(web.HTTPBadRequest, f"avatar refused: {exc}", field="body") from None
+    return web.json_response({"avatar": avatar_id, "bytes": len(data)}, status=201 if new else 200)
+
+
+async def get_avatar(request: web.Request) -> web.Response:
+    found = request.app[AVATARS].get(request.match_info["avatar_id"])
+    if found is None:
+        raise _json_error(web.HTTPNotFound, "no such avatar")
+    kind, data = found
+    return web.Response(body=data, content_type=kind,
+                        headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
 
 async def patch_space(request: web.Request) -> web.Response:
@@ -278,7 +348,7 @@ async def play_voice(request: web.Request) -> web.Response:
         raise _json_error(web.HTTPForbidden,
                           f"{user_id} is not a host, co-host or speaker of this space",
                           field="user_id")
-    data = await _audio_body(request, voice.MAX_BYTES)
+    data = await _raw_body(request, voice.MAX_BYTES, "audio file")
     try:  # ffmpeg, off the event loop
         pcm = await asyncio.get_running_loop().run_in_executor(
             voice.EXECUTOR, voice.decode, data, voice.MAX_SECONDS)
@@ -299,11 +369,13 @@ async def play_voice(request: web.Request) -> web.Response:
                               "starts_in_seconds": round(starts_in, 3)})
 
 
-async def _audio_body(request: web.Request, limit: int) -> bytes:
+async def _raw_body(request: web.Request, limit: int, what: str) -> bytes:
+    """The body as bytes (an audio file, an avatar), at most ``limit``: 413 beyond it, 400
+    if empty."""
     def too_large(size: int) -> web.HTTPException:
         return web.HTTPRequestEntityTooLarge(
             max_size=limit, actual_size=size, content_type="application/json",
-            text=json.dumps({"error": f"audio file is larger than {limit} bytes",
+            text=json.dumps({"error": f"{what} is larger than {limit} bytes",
                              "field": "body"}))
 
     if request.content_length is not None and request.content_length > limit:
@@ -314,7 +386,7 @@ async def _audio_body(request: web.Request, limit: int) -> bytes:
         if len(data) > limit:
             raise too_large(len(data))
     if not data:
-        raise _json_error(web.HTTPBadRequest, "empty body: send the audio file as the body",
+        raise _json_error(web.HTTPBadRequest, f"empty body: send the {what} as the body",
                           field="body")
     return bytes(data)
 
@@ -745,6 +817,7 @@ def create_app(settings: BridgeSettings) -> web.Application:
     app[METRICS] = BridgeMetrics()
     app[METRICS].watch(app[STAGES], settings.role, app[INSTANCE], lambda: app[FEED])
     app[METRICS_PORT] = 0
+    app[AVATARS] = avatars.AvatarStore()
     if settings.role == "edge":
         app[FEED] = EdgeFeed(settings, app[STAGES])
         app.router.add_route("*", f"{API}/{{tail:.*}}", edge_has_no_control)
@@ -760,6 +833,9 @@ def create_app(settings: BridgeSettings) -> web.Application:
         app.router.add_patch(f"{API}/spaces/{{space_id}}", patch_space)
         app.router.add_delete(f"{API}/spaces/{{space_id}}", delete_space)
         app.router.add_put(f"{API}/spaces/{{space_id}}/roles", put_roles)
+        app.router.add_put(f"{API}/spaces/{{space_id}}/people", put_people)
+        app.router.add_post(f"{API}/spaces/{{space_id}}/answer", answer_hand)
+        app.router.add_put(f"{API}/avatars/{{avatar_id}}", put_avatar)
         app.router.add_post(f"{API}/spaces/{{space_id}}/clip", clip_space)
         app.router.add_post(f"{API}/spaces/{{space_id}}/play", play_voice)
     app.router.add_post("/spaces/{space_id}/openid", openid_login)
@@ -767,6 +843,7 @@ def create_app(settings: BridgeSettings) -> web.Application:
     app.router.add_get("/spaces/{space_id}/live.ogg", live_ogg)
     app.router.add_get("/spaces/{space_id}", space_page)
     app.router.add_get("/api/spaces", public_spaces)
+    app.router.add_get("/avatars/{avatar_id}", get_avatar)
     app.router.add_get("/healthz", health)
     app.router.add_get("/", index_page)
     if STATIC_DIR.is_dir():

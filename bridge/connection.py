@@ -39,7 +39,8 @@ NOT_READING_REASON = "too slow: not reading (no answer to ping)"
 #: messages wait in its outbox (coalescing) instead of being written
 CONTROL_UNSENT_LIMIT = 64 * 1024
 #: control messages whose newest version is all a client needs (see Outbox)
-STATE_MESSAGES = frozenset({"levels", "participants", "roles", "you", "captions", "pong"})
+STATE_MESSAGES = frozenset({"levels", "participants", "roles", "you", "captions", "pong",
+                            "people", "info"})
 #: WebSocket liveness: ping every so often; a client that has not answered a ping within
 #: the deadline is not reading (its data sits in kernel buffers) and is closed as too slow
 PING_EVERY_SECONDS = 2.0

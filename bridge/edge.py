@@ -22,6 +22,7 @@ from typing import Any
 
 from . import feed, jsonsafe, wsframe
 from .connection import CLOSE_SHUTDOWN, CLOSE_SPACE_ENDED, Client, state_key
+from .page_info import PageInfo, profiles_from_json
 from .redis_link import OP_SECONDS, LinkHealth, Publisher, read_heartbeats, stop_if_cancelled, stop_tasks, subscribe
 from .settings import BridgeSettings
 from .stage import EXPIRY_EVERY_TICKS, Stage
@@ -67,6 +68,18 @@ class EdgeStage(Stage):
             self.set_roles(state.roles)  # says "you" to each client; the roles broadcast is the origin's
         if state.removed != self.removed:
             self.set_removed(state.removed)
+        # for the hellos given here; the pages' updates are the origin's broadcasts
+        self.info = PageInfo.from_json(state.info)
+        self.profiles.update(profiles_from_json(state.people))
+
+    def to_user(self, message: feed.ToUser) -> None:
+        """A message from the origin for one person's pages (the answer to their hand:
+        their hand is down on the origin, so here too)."""
+        if message.message.get("type") == "answer":
+            self.hands.discard(message.user_id)
+        for client in self.clients.values():
+            if client.user_id == message.user_id:
+                client.send_json(message.message)
 
     def relay(self, audio: feed.Audio) -> None:
         """One frame from the origin, to every client and live.ogg listener here."""
@@ -262,6 +275,9 @@ class EdgeFeed:
         elif isinstance(message, feed.Broadcast):
             if stage is not None:
                 stage.relay_broadcast(message.text)
+        elif isinstance(message, feed.ToUser):
+            if stage is not None:
+                stage.to_user(message)
         elif isinstance(message, feed.SpaceState):
             if stage is None:
                 self._open(space_id, message)

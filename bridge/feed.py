@@ -7,9 +7,12 @@ On Redis (all names under ``[bridge] redis_prefix``, ``chorus`` by default):
   - ``J`` + a JSON text the origin broadcast to its clients (levels, participants,
     activity, roles, captions), which an edge writes on to its own clients unchanged;
   - ``S`` + the space's state as JSON (title, public, roles, removed, captions,
-    recording, origin_url), sent on every change and once a second, so an edge that
+    recording, origin_url, and for the page the stage's people and the info: host, room
+    link, tip jar), sent on every change and once a second, so an edge that
     starts late knows the space within a second, and one that hears nothing for
     :data:`STALE_SECONDS` lets it go;
+  - ``U`` + ``{"user_id": …, "message": {…}}``: a message for one person's pages only
+    (the host's answer to their raised hand), which an edge writes to that user's clients;
   - ``E`` + ``{"reason": …, "code": 4410|1001}``: the space ended (4410), or its origin
     is shutting down (1001: the pages come back once the space is open again).
 - ``{prefix}:to-origin`` (pub/sub, edges → origin): a listener's hand or reaction on an
@@ -42,6 +45,7 @@ STALE_SECONDS = 5.0
 BROADCAST = b"J"[0]
 STATE = b"S"[0]
 ENDED = b"E"[0]
+TO_USER = b"U"[0]
 AUDIO = (wire.WIRE_VERSION << 4) | wire.KIND_OPUS
 #: the largest JSON each kind of message may be (parsing is bounded by these sizes)
 MAX_STATE_BYTES = 256 * 1024
@@ -109,11 +113,16 @@ class SpaceState:
     recording: bool = False
     #: where a listener who is given the mic goes to speak (the origin's public address)
     origin_url: str = ""
+    #: names and avatars of the people on stage, and the page's info (bridge/page_info.py),
+    #: as JSON; an edge reads them leniently (a bad entry is left out)
+    people: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
 
     def encode(self) -> bytes:
         return _json(STATE, {"title": self.title, "public": self.public, "roles": self.roles,
                              "removed": sorted(self.removed), "captions": self.captions,
-                             "recording": self.recording, "origin_url": self.origin_url})
+                             "recording": self.recording, "origin_url": self.origin_url,
+                             "people": self.people, "info": self.info})
 
 
 #: the close codes an ended space may carry: ended for good, or the origin going away
@@ -122,6 +131,16 @@ END_CODES = (4410, 1001)
 
 def ended(reason: str, code: int = 4410) -> bytes:
     return _json(ENDED, {"reason": reason, "code": code if code in END_CODES else 4410})
+
+
+def to_user(user_id: str, message: dict[str, Any]) -> bytes:
+    return _json(TO_USER, {"user_id": user_id, "message": message})
+
+
+@dataclass(frozen=True)
+class ToUser:
+    user_id: str
+    message: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -156,8 +175,8 @@ def _string_map(value: Any, what: str) -> dict[str, str]:
     return value
 
 
-def parse_space_message(data: bytes) -> Audio | Broadcast | SpaceState | Ended:
-    """One message of a space's channel; FeedError if it is none of the four."""
+def parse_space_message(data: bytes) -> Audio | Broadcast | SpaceState | Ended | ToUser:
+    """One message of a space's channel; FeedError if it is none of the five."""
     if not data:
         raise FeedError("empty message")
     tag = data[0]
@@ -178,6 +197,13 @@ def parse_space_message(data: bytes) -> Audio | Broadcast | SpaceState | Ended:
         reason, code = obj.get("reason"), obj.get("code")
         return Ended(reason if isinstance(reason, str) else "space ended",
                      code if code in END_CODES else 4410)
+    if tag == TO_USER:
+        obj = _object(data[1:], "message to a user", MAX_FORWARDED_BYTES)
+        user_id, message = obj.get("user_id"), obj.get("message")
+        if not (isinstance(user_id, str) and 0 < len(user_id) <= MAX_USER_ID) \
+                or not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            raise FeedError("a message to a user needs a 'user_id' and a 'message' with a 'type'")
+        return ToUser(user_id, message)
     if tag == STATE:
         obj = _object(data[1:], "state", MAX_STATE_BYTES)
         title, public = obj.get("title"), obj.get("public")
@@ -189,9 +215,12 @@ def parse_space_message(data: bytes) -> Audio | Broadcast | SpaceState | Ended:
         origin_url = obj.get("origin_url", "")
         if not isinstance(origin_url, str):
             raise FeedError("state 'origin_url' must be a string")
+        people, info = obj.get("people", {}), obj.get("info", {})
         return SpaceState(title, public, _string_map(obj.get("roles", {}), "state 'roles'"),
                           frozenset(removed), obj.get("captions") is True,
-                          obj.get("recording") is True, origin_url)
+                          obj.get("recording") is True, origin_url,
+                          people if isinstance(people, dict) else {},
+                          info if isinstance(info, dict) else {})
     raise FeedError(f"unknown message kind 0x{tag:02x}")
 
 

@@ -42,6 +42,7 @@ from .connection import (
 from .icecast import IcecastSource, IcecastTarget, stream_url
 from .mixer import FRAME_SAMPLES, FRAME_SECONDS, SILENCE_DBFS, Mixer, TickResult
 from .oggstream import LiveOgg, OggListener
+from .page_info import PageInfo, Profile, ProfileBook
 from .recording import Recorder, safe_name, write_clip
 from .roles import AUDIO_ROLES
 from .settings import BridgeSettings
@@ -130,6 +131,10 @@ class Stage:
         self.settings = settings
         self._emit = emit
         self.roles: dict[str, str] = {}
+        #: the host, the room's link and the tip jar, for the page (bridge/page_info.py)
+        self.info = PageInfo()
+        #: display names and avatars the bot gave (the page shows them; protocol 1.4)
+        self.profiles = ProfileBook()
         #: users a moderator removed: cut off, and refused until the bot says otherwise
         self.removed: frozenset[str] = frozenset()
         self.mixer = Mixer(settings.jitter_frames, 1)
@@ -210,7 +215,56 @@ class Stage:
     def feed_state(self) -> feed.SpaceState:
         return feed.SpaceState(self.title, self.public, dict(self.roles), self.removed,
                                self.captions, self.is_recording(),
-                               self.mirror.origin_url if self.mirror is not None else "")
+                               self.mirror.origin_url if self.mirror is not None else "",
+                               people=self.stage_people(), info=self.info.as_json())
+
+    # -- what the page shows besides audio (protocol 1.4) ------------------------------
+
+    def stage_people(self) -> dict[str, dict[str, Any]]:
+        """The names and avatars of the people on stage (host, co-hosts, speakers): every
+        page gets them with its hello and after each change. Listeners' come inline in
+        ``participants``."""
+        return self.profiles.of(u for u, r in self.roles.items() if r in AUDIO_ROLES)
+
+    def profile_of(self, user_id: str) -> Profile | None:
+        return self.profiles.get(user_id)
+
+    def set_info(self, info: PageInfo) -> None:
+        if info != self.info:
+            self.info = info
+            self._broadcast_json({"type": "info", **info.as_json()})
+            self.publish_state()
+
+    def set_people(self, people: dict[str, Profile]) -> None:
+        """Names and avatars from the bot; the pages hear of a change to someone on stage
+        at once, of a listener's with the next participants list."""
+        changed = self.profiles.update(people)
+        if not changed:
+            return
+        if any(self.roles.get(u) in AUDIO_ROLES for u in changed):
+            self._broadcast_stage_people()
+            self.publish_state()
+        if any(u in self.hands or any(c.user_id == u for c in self.clients.values())
+               for u in changed if self.roles.get(u) not in AUDIO_ROLES):
+            self._broadcast_participants()
+
+    def _broadcast_stage_people(self) -> None:
+        self._broadcast_json({"type": "people", "people": self.stage_people()})
+
+    def answer_hand(self, user_id: str, answer: str) -> None:
+        """The host's answer to a raised hand, other than a yes (a yes is a roles push):
+        the hand comes down and that person's pages are told (``answer``)."""
+        if user_id in self.hands:
+            self.hands.discard(user_id)
+            self.hands_on_edges.pop(user_id, None)
+            self.activity.set_hand(user_id, False)
+            self._broadcast_participants()
+        message = {"type": "answer", "answer": answer}
+        for client in self.clients.values():
+            if client.user_id == user_id:
+                client.send_json(message)
+        if self.mirror is not None:  # the person may be listening on an edge
+            self.mirror.publish(self.space_id, feed.to_user(user_id, message))
 
     def publish_state(self) -> None:
         """The state, to the edges (on every change, and each second from the feed)."""
@@ -370,6 +424,7 @@ class Stage:
             self.hands_on_edges.pop(user_id, None)
             self.activity.set_hand(user_id, False)
         self._broadcast_json({"type": "roles", "roles": self.roles})
+        self._broadcast_stage_people()
         for client in self.clients.values():
             client.send_json({"type": "you", "role": self.role_of(client),
                               "may_speak": self.may_speak(client.user_id)})
@@ -493,6 +548,7 @@ class Stage:
             "bundle_ms": self.bundle_ticks * FRAME_MS if client.wants_bundles else FRAME_MS,
             "expires_at": client.expires_at, "expires_in": _seconds_left(client.expires_at),
             "stream_url": self.stream_url(),
+            "people": self.stage_people(), "info": self.info.as_json(),
             **self.where_to_listen(client),
         })
         self._count_changed("listener_joined", client.user_id)
@@ -543,7 +599,7 @@ class Stage:
             self.counters["reactions_refused"] += 1
             return
         self.counters["reactions_accepted"] += 1
-        self.activity.add_reaction(key)
+        self.activity.add_reaction(key, user_id if self.may_speak(user_id) else None)
         self._emit({"type": "reaction", "space_id": self.space_id, "user_id": user_id, "key": key})
 
     def remove_client(self, client: Client) -> None:
@@ -576,6 +632,8 @@ class Stage:
                 self._count_changed("listener_left", None)
 
     def participants(self) -> list[dict[str, Any]]:
+        """Everyone signed in and connected here, and every raised hand (some may be on
+        edges), with their name and avatar when the bot gave them."""
         seen: dict[str, dict[str, Any]] = {}
         for c in self.clients.values():
             if c.user_id is not None and c.user_id not in seen:
@@ -583,6 +641,10 @@ class Stage:
                                    "hand_raised": c.user_id in self.hands}
         for user_id in self.hands - seen.keys():  # listening on an edge, hand up
             seen[user_id] = {"user_id": user_id, "role": "listener", "hand_raised": True}
+        for user_id, entry in seen.items():
+            profile = self.profiles.get(user_id)
+            if profile is not None:
+                entry.update(profile.as_json())
         return sorted(seen.values(), key=lambda e: (e["role"] == "listener", e["user_id"]))
 
     def _broadcast_participants(self) -> None:
@@ -756,7 +818,7 @@ class Stage:
             client.error("rate_limited", why)
             return
         self.counters["reactions_accepted"] += 1
-        self.activity.add_reaction(key)
+        self.activity.add_reaction(key, client.user_id if self.may_speak(client.user_id) else None)
         self._emit({"type": "reaction", "space_id": self.space_id,
                     "user_id": client.user_id, "key": key})
 

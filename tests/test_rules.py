@@ -470,7 +470,7 @@ def test_deny_removes_request_and_dms_target():
     out = ok(s, Deny(ALICE), host)
     assert out.space.requests == (BOB,)
     assert out.space.role_of(ALICE) is Role.LISTENER
-    assert kinds(out) == [fx.HandClosed, fx.DirectMessage, fx.Audit]
+    assert kinds(out) == [fx.HandClosed, fx.HandDeclined, fx.DirectMessage, fx.Audit]
     dm = one(out, fx.DirectMessage)
     assert dm.user_id == ALICE
     assert "declined" in dm.text and "Friday music chat" in dm.text

@@ -20,6 +20,7 @@ async def tip_set(ctx: Ctx, provider: str, handle: str) -> None:
     except TipJarError as exc:
         raise UsageError(str(exc)) from None
     await ctx.db.set_tip(ctx.sender, provider, clean)
+    await ctx.spaces.tip_jar_changed(ctx.sender)
     plain, rich = cards.tip_links({provider: clean})
     await ctx.reply(f"Your tip jar now shows {plain}.", f"Your tip jar now shows {rich}.")
 
@@ -28,6 +29,7 @@ async def tip_set(ctx: Ctx, provider: str, handle: str) -> None:
 async def tip_remove(ctx: Ctx, provider: str) -> None:
     if not await ctx.db.remove_tip(ctx.sender, provider):
         raise UsageError(f"Your tip jar has no {provider} handle.")
+    await ctx.spaces.tip_jar_changed(ctx.sender)
     await ctx.reply(f"Removed {provider} from your tip jar.")
 
 

@@ -51,6 +51,13 @@ class HandClosed(Effect):
 
 
 @dataclass(frozen=True)
+class HandDeclined(Effect):
+    """The host said no to a raised hand: the bridge lowers it, the person's page says so."""
+
+    user_id: str
+
+
+@dataclass(frozen=True)
 class Announce(Effect):
     """A notice in the space's room."""
 

@@ -407,6 +407,7 @@ def _deny(space: Space, cmd: Deny, actor: Actor, limits: Limits) -> Outcome:
     new = space.without_request(cmd.target)
     return Outcome(new, (
         fx.HandClosed(space.id, cmd.target),
+        fx.HandDeclined(space.id, cmd.target),
         fx.DirectMessage(space.id, cmd.target,
                          f"Your request to speak in “{space.title}” was declined. You are still listening."),
         fx.Audit(space.id, actor.user_id, "speaker.deny", cmd.target),

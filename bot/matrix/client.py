@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from nio import AsyncClient, ErrorResponse, MatrixRoom, SyncResponse
+from nio import Api, AsyncClient, ErrorResponse, MatrixRoom, ResizingMethod, SyncResponse, ThumbnailResponse
 
 from . import messages
 from .send_gate import MAX_TRIES, MAX_WAIT_SECONDS, SendGate
@@ -247,6 +247,30 @@ class MatrixIO:
         if isinstance(resp, ErrorResponse):
             raise MatrixError(f"no such user {user_id} ({resp.message})")
         return resp.displayname
+
+    async def profile(self, user_id: str) -> tuple[str | None, str | None]:
+        """The user's display name and avatar (an mxc:// URI), either None when unset;
+        MatrixError if the homeserver cannot say (no such user, a remote server down)."""
+        resp = _check(await self.client.get_profile(user_id), f"profile of {user_id}")
+        name, avatar = resp.displayname, resp.avatar_url
+        return (name if isinstance(name, str) else None,
+                avatar if isinstance(avatar, str) and avatar.startswith("mxc://") else None)
+
+    async def thumbnail(self, mxc: str, size: int) -> bytes:
+        """A square thumbnail (``size`` pixels, cropped) of an image in the media repository,
+        through the authenticated media API (Synapse refuses new media to the old one),
+        else the old API for a homeserver without it. MatrixError if neither gives one."""
+        server, _, media_id = mxc.removeprefix("mxc://").partition("/")
+        if not server or not media_id or "/" in media_id:
+            raise MatrixError(f"not a media URI: {mxc[:100]}")
+        query = {"width": size, "height": size, "method": "crop"}
+        path = Api._build_path(["media", "thumbnail", server, media_id], query,  # noqa: SLF001
+                               "/_matrix/client/v1")
+        resp = await self.client._send(ThumbnailResponse, "GET", path)  # noqa: SLF001
+        if isinstance(resp, ErrorResponse) and resp.status_code in ("M_UNRECOGNIZED", "404", 404) \
+                and resp.status_code != "M_NOT_FOUND":
+            resp = await self.client.thumbnail(server, media_id, size, size, ResizingMethod.crop)
+        return _check(resp, f"thumbnail of {mxc}").body
 
     async def power_level(self, room_id: str, user_id: str) -> int | None:
         """The user's power level in a room the bot is in; None if the bot is not in it.

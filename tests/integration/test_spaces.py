@@ -233,10 +233,11 @@ async def test_restart_mid_space_keeps_every_role(db_url, chorus_factory, make_u
 class NoCaptionsBridge(InMemoryBridge):
     """A bridge that came back without its captions model: it refuses captions."""
 
-    async def open_stage(self, space_id, title, *, public, record=False, captions=False):
+    async def open_stage(self, space_id, title, *, public, record=False, captions=False, page=None):
         if captions:
             raise BridgeError("refused", "captions unavailable: no model")
-        await super().open_stage(space_id, title, public=public, record=record, captions=captions)
+        await super().open_stage(space_id, title, public=public, record=record, captions=captions,
+                                 page=page)
 
 
 async def test_a_resync_puts_back_lost_stages_closes_stale_ones_and_tells_the_room(
