@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.avatars import MAX_AVATAR_BYTES, image_type
+from bridge.page_info import MAX_NAME, MAX_USER_ID
 
 from .bridge_api import BridgeControl, BridgeError
 from .matrix.client import MatrixError, MatrixIO
@@ -31,17 +33,18 @@ log = logging.getLogger(__name__)
 
 #: a profile read this long ago is read again when next wanted
 FRESH_SECONDS = 15 * 60
-#: profiles and avatar images kept in memory
+#: profiles kept in memory, and the avatar images' bytes (the bridge keeps twice that)
 MAX_PROFILES = 5000
-MAX_IMAGES = 1000
+MAX_IMAGE_BYTES = 16 * 1024 * 1024
 #: the thumbnails' size in pixels (the page shows them at up to 72 CSS px, so 2× density)
 AVATAR_PIXELS = 144
 #: one profile read (and its thumbnail) may take this long; a remote server may be down
 FETCH_SECONDS = 10.0
 #: profile reads at once
 CONCURRENT_FETCHES = 4
-#: people per PUT (the bridge takes 500)
-PER_CALL = 500
+#: people per PUT, and its body's size (the bridge takes 500 and 64 KiB)
+PER_CALL = 100
+PER_CALL_BYTES = 48 * 1024
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,11 @@ class PageProfiles:
         self.bridge = bridge
         self._known: OrderedDict[str, Known] = OrderedDict()
         self._images: OrderedDict[str, bytes] = OrderedDict()
+        self._image_bytes = 0
         #: avatars the bridge has since its last start (it keeps them in memory only)
         self._on_bridge: set[str] = set()
+        #: the bridge answered 404 to these calls: it is older than 1.4 (until it restarts)
+        self._unsupported = False
         self._wanted: dict[str, set[str]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._fetching = asyncio.Semaphore(CONCURRENT_FETCHES)
@@ -78,8 +84,10 @@ class PageProfiles:
                                                         name=f"page-profiles:{space_id}")
 
     def bridge_restarted(self) -> None:
-        """The bridge may have lost the avatars: put each again when next needed."""
+        """The bridge may have lost the avatars (or be a newer one): put each again when
+        next needed."""
         self._on_bridge.clear()
+        self._unsupported = False
 
     async def idle(self) -> None:
         """Wait until every push asked for has been made (tests)."""
@@ -93,16 +101,23 @@ class PageProfiles:
         self._tasks.clear()
 
     async def _work(self, space_id: str) -> None:
-        while users := self._wanted.pop(space_id, set()):
-            try:
-                await self.push(space_id, sorted(users))
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - a task of its own: nothing else would log it
-                log.exception("space %s: names and avatars for its page failed", space_id)
+        try:
+            while users := self._wanted.pop(space_id, set()):
+                try:
+                    await self.push(space_id, sorted(users))
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - a task of its own: nothing else would log it
+                    log.exception("space %s: names and avatars for its page failed", space_id)
+        finally:
+            if self._tasks.get(space_id) is asyncio.current_task():
+                del self._tasks[space_id]
 
     async def push(self, space_id: str, users: list[str]) -> None:
         """Read what is not fresh, put new avatars, then the people, to the bridge."""
+        if self._unsupported:
+            return
+        users = [u for u in users if 0 < len(u) <= MAX_USER_ID]
         now = time.monotonic()
         stale = [u for u in users if (k := self._known.get(u)) is None or now - k.read_at > FRESH_SECONDS]
         await asyncio.gather(*(self._read(u) for u in stale))
@@ -115,14 +130,26 @@ class PageProfiles:
             if known.avatar is not None and not await self._put_avatar(space_id, known.avatar):
                 entry["avatar"] = None
             people[user] = entry
-        items = list(people.items())
-        for start in range(0, len(items), PER_CALL):
+        if self._unsupported:  # the avatar's answer said so
+            return
+        for batch in batches(people):
             try:
-                await self.bridge.set_people(space_id, dict(items[start:start + PER_CALL]))
+                await self.bridge.set_people(space_id, batch)
             except BridgeError as exc:
+                if self._too_old(exc):
+                    return
                 log.warning("space %s: the bridge did not take the names and avatars of %d "
-                            "people: %s", space_id, len(items), exc)
-                return
+                            "people: %s", space_id, len(batch), exc)
+
+    def _too_old(self, exc: BridgeError) -> bool:
+        """A 404 that is not about the space: a bridge older than 1.4 (said once)."""
+        if exc.status != 404 or "no open stage" in exc.reason:
+            return False
+        if not self._unsupported:
+            log.warning("the audio bridge does not take names and avatars (protocol 1.4); its "
+                        "pages show user ids until it is upgraded")
+        self._unsupported = True
+        return True
 
     async def _read(self, user_id: str) -> None:
         async with self._fetching:
@@ -132,9 +159,15 @@ class PageProfiles:
                     name, mxc = await self.matrix.profile(user_id)
                     if mxc is not None:
                         avatar = self._keep_image(await self.matrix.thumbnail(mxc, AVATAR_PIXELS))
+            except asyncio.CancelledError:
+                raise
             except (MatrixError, TimeoutError) as exc:
                 log.info("the profile of %s for the space page: %s (shown by their user id)",
                          user_id, exc or "timed out")
+            except Exception as exc:  # noqa: BLE001 - a transport error: this person only
+                log.warning("the profile of %s for the space page could not be read: %r", user_id, exc)
+            if name is not None:
+                name = name.strip()[:MAX_NAME] or None
             self._known[user_id] = Known(name, avatar, time.monotonic())
             self._known.move_to_end(user_id)
             while len(self._known) > MAX_PROFILES:
@@ -145,10 +178,14 @@ class PageProfiles:
         if len(data) > MAX_AVATAR_BYTES or image_type(data) is None:
             return None
         avatar_id = hashlib.sha256(data).hexdigest()
+        if avatar_id not in self._images:
+            self._image_bytes += len(data)
         self._images[avatar_id] = data
         self._images.move_to_end(avatar_id)
-        while len(self._images) > MAX_IMAGES:
-            self._images.popitem(last=False)
+        while self._image_bytes > MAX_IMAGE_BYTES and len(self._images) > 1:
+            old_id, old = self._images.popitem(last=False)
+            self._image_bytes -= len(old)
+            self._on_bridge.discard(old_id)  # the bridge may have let it go too: put it again
         return avatar_id
 
     async def _put_avatar(self, space_id: str, avatar_id: str) -> bool:
@@ -161,7 +198,26 @@ class PageProfiles:
         try:
             await self.bridge.put_avatar(avatar_id, data)
         except BridgeError as exc:
-            log.warning("space %s: the bridge did not take an avatar: %s", space_id, exc)
+            if not self._too_old(exc):
+                log.warning("space %s: the bridge did not take an avatar: %s", space_id, exc)
             return False
         self._on_bridge.add(avatar_id)
         return True
+
+
+def batches(people: dict[str, dict[str, Any]]) -> list[dict[str, dict[str, Any]]]:
+    """``people`` in calls of at most PER_CALL people and about PER_CALL_BYTES of JSON (a
+    name of 256 characters outside ASCII is 1.5 KiB escaped)."""
+    out: list[dict[str, dict[str, Any]]] = []
+    batch: dict[str, dict[str, Any]] = {}
+    size = 0
+    for user, entry in people.items():
+        cost = len(json.dumps({user: entry})) + 2
+        if batch and (len(batch) >= PER_CALL or size + cost > PER_CALL_BYTES):
+            out.append(batch)
+            batch, size = {}, 0
+        batch[user] = entry
+        size += cost
+    if batch:
+        out.append(batch)
+    return out

@@ -318,15 +318,22 @@ class SpaceService:
 
     async def tip_jar_changed(self, host: str) -> None:
         """The host's tip jar changed: the pages of their live spaces show the new one."""
-        for row in await self.db.spaces_in_state(State.LIVE):
-            if row.host_id != host:
+        if not self.bridge.available:
+            return  # the resync that comes when it answers again pushes the new one
+        for live in await self.db.spaces_in_state(State.LIVE):
+            if live.host_id != host:
                 continue
-            try:
-                await self.bridge.open_stage(row.id, row.title, public=row.visibility == "everyone",
-                                             record=row.recording, captions=row.captions,
-                                             page=await self._page_facts(row.id, host))
-            except BridgeError as exc:  # the next resync pushes it again
-                log.warning("space %s: the page did not get %s's new tip jar: %s", row.id, host, exc)
+            async with self.lock(live.id):  # not a space that ended meanwhile
+                rec = await self.db.load_space(live.id)
+                if rec is None or rec.space.state is not State.LIVE:
+                    continue
+                row = rec.row
+                try:
+                    await self.bridge.open_stage(row.id, row.title, public=row.visibility == "everyone",
+                                                 record=row.recording, captions=row.captions,
+                                                 page=await self._page_facts(row.id, host))
+                except BridgeError as exc:  # the next resync pushes it again
+                    log.warning("space %s: the page did not get %s's new tip jar: %s", row.id, host, exc)
 
     async def _do_HandDeclined(self, space: Space, e: fx.HandDeclined) -> None:
         try:

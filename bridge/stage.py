@@ -244,8 +244,8 @@ class Stage:
         if any(self.roles.get(u) in AUDIO_ROLES for u in changed):
             self._broadcast_stage_people()
             self.publish_state()
-        if any(u in self.hands or any(c.user_id == u for c in self.clients.values())
-               for u in changed if self.roles.get(u) not in AUDIO_ROLES):
+        connected = {c.user_id for c in self.clients.values()}
+        if any(u in self.hands or u in connected for u in changed if self.roles.get(u) not in AUDIO_ROLES):
             self._broadcast_participants()
 
     def _broadcast_stage_people(self) -> None:
@@ -655,9 +655,13 @@ class Stage:
     def _send_participants(self) -> None:
         self._participants_dirty = False
         anonymous = sum(1 for c in self.clients.values() if c.user_id is None)
-        # listeners on edges are counted, not named (an edge does not say who they are)
+        # listeners on edges are counted, not named (an edge does not say who they are),
+        # but for those whose hand is up: they are in the list, so not in the count
+        here = {c.user_id for c in self.clients.values()}
+        named_on_edges = sum(1 for u in self.hands if u not in here)
         self._broadcast_json({"type": "participants", "participants": self.participants(),
-                              "anonymous": anonymous + len(self.ogg_listeners) + self.edge_listeners})
+                              "anonymous": anonymous + len(self.ogg_listeners)
+                              + max(0, self.edge_listeners - named_on_edges)})
 
     def _broadcast_json(self, obj: dict[str, Any]) -> None:
         """One encode, the same text to every client's control queue (never its audio)."""

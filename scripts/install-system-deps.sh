@@ -3,6 +3,7 @@
 #   ffmpeg, libopus0   the audio path (pydub decodes/encodes files with ffmpeg; Opus on the wire)
 #   festival + HTS     synthesised test speech for the audio and caption tests
 #   chromium, driver   the headless browser that tests the bridge's web page
+#   fonts-noto-color-emoji  so the page's reactions (and its screenshots) show emoji
 #   nodejs, npm        (only when npm is missing) installs matrix-widget-api for the widget tests
 #   icecast2           the Icecast tier's tests feed a real one; the live.ogg benchmark's peer
 #   postgresql,        the tests' database and the edges' feed: the tests use the servers
@@ -10,8 +11,8 @@
 # Does nothing when every package is already there. Needs root (or sudo).
 set -euo pipefail
 
-PACKAGES=(ffmpeg libopus0 festival festvox-us-slt-hts chromium chromium-driver sox icecast2 postgresql
-          redis-server)
+PACKAGES=(ffmpeg libopus0 festival festvox-us-slt-hts chromium chromium-driver fonts-noto-color-emoji sox
+          icecast2 postgresql redis-server)
 if ! command -v npm >/dev/null 2>&1; then
     PACKAGES+=(nodejs npm)
 fi

@@ -267,8 +267,8 @@ class MatrixIO:
         path = Api._build_path(["media", "thumbnail", server, media_id], query,  # noqa: SLF001
                                "/_matrix/client/v1")
         resp = await self.client._send(ThumbnailResponse, "GET", path)  # noqa: SLF001
-        if isinstance(resp, ErrorResponse) and resp.status_code in ("M_UNRECOGNIZED", "404", 404) \
-                and resp.status_code != "M_NOT_FOUND":
+        status = getattr(getattr(resp, "transport_response", None), "status", None)
+        if isinstance(resp, ErrorResponse) and status in (400, 404, 405):  # no such API here
             resp = await self.client.thumbnail(server, media_id, size, size, ResizingMethod.crop)
         return _check(resp, f"thumbnail of {mxc}").body
 

@@ -1,5 +1,6 @@
 // Chorus space page: listen (WebCodecs Opus decode → Web Audio), speak (getUserMedia →
-// AudioWorklet → WebCodecs Opus encode), hands, reactions, speaking indicators.
+// AudioWorklet → WebCodecs Opus encode), hands, reactions. What the page shows (stage,
+// audience, captions, floating reactions, sharing) is space-view.js's.
 // Wire format: docs/protocol.md (1 byte 0x11, uint32 seq, uint32 timestamp, Opus packet;
 // while listen-only the page asks for bundles: 0x12, a count, then length-prefixed frames).
 // The connection comes back by itself (backoff with jitter) unless the space ended or the
@@ -40,8 +41,12 @@ function keepToken(t) {
 const $ = (id) => document.getElementById(id);
 const state = {
   ws: null, me: null, role: "listener", maySpeak: false, roles: {}, levels: {},
-  participants: [], hand: false, streamUrl: null,
-  // live captions: the latest line per speaker; the on/off choice is the listener's own
+  participants: [], participantsSeen: false, anonymous: 0, hand: false, streamUrl: null, helloed: false,
+  // names and avatars of the people on stage, and the host, room link and tip jar (1.4)
+  people: {}, info: { host: null, room_url: null, tips: [] },
+  // the answer to this person's hand: null | "raised" | "approved" | "declined"
+  handState: null,
+  // live captions: the line of each utterance; the on/off choice is the listener's own
   captionsOn: false, showCaptions: localStorage.getItem("chorus.captions") !== "off",
   captions: {},
   ctx: null, decoder: null, playAt: 0, listening: false, bundleMs: 20,
@@ -57,6 +62,9 @@ const state = {
 };
 const FAILED_EDGE_MS = 60000;
 window.chorus = state; // for tests and debugging
+const view = ChorusView;
+view.init(state);
+view.setUpSharing(spaceId);
 
 // The any-player link: the bridge's own live.ogg, or, for a public space the bridge feeds
 // to an Icecast relay (hello.stream_url), the relay's address (it needs no token).
@@ -138,6 +146,8 @@ function connect() {
     const final = FINAL_CLOSES[ev.code];
     if (final) {
       const [kind, text] = final;
+      if (ev.code === 4410) view.setBadge("ended");
+      else if (ev.code === 4404) view.setBadge("notlive");
       setConn(kind, ev.reason ? `${text} (${ev.reason}).` : `${text}.`);
       status("");
       return;
@@ -221,10 +231,15 @@ function onJson(m) {
       setConn("connected", "");
       $("title").textContent = m.title;
       document.title = `${m.title} — Chorus`;
+      view.setBadge("live");
+      $("rec").hidden = !m.recording;
       state.me = m.user_id; state.roles = m.roles;
+      state.people = m.people || {};
+      view.setInfo(m.info || {});
       state.bundleMs = m.bundle_ms || 20;
       state.streamUrl = m.stream_url || null; setOggLink();
       setRole(m.role, m.may_speak);
+      state.helloed = true;
       status(m.user_id ? `Signed in as ${m.user_id}` : "Listening anonymously");
       setCaptionsOn(m.captions);
       planRenewal(m.expires_at, m.expires_in);
@@ -243,19 +258,28 @@ function onJson(m) {
       if (state.onEdge && m.may_speak && state.origin) moveTo(state.origin);
       break;
     case "roles": state.roles = m.roles; render(); break;
+    case "people": state.people = m.people || {}; render(); break;
+    case "info": view.setInfo(m); break;
+    case "answer":  // the host's no to this person's raised hand
+      if (m.answer === "declined") { setHand(false); view.showHandState("declined"); }
+      break;
     case "participants": {
       state.participants = m.participants;
-      $("anon").textContent = m.anonymous ? `+ ${m.anonymous} anonymous listener(s)` : "";
+      state.participantsSeen = true;
+      state.anonymous = m.anonymous || 0;
       const mine = m.participants.find((p) => p.user_id === state.me);
       if (mine) setHand(mine.hand_raised);
+      if (mine && mine.name && $("status").textContent === `Signed in as ${state.me}`) {
+        status(`Signed in as ${mine.name} (${state.me})`);
+      }
       render(); break;
     }
-    case "levels": state.levels = m.levels; render(); break;
+    case "levels": state.levels = m.levels; view.updateLevels(); break;
     case "activity":  // reactions counted since the last batch, the latest hand per user
-      showReactions(m.reactions || {});
+      showReactions(m.reactions || {}, m.from || {});
       if (m.hands && state.me && Object.hasOwn(m.hands, state.me)) setHand(m.hands[state.me]);
       break;
-    case "closing": status(`The space ended: ${m.reason}`); break;
+    case "closing": status(`The space ended: ${m.reason}`); view.setBadge("ended"); break;
     case "error": state.stats.errors.push(m); if (m.count === 1) status(m.reason); break;
   }
 }
@@ -282,83 +306,44 @@ function onToken(m) {
   planRenewal(m.expires_at, m.expires_in);
 }
 
+// The hand: raised by this page (or another of this person's), then answered: a yes is
+// the microphone (a roles push), a no is an "answer" message; either lowers it.
 function setHand(raised) {
   if (state.hand === !!raised) return;
   state.hand = !!raised;
+  if (state.hand) view.showHandState("raised");
+  else if (state.handState === "raised") view.showHandState(null);  // lowered by the person
   setRole(state.role, state.maySpeak);
 }
 
 function setRole(role, maySpeak) {
+  const promoted = state.helloed && !state.maySpeak && maySpeak;
   state.role = role; state.maySpeak = maySpeak;
+  if (promoted) view.showHandState("approved");
+  else if (!maySpeak && state.handState === "approved") view.showHandState(null);
   $("mic").hidden = !maySpeak;
   $("hand").hidden = !state.me || maySpeak;
   $("hand").textContent = state.hand ? "✋ Lower hand" : "✋ Raise hand";
+  $("hand").setAttribute("aria-pressed", String(state.hand));
   if (!maySpeak) stopMic();
   render();
 }
 
-function render() {
-  const ul = $("people");
-  ul.replaceChildren(...state.participants.map((p) => {
-    const li = document.createElement("li");
-    li.textContent = p.user_id + (p.hand_raised ? " ✋" : "");
-    const r = document.createElement("span");
-    r.className = "role"; r.textContent = p.role;
-    li.append(r);
-    if ((state.levels[p.user_id] ?? -100) > -45) li.classList.add("speaking");
-    const cap = state.captions[p.user_id];
-    if (state.captionsOn && state.showCaptions && cap && cap.text) {
-      const c = document.createElement("div");
-      c.className = cap.final ? "caption" : "caption partial";
-      c.textContent = cap.text;
-      li.append(c);
-    }
-    return li;
-  }));
-}
+function render() { view.render(); }
 
 // ---- captions ------------------------------------------------------------------
 function setCaptionsOn(on) {
   state.captionsOn = !!on;
-  if (!on) state.captions = {};
-  $("cc").hidden = !on;
-  $("cc").setAttribute("aria-pressed", String(state.showCaptions));
-  $("cc").textContent = state.showCaptions ? "CC Hide captions" : "CC Show captions";
-  render();
+  view.setCaptions(state.captionsOn, state.showCaptions);
 }
 
-function onCaption(m) {
-  // a partial replaces the speaker's line as it grows; a final stays a few seconds
-  const prev = state.captions[m.user_id];
-  if (m.final && !m.text && prev && prev.utterance !== m.utterance) return;
-  const cap = { text: m.text, final: m.final, utterance: m.utterance };
-  state.captions[m.user_id] = cap;
-  if (m.final) {
-    setTimeout(() => {
-      if (state.captions[m.user_id] === cap) { delete state.captions[m.user_id]; render(); }
-    }, 6000);
-  }
-  render();
-}
+function onCaption(m) { if (state.captionsOn) view.onCaption(m); }
 
-const FEED_MAX = 24;  // reactions shown at once; older ones make room
-
-function showReactions(counts) {
-  const feed = $("reactions-feed");
-  for (const [key, n] of Object.entries(counts)) {
-    if (typeof n !== "number" || n < 1) continue;
-    state.stats.reactions += n;
-    const span = document.createElement("span");
-    span.textContent = key;
-    if (n > 1) {
-      const times = document.createElement("small");
-      times.textContent = `×${n}`;
-      span.append(times);
-    }
-    feed.append(span);
-    setTimeout(() => span.remove(), 4000);
-  }
-  while (feed.childElementCount > FEED_MAX) feed.firstElementChild.remove();
+function showReactions(counts, from) {
+  let n = 0;
+  for (const v of Object.values(counts)) if (typeof v === "number" && v > 0) n += v;
+  state.stats.reactions += n;
+  view.showReactions(counts, from);
 }
 
 // ---- listening ----------------------------------------------------------------
@@ -478,6 +463,7 @@ async function startMic() {
   source.connect(node);
   state.micNode = node;
   $("mic").textContent = "🔇 Mute";
+  $("mic").setAttribute("aria-pressed", "true");
 }
 
 function sendPacket(chunk) {
@@ -499,6 +485,7 @@ function stopMic() {
   if (state.encoder && state.encoder.state !== "closed") state.encoder.close();
   state.encoder = null;
   $("mic").textContent = "🎙 Unmute";
+  $("mic").setAttribute("aria-pressed", "false");
 }
 
 // ---- buttons ------------------------------------------------------------------

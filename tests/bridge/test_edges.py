@@ -44,8 +44,12 @@ def _session_redis(redis_url: str) -> None:
 
 def test_every_kind_of_space_message_reads_back_as_it_was_sent() -> None:
     state = feed.SpaceState("Gardens", True, {"@a:x": "host"}, frozenset({"@troll:x"}),
-                            captions=True, recording=False, origin_url="https://origin.example")
+                            captions=True, recording=False, origin_url="https://origin.example",
+                            people={"@a:x": {"name": "Ann", "avatar": None}},
+                            info={"host": "@a:x", "room_url": None, "tips": []})
     assert feed.parse_space_message(state.encode()) == state
+    answer = feed.to_user("@b:x", {"type": "answer", "answer": "declined"})
+    assert feed.parse_space_message(answer) == feed.ToUser("@b:x", {"type": "answer", "answer": "declined"})
     frame = wire.pack(7, 7 * 960, b"\xfc\x01\x02")
     audio = feed.parse_space_message(frame)
     assert isinstance(audio, feed.Audio) and audio.frame.seq == 7 and audio.data == frame
@@ -70,6 +74,8 @@ def test_every_kind_of_space_message_reads_back_as_it_was_sent() -> None:
     (b'S{"title":"t","public":true,"roles":{"@a:x":5}}', "'roles' must map strings"),
     (b'S{"title":"t","public":true,"removed":"@a:x"}', "'removed' must be a list"),
     (b"J\xff\xfe", "not UTF-8"),
+    (b'U{"user_id":"@a:x","message":"hi"}', "needs a 'user_id' and a 'message'"),
+    (b'U{"message":{"type":"answer"}}', "needs a 'user_id' and a 'message'"),
 ])
 def test_a_bad_space_message_is_refused_with_the_reason(data, says) -> None:
     with pytest.raises(feed.FeedError) as caught:
@@ -269,6 +275,40 @@ async def test_a_listener_on_an_edge_hears_the_origin_and_its_hand_and_reaction_
             assert status == 200
             assert await anonymous.wait_closed(10) == 4410
         assert "garden" not in _stages(edge)
+    finally:
+        await _stop(edge, origin)
+
+
+async def test_a_listener_on_an_edge_sees_the_faces_and_hears_the_hosts_no(tmp_path) -> None:
+    """The page's facts (names, avatars, host, tip jar) reach an edge's listeners, in their
+    hello and as they change; the host's no to a hand raised on the edge reaches that
+    listener there, and the hand may go up again."""
+    prefix = _prefix()
+    origin, (edge,) = await _origin_and_edges(tmp_path, prefix)
+    try:
+        await _open_with_edge(origin, edge, "faces", {"@host:x": "host", "@bee:x": "listener"})
+        await origin.control("POST", "/spaces/faces", {"title": "Test faces", "public": True, "host": "@host:x",
+                                                       "tips": [{"label": "Patreon", "url": "https://patreon.com/h"}]})
+        await origin.control("PUT", "/spaces/faces/people", {"people": {"@host:x": {"name": "Hosta"}}})
+        await _until(lambda: _stages(edge)["faces"].info.host == "@host:x"
+                     and _stages(edge)["faces"].stage_people(), "the edge to have the page's facts")
+        async with SpaceClient(edge.url, "faces", edge.token("faces", "@bee:x")) as bee:
+            hello = await bee.wait_type("hello")
+            assert hello["edge"] is True
+            assert hello["people"] == {"@host:x": {"name": "Hosta", "avatar": None}}
+            assert hello["info"]["tips"] == [{"label": "Patreon", "url": "https://patreon.com/h"}]
+            await origin.control("PUT", "/spaces/faces/people", {"people": {"@host:x": {"name": "Hosta B"}}})
+            await bee.wait_type("people", where=lambda m: m["people"]["@host:x"]["name"] == "Hosta B")
+            await bee.raise_hand()
+            await _until(lambda: "@bee:x" in origin.stage("faces").hands, "the hand on the origin")
+            status, _ = await origin.control("POST", "/spaces/faces/answer",
+                                             {"user_id": "@bee:x", "answer": "declined"})
+            assert status == 200
+            assert (await bee.wait_type("answer", timeout=10))["answer"] == "declined"
+            assert "@bee:x" not in origin.stage("faces").hands
+            assert "@bee:x" not in _stages(edge)["faces"].hands
+            await bee.raise_hand()  # up again after a no: the edge takes it, the origin has it
+            await _until(lambda: "@bee:x" in origin.stage("faces").hands, "the hand raised again")
     finally:
         await _stop(edge, origin)
 

@@ -1,5 +1,5 @@
-"""Live captions on the web page, in headless Chromium: they appear under the speaker's
-name, and a listener can hide and show them (for themselves only)."""
+"""Live captions on the web page, in headless Chromium: they appear in the captions panel
+with the speaker's name, and a listener can hide and show them (for themselves only)."""
 
 import asyncio
 
@@ -13,9 +13,11 @@ from .test_web_page import (
     pytestmark,  # noqa: F401 - skipped without chromium
 )
 
-CAPTION_TEXT = ("[...document.querySelectorAll('#people li')]"
-                ".filter(li => li.textContent.startsWith('@py:x'))"
-                ".map(li => li.querySelector('.caption')?.textContent || '').join(' ')")
+#: what a listener sees of @py:x's captions (nothing while the panel is hidden)
+CAPTION_TEXT = ("document.getElementById('captions-panel').hidden ? '' :"
+                " [...document.querySelectorAll('#captions li')]"
+                ".filter(li => li.querySelector('b').textContent === 'py')"
+                ".map(li => li.querySelector('span').textContent).join(' ')")
 
 
 async def test_captions_show_under_the_speaker_and_can_be_hidden(bridge, browser) -> None:  # noqa: F811
@@ -29,7 +31,7 @@ async def test_captions_show_under_the_speaker_and_can_be_hidden(bridge, browser
         await py.wait_type("hello")
         talking = asyncio.create_task(py.speak(np.concatenate([speech, np.zeros(48000, np.int16)])))
         try:
-            # a caption line appears under @py:x's name while (or just after) they speak
+            # a caption line with @py:x's name appears while (or just after) they speak
             await browser.wait_js(f"({CAPTION_TEXT}).toLowerCase().includes('garden')", timeout=60)
             # the listener hides captions: the line goes, the choice is remembered
             await browser.js("document.getElementById('cc').click()")

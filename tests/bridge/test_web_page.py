@@ -117,10 +117,9 @@ async def test_space_page_listens_speaks_and_reacts(bridge, browser):
         r = await py.wait_type("activity", where=lambda m: m["reactions"])
         assert r["reactions"] == {"👏": 1}
         await browser.wait_js("window.chorus.stats.reactions === 1")
-        # speaking indicator for the browser's user
+        # the ring on the browser's user's face, as they speak
         await browser.wait_js(
-            "[...document.querySelectorAll('#people li.speaking')]"
-            ".some(li => li.textContent.startsWith('@web:x'))")
+            "document.querySelector('#stage li[data-user=\"@web:x\"]').classList.contains('speaking')")
 
 
 async def test_listening_page_plays_audio_that_comes_in_bundles(bridge, browser):
