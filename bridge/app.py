@@ -695,12 +695,23 @@ async def live_ogg(request: web.Request) -> web.StreamResponse:
 
 
 async def public_spaces(request: web.Request) -> web.Response:
-    spaces = [
-        {"space_id": s.space_id, "title": s.title, "listeners": s.listeners,
-         "speakers": s.speakers_connected(), "stream_url": s.stream_url()}
-        for s in request.app[STAGES].values() if s.public and s.open
-    ]
-    return web.json_response({"spaces": spaces})
+    """The live public spaces, as the index page's cards show them (busiest first)."""
+    stages = [s for s in request.app[STAGES].values() if s.public and s.open]
+    stages.sort(key=lambda s: (-s.listeners, s.title))
+    return web.json_response({"spaces": [_card(s) for s in stages]})
+
+
+#: faces on an index card
+CARD_FACES = 6
+
+
+def _card(stage: Stage) -> dict[str, Any]:
+    on_stage = stage.on_stage()
+    host = stage.info.host
+    return {"space_id": stage.space_id, "title": stage.title, "listeners": stage.listeners,
+            "speakers": stage.speakers_connected(), "stream_url": stage.stream_url(),
+            "host": host, "on_stage": on_stage[:CARD_FACES], "on_stage_count": len(on_stage),
+            "people": stage.profiles.of([*on_stage[:CARD_FACES], *([host] if host else [])])}
 
 
 async def index_page(request: web.Request) -> web.StreamResponse:

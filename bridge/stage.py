@@ -220,6 +220,12 @@ class Stage:
 
     # -- what the page shows besides audio (protocol 1.4) ------------------------------
 
+    def on_stage(self) -> list[str]:
+        """The host, co-hosts and speakers, in that order (then by user id)."""
+        order = {"host": 0, "cohost": 1, "speaker": 2}
+        return sorted((u for u, r in self.roles.items() if r in AUDIO_ROLES),
+                      key=lambda u: (order.get(self.roles[u], 3), u))
+
     def stage_people(self) -> dict[str, dict[str, Any]]:
         """The names and avatars of the people on stage (host, co-hosts, speakers): every
         page gets them with its hello and after each change. Listeners' come inline in

@@ -1,20 +1,85 @@
-// The list of live public spaces on the bridge's home page, refreshed every 5 s.
+// The bridge's home page: its live public spaces as cards (title, host, faces on stage,
+// listeners, Listen), busiest first, refreshed every 5 s (GET /api/spaces).
+"use strict";
+
+const FACES = 6;
+
+function nameOf(space, user) {
+  const p = (space.people || {})[user];
+  return (p && p.name) || ChorusFaces.localpart(user);
+}
+
+function card(space) {
+  const href = "/spaces/" + encodeURIComponent(space.space_id);
+  const li = document.createElement("li");
+  li.className = "card";
+  li.dataset.space = space.space_id;
+  const head = document.createElement("div");
+  head.className = "card-head";
+  const badge = document.createElement("span");
+  badge.className = "badge";
+  badge.dataset.state = "live";
+  badge.textContent = "● Live";
+  const title = document.createElement("h2");
+  const link = document.createElement("a");
+  link.href = href;
+  link.textContent = space.title;
+  title.append(link);
+  head.append(badge, title);
+  li.append(head);
+  if (space.host) {
+    const host = document.createElement("p");
+    host.className = "host";
+    const face = document.createElement("span");
+    face.className = "host-face";
+    face.append(ChorusFaces.face(space.host, (space.people || {})[space.host]));
+    const who = document.createElement("span");
+    who.textContent = "Hosted by ";
+    const b = document.createElement("b");
+    b.textContent = nameOf(space, space.host);
+    who.append(b);
+    host.append(face, who);
+    li.append(host);
+  }
+  const faces = document.createElement("ul");
+  faces.className = "card-faces";
+  faces.setAttribute("aria-label", "On stage");
+  for (const user of (space.on_stage || []).slice(0, FACES)) {
+    const f = document.createElement("li");
+    f.title = nameOf(space, user);
+    f.setAttribute("aria-label", f.title);
+    f.append(ChorusFaces.face(user, (space.people || {})[user]));
+    faces.append(f);
+  }
+  const more = (space.on_stage_count || 0) - faces.childElementCount;
+  if (more > 0) {
+    const f = document.createElement("li");
+    f.className = "more";
+    f.textContent = `+${more}`;
+    faces.append(f);
+  }
+  const foot = document.createElement("div");
+  foot.className = "card-foot";
+  const count = document.createElement("span");
+  count.className = "meta";
+  const n = space.listeners;
+  count.textContent = `${n} listening · ${space.speakers} speaking`;
+  const listen = document.createElement("a");
+  listen.className = "button primary";
+  listen.href = href;
+  listen.textContent = "▶ Listen";
+  listen.setAttribute("aria-label", `Listen to ${space.title}`);
+  foot.append(count, listen);
+  li.append(faces, foot);
+  return li;
+}
+
 async function refresh() {
   const list = document.getElementById("spaces");
   try {
     const res = await fetch("/api/spaces");
     const { spaces } = await res.json();
-    list.replaceChildren(...spaces.map((s) => {
-      const li = document.createElement("li");
-      const a = document.createElement("a");
-      a.href = "/spaces/" + encodeURIComponent(s.space_id);
-      a.textContent = s.title;
-      const meta = document.createElement("span");
-      meta.className = "meta";
-      meta.textContent = ` ${s.speakers} speaking · ${s.listeners} listening`;
-      li.append(a, meta);
-      return li;
-    }));
+    list.replaceChildren(...spaces.map(card));
     document.getElementById("empty").hidden = spaces.length > 0;
   } catch (e) { /* try again on the next refresh */ }
 }

@@ -25,39 +25,8 @@ const ChorusView = (() => {
     const given = state.people[user] || participant(user) || {};
     return { name: given.name || null, avatar: given.avatar || null };
   }
-  function localpart(user) { return (user || "").replace(/^@/, "").split(":")[0] || user; }
-  function nameOf(user) { return profile(user).name || localpart(user); }
-  function initials(name) {
-    const words = name.replace(/[^\p{L}\p{N}\s]/gu, " ").trim().split(/\s+/).filter(Boolean);
-    const letters = words.slice(0, 2).map((w) => [...w][0]).join("");
-    return (letters || [...name][0] || "?").toUpperCase();
-  }
-  function hue(user) {
-    let h = 0;
-    for (const ch of user || "") h = (h * 31 + ch.codePointAt(0)) % 360;
-    return h;
-  }
-
-  // A face: the avatar the bot gave (served by the bridge), else initials on a colour.
-  function face(user) {
-    const { avatar } = profile(user);
-    const name = nameOf(user);
-    const fallback = () => {
-      const span = document.createElement("span");
-      span.className = "avatar initials";
-      span.textContent = initials(name);
-      span.style.setProperty("--hue", String(hue(user)));
-      return span;
-    };
-    if (!avatar) return fallback();
-    const img = document.createElement("img");
-    img.className = "avatar";
-    img.alt = "";
-    img.decoding = "async";
-    img.src = `/avatars/${encodeURIComponent(avatar)}`;
-    img.onerror = () => img.replaceWith(fallback());
-    return img;
-  }
+  function nameOf(user) { return profile(user).name || ChorusFaces.localpart(user); }
+  function face(user) { return ChorusFaces.face(user, profile(user)); }
 
   // ---- the top ---------------------------------------------------------------------
   const BADGES = { connecting: "Connecting", live: "● Live", ended: "Ended", notlive: "Not live" };
@@ -345,5 +314,5 @@ const ChorusView = (() => {
   }
 
   return { init, render, renderStage, renderAudience, updateLevels, setBadge, setInfo,
-           showHandState, setCaptions, onCaption, showReactions, setUpSharing, nameOf, initials };
+           showHandState, setCaptions, onCaption, showReactions, setUpSharing, nameOf };
 })();

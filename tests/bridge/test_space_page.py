@@ -239,3 +239,38 @@ async def test_an_avatar_the_bridge_lost_falls_back_to_initials(bridge, browser)
     assert await browser.js(tile("@ann:x", ".querySelector('.initials').textContent")) == "AO"
     async with aiohttp.ClientSession() as http, http.get(f"{bridge.url}/avatars/{'ab' * 32}") as resp:
         assert resp.status == 404
+
+
+async def test_the_index_shows_live_public_spaces_as_cards(bridge, browser, tmp_path):  # noqa: F811
+    await bridge.open("quiet", public=True, roles={"@q:x": "host"})
+    await bridge.open("busy", public=True, roles={"@ann:x": "host", "@bob:x": "cohost",
+                                                  **{f"@s{i}:x": "speaker" for i in range(6)}})
+    await bridge.open("hidden", public=False, roles={"@h:x": "host"})
+    ann_face = await put_avatar(bridge, face_png((214, 120, 60)))
+    await dress(bridge, "busy", {"@ann:x": {"name": "Ann Example", "avatar": ann_face},
+                                 "@bob:x": {"name": "Bob Builder"}}, host="@ann:x")
+    listeners = [SpaceClient(bridge.url, "busy") for _ in range(2)]
+    try:
+        for c in listeners:
+            await c.connect()
+            await c.wait_type("hello")
+        for viewport in (DESKTOP, PHONE):
+            await browser.call("Emulation.setDeviceMetricsOverride", **viewport)
+            await browser.call("Page.navigate", url=f"{bridge.url}/")
+            titles = await browser.wait_js(
+                "[...document.querySelectorAll('#spaces .card h2 a')].map(a => a.textContent).join('|')")
+            assert titles == "Gardening hour|Test quiet"  # busiest first; the private one not at all
+            busy = "document.querySelector('#spaces .card[data-space=\"busy\"]')"
+            assert await browser.js(f"{busy}.querySelector('.host b').textContent") == "Ann Example"
+            await browser.wait_js(f"{busy}.querySelector('.host img.avatar').naturalWidth > 0")
+            faces = await browser.js(f"[...{busy}.querySelectorAll('.card-faces li')]"
+                                     ".map(li => li.getAttribute('aria-label') || li.textContent)")
+            assert faces[:2] == ["Ann Example", "Bob Builder"] and faces[-1] == "+2" and len(faces) == 7
+            assert await browser.js(f"{busy}.querySelector('.card-foot .meta').textContent") == \
+                "2 listening · 0 speaking"
+            assert await browser.js(f"{busy}.querySelector('a.button').getAttribute('href')") == "/spaces/busy"
+            assert await browser.js("document.documentElement.scrollWidth <= innerWidth")
+            await shoot(browser, tmp_path / "shots", f"index-{'phone' if viewport['mobile'] else 'desktop'}")
+    finally:
+        for c in listeners:
+            await c.close()

@@ -140,15 +140,6 @@ async def test_listening_page_plays_audio_that_comes_in_bundles(bridge, browser)
     assert await browser.js("window.chorus.stats.errors.length") == 0
 
 
-async def test_index_lists_public_spaces(bridge, browser):
-    await bridge.open("pub", public=True)
-    await bridge.open("hidden", public=False)
-    await browser.call("Page.navigate", url=f"{bridge.url}/")
-    links = await browser.wait_js(
-        "[...document.querySelectorAll('#spaces a')].map(a => a.textContent).join('|')")
-    assert links == "Test pub"
-
-
 async def test_page_reconnects_after_the_bridge_drops_it_and_stops_when_the_space_ends(
         bridge, browser):
     await bridge.open("rc", roles={"@h:x": "host"})
