@@ -205,19 +205,7 @@ class HttpBridge:
         await self._request("POST", self._url(space_id, "/answer"), {"user_id": user_id, "answer": answer})
 
     async def put_avatar(self, avatar_id: str, data: bytes) -> None:
-        if self._session is None:
-            raise BridgeError("HttpBridge.start() has not been called")
-        url = f"{self.control_url}{API}/avatars/{avatar_id}"
-        try:
-            async with self._session.put(url, data=data,
-                                         headers={"Content-Type": "application/octet-stream"}) as resp:
-                if resp.status >= 400:
-                    reason = _reason(await resp.text())
-                    raise BridgeError(f"bridge refused PUT {url}: {resp.status} {reason}", reason,
-                                      status=resp.status)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise BridgeUnavailable(f"bridge unreachable at {self.control_url}: {describe(exc)}",
-                                    "the audio bridge cannot be reached") from None
+        await self._send_bytes("PUT", f"{self.control_url}{API}/avatars/{avatar_id}", data, "")
 
     async def set_roles(self, space_id: str, roles: dict[str, str],
                         removed: Iterable[str] = ()) -> None:
@@ -261,23 +249,32 @@ class HttpBridge:
     async def play(self, space_id: str, data: bytes, content_type: str, user_id: str) -> float:
         """Play a voice message (the audio file's bytes) into the space's live mix, as
         ``user_id``, who must hold an audio role; returns its duration in seconds."""
-        if self._session is None:
-            raise BridgeError("HttpBridge.start() has not been called")
-        url = self._url(space_id, "/play")
         # uploading up to 20 MB and decoding it takes longer than a control call
         timeout = aiohttp.ClientTimeout(total=max(self._timeout.total or 0, 120.0))
+        text = await self._send_bytes("POST", self._url(space_id, "/play"), data, content_type,
+                                      params={"user_id": user_id}, timeout=timeout)
+        return float(json.loads(text)["duration_seconds"])
+
+    async def _send_bytes(self, method: str, url: str, data: bytes, content_type: str, *,
+                          params: dict[str, str] | None = None,
+                          timeout: aiohttp.ClientTimeout | None = None) -> str:
+        """A call whose body is a file (a voice message, an avatar); the answer's text.
+        BridgeError if refused, BridgeUnavailable if the bridge cannot be reached."""
+        if self._session is None:
+            raise BridgeError("HttpBridge.start() has not been called")
         try:
-            async with self._session.post(
-                url, data=data, params={"user_id": user_id}, timeout=timeout,
+            async with self._session.request(
+                method, url, data=data, params=params, timeout=timeout or self._timeout,
                 headers={"Content-Type": content_type or "application/octet-stream"},
             ) as resp:
                 text = await resp.text()
                 if resp.status >= 400:
                     reason = _reason(text)
-                    raise BridgeError(f"bridge refused POST {url}: {resp.status} {reason}", reason)
-                return float(json.loads(text)["duration_seconds"])
+                    raise BridgeError(f"bridge refused {method} {url}: {resp.status} {reason}", reason,
+                                      status=resp.status)
+                return text
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self.mark_stale(f"POST {url} failed")
+            self.mark_stale(f"{method} {url} failed")
             raise BridgeUnavailable(f"bridge unreachable at {self.control_url}: {describe(exc)}",
                                     "the audio bridge cannot be reached") from None
 

@@ -37,13 +37,18 @@ class CardFacts:
     prefix: str = "!"
 
 
+def tip_urls(tip_jar: dict[str, str]) -> list[tuple[str, str, str]]:
+    """Each tip jar entry as (the provider's name, the handle, its address)."""
+    return [(TIP_PROVIDERS[p][0], h, TIP_PROVIDERS[p][1].format(h))
+            for p, h in tip_jar.items() if p in TIP_PROVIDERS]
+
+
 def tip_links(tip_jar: dict[str, str]) -> tuple[str, str]:
-    if not tip_jar:
+    tips = tip_urls(tip_jar)
+    if not tips:
         return "", ""
-    plain = ", ".join(f"{TIP_PROVIDERS[p][0]} {h}" for p, h in tip_jar.items())
-    rich = ", ".join(
-        f'<a href="{html.escape(TIP_PROVIDERS[p][1].format(h))}">{TIP_PROVIDERS[p][0]}</a>'
-        for p, h in tip_jar.items())
+    plain = ", ".join(f"{name} {handle}" for name, handle, _ in tips)
+    rich = ", ".join(f'<a href="{html.escape(url)}">{name}</a>' for name, _, url in tips)
     return plain, rich
 
 

@@ -313,8 +313,13 @@ class SpaceService:
         and the host's tip jar."""
         room_id, tips = await self.db.unit(lambda st: (st.room_of(space_id), st.tip_jar(host)))
         return {"host": host, "room_url": matrix_to(room_id) if room_id else None,
-                "tips": [{"label": cards.TIP_PROVIDERS[p][0], "url": cards.TIP_PROVIDERS[p][1].format(h)}
-                         for p, h in tips.items() if p in cards.TIP_PROVIDERS]}
+                "tips": [{"label": name, "url": url} for name, _, url in cards.tip_urls(tips)]}
+
+    async def _reopen(self, row, *, captions: bool) -> None:
+        """Open (or update) a live space's stage from its row, with its page's facts."""
+        await self.bridge.open_stage(row.id, row.title, public=row.visibility == "everyone",
+                                     record=row.recording, captions=captions,
+                                     page=await self._page_facts(row.id, row.host_id))
 
     async def tip_jar_changed(self, host: str) -> None:
         """The host's tip jar changed: the pages of their live spaces show the new one."""
@@ -327,13 +332,10 @@ class SpaceService:
                 rec = await self.db.load_space(live.id)
                 if rec is None or rec.space.state is not State.LIVE:
                     continue
-                row = rec.row
                 try:
-                    await self.bridge.open_stage(row.id, row.title, public=row.visibility == "everyone",
-                                                 record=row.recording, captions=row.captions,
-                                                 page=await self._page_facts(row.id, host))
+                    await self._reopen(rec.row, captions=rec.row.captions)
                 except BridgeError as exc:  # the next resync pushes it again
-                    log.warning("space %s: the page did not get %s's new tip jar: %s", row.id, host, exc)
+                    log.warning("space %s: the page did not get %s's new tip jar: %s", live.id, host, exc)
 
     async def _do_HandDeclined(self, space: Space, e: fx.HandDeclined) -> None:
         try:
@@ -615,21 +617,16 @@ class SpaceService:
         if rec is None or rec.space.state is not State.LIVE:
             return None  # ended meanwhile
         row = rec.row
-        public = row.visibility == "everyone"
         try:
             try:
-                await self.bridge.open_stage(row.id, row.title, public=public,
-                                             record=row.recording, captions=row.captions,
-                                             page=await self._page_facts(row.id, row.host_id))
+                await self._reopen(row, captions=row.captions)
             except BridgeUnavailable:
                 raise
             except BridgeError as exc:
                 if not row.captions:
                     raise
                 # e.g. a bridge restarted without its captions model: the audio first
-                await self.bridge.open_stage(row.id, row.title, public=public,
-                                             record=row.recording, captions=False,
-                                             page=await self._page_facts(row.id, row.host_id))
+                await self._reopen(row, captions=False)
                 await self._captions_lost(rec, exc.reason)
                 rec = await self.db.load_space(space_id)
             await self._push_roles(rec.space)

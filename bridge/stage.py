@@ -230,7 +230,7 @@ class Stage:
         """The names and avatars of the people on stage (host, co-hosts, speakers): every
         page gets them with its hello and after each change. Listeners' come inline in
         ``participants``."""
-        return self.profiles.of(u for u, r in self.roles.items() if r in AUDIO_ROLES)
+        return self.profiles.of(self.on_stage())
 
     def profile_of(self, user_id: str) -> Profile | None:
         return self.profiles.get(user_id)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Callable
 
 from PIL import Image
 
@@ -15,18 +14,8 @@ from bot.bridge_http import HttpBridge
 from bot.matrix.messages import matrix_to
 from bridge.client import SpaceClient
 from tests.bridge.conftest import SECRET, make_settings, run_bridge
-from tests.integration.helpers import ask, personal_token, room_with_bot, space_id_in
+from tests.integration.helpers import ask, personal_token, room_with_bot, space_id_in, wait_until
 from tests.support.images import face_png
-
-
-async def _until(check: Callable[[], object], what: str, seconds: float = 30.0):
-    try:
-        async with asyncio.timeout(seconds):
-            while not (found := check()):
-                await asyncio.sleep(0.05)
-            return found
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 async def test_names_avatars_tip_jar_and_answers_reach_the_page(chorus_factory, make_user, tmp_path) -> None:
@@ -48,8 +37,9 @@ async def test_names_avatars_tip_jar_and_answers_reach_the_page(chorus_factory, 
         stage = running.stage(sid)
 
         # the host's face: a name, and a thumbnail the bridge serves as an image
-        profile = await _until(lambda: (p := stage.profile_of(host.user_id)) and p.avatar and p,
-                               "the host's name and avatar on the bridge")
+        await wait_until(lambda: (p := stage.profile_of(host.user_id)) and p.avatar,
+                         what="the host's name and avatar on the bridge")
+        profile = stage.profile_of(host.user_id)
         assert profile.name == "Hana Host"
         async with running.session.get(f"{running.url}/avatars/{profile.avatar}") as resp:
             assert resp.status == 200 and resp.headers["Content-Type"].startswith("image/")
@@ -66,14 +56,14 @@ async def test_names_avatars_tip_jar_and_answers_reach_the_page(chorus_factory, 
         await ear.connect()
         hello = await ear.wait_type("hello")
         assert hello["people"][host.user_id] == {"name": "Hana Host", "avatar": profile.avatar}
-        await _until(lambda: (p := stage.profile_of(lis.user_id)) and p.name == "Lis Listener",
-                     "the listener's name on the bridge")
+        await wait_until(lambda: (p := stage.profile_of(lis.user_id)) and p.name == "Lis Listener",
+                         what="the listener's name on the bridge")
         await ear.wait_type("participants", timeout=15, where=lambda m: any(
             p.get("name") == "Lis Listener" for p in m["participants"]))
 
         # the hand goes up on the page, the host says no in chat: the page is told
         await ear.raise_hand()
-        await _until(lambda: lis.user_id in stage.hands, "the hand on the bridge")
+        await wait_until(lambda: lis.user_id in stage.hands, what="the hand on the bridge")
         reply = await _until_reply(host, room, f"!space deny {sid} {lis.user_id}")
         assert "Declined" in reply
         assert (await ear.wait_type("answer", timeout=15))["answer"] == "declined"
@@ -81,7 +71,8 @@ async def test_names_avatars_tip_jar_and_answers_reach_the_page(chorus_factory, 
 
         # a new tip jar shows on the live page at once
         await ask(host, room, "!tipjar set cashapp $HanaCash")
-        await _until(lambda: any(t.label == "Cash App" for t in stage.info.tips), "the new tip jar on the page")
+        await wait_until(lambda: any(t.label == "Cash App" for t in stage.info.tips),
+                         what="the new tip jar on the page")
     finally:
         if ear is not None:
             await ear.close()
