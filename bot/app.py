@@ -48,6 +48,7 @@ from bot.matrix.direct import DirectRooms
 from bot.matrix.messages import command_text, pills_in, server_of
 from bot.matrix.send_gate import SYNC_LOOP, acting_for
 from bot.metrics import UNKNOWN, BotMetrics, BotSnapshot
+from bot.page_listings import PageListings
 from bot.profiles import PageProfiles
 from bot.reactions import ReactionBatcher
 from bot.scheduler import Scheduler
@@ -155,6 +156,8 @@ class Chorus:
         self.matrix.wording = prefixer(options.prefix, [spec.name for spec in registry.commands.values()])
         self.spaces = SpaceService(self.db, self.matrix, bridge, space_settings)
         self.spaces.profiles = PageProfiles(self.matrix, bridge)
+        self.spaces.listings = PageListings(self.db, bridge, self.spaces.profiles, page_url=self.spaces.page_url,
+                                            prefix=options.prefix, domain=server_of(options.user_id))
         self.scheduler = Scheduler(store.engine, misfire_grace=timedelta(minutes=options.misfire_grace_minutes),
                                    key=f"{store.engine.url.render_as_string(hide_password=True)}#{options.user_id}")
         self.schedule = ScheduleService(self.scheduler, self.db, self.matrix, self.spaces,
@@ -942,17 +945,22 @@ class Chorus:
         space_id = event["space_id"]
         try:
             await self.transcript.flush(space_id)
+            name = _file_name(event, "file", "path")
             if event["type"] == "transcript_ready":
-                await self.spaces.post_transcript_file(space_id, _file_name(event, "file", "path"))
+                await self.spaces.keep_file(space_id, name, "transcript")
+                await self.spaces.post_transcript_file(space_id, name)
                 return
+            transcript = None
+            if event.get("transcript_file") or event.get("transcript_path"):
+                transcript = _file_name(event, "transcript_file", "transcript_path")
+            await self.spaces.keep_file(space_id, name, "recording", float(event.get("duration") or 0),
+                                        transcript)
             what = "recording"
             if event.get("recovered"):  # what was recorded before the bridge died
                 what = "recording up to the audio bridge's restart"
-            await self.spaces.post_audio(space_id, _file_name(event, "file", "path"),
-                                         float(event.get("duration") or 0), what)
-            if event.get("transcript_file") or event.get("transcript_path"):
-                await self.spaces.post_transcript_file(
-                    space_id, _file_name(event, "transcript_file", "transcript_path"))
+            await self.spaces.post_audio(space_id, name, float(event.get("duration") or 0), what)
+            if transcript:
+                await self.spaces.post_transcript_file(space_id, transcript)
         except MatrixError as exc:
             log.error("space %s: the %s could not be posted on Matrix: %s", space_id,
                       event["type"].removesuffix("_ready"), exc)

@@ -86,6 +86,15 @@ class BridgeControl(Protocol):
         person's pages (1.4)."""
         ...
 
+    async def put_listing(self, space_id: str, listing: dict[str, Any]) -> list[str]:
+        """The page of a space that is not live (scheduled, ended, cancelled; 1.5). The
+        names of the files it gave that the bridge does not have (left out)."""
+        ...
+
+    async def drop_listing(self, space_id: str) -> None:
+        """The space has no page of its own any more (1.5)."""
+        ...
+
     async def set_roles(self, space_id: str, roles: dict[str, str],
                         removed: Iterable[str] = ()) -> None:
         """Who is who in a live space, as a whole: ``roles`` (others are listeners) and the
@@ -179,6 +188,8 @@ class InMemoryBridge:
         self.available = True
         #: what fetch() hands out, by file name (tests put files here)
         self.files: dict[str, bytes] = {}
+        #: put_listing() calls, the last of each space
+        self.listings: dict[str, dict[str, Any]] = {}
         #: the avatars put, by their SHA-256
         self.avatars: dict[str, bytes] = {}
 
@@ -225,6 +236,13 @@ class InMemoryBridge:
 
     async def answer_hand(self, space_id, user_id, answer):
         self._stage(space_id).answers.append((user_id, answer))
+
+    async def put_listing(self, space_id, listing):
+        self.listings[space_id] = listing
+        return []
+
+    async def drop_listing(self, space_id):
+        self.listings.pop(space_id, None)
 
     def _stage(self, space_id: str) -> _Stage:
         try:

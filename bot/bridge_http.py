@@ -204,6 +204,15 @@ class HttpBridge:
     async def answer_hand(self, space_id: str, user_id: str, answer: str) -> None:
         await self._request("POST", self._url(space_id, "/answer"), {"user_id": user_id, "answer": answer})
 
+    async def put_listing(self, space_id: str, listing: dict[str, Any]) -> list[str]:
+        answer = await self._request("PUT", f"{self.control_url}{API}/listings/{quote(space_id, safe='')}",
+                                     listing)
+        missing = answer.get("missing") if isinstance(answer, dict) else None
+        return [str(m) for m in missing] if isinstance(missing, list) else []
+
+    async def drop_listing(self, space_id: str) -> None:
+        await self._request("DELETE", f"{self.control_url}{API}/listings/{quote(space_id, safe='')}")
+
     async def put_avatar(self, avatar_id: str, data: bytes) -> None:
         await self._send_bytes("PUT", f"{self.control_url}{API}/avatars/{avatar_id}", data, "")
 

@@ -113,10 +113,9 @@ class PageProfiles:
             if self._tasks.get(space_id) is asyncio.current_task():
                 del self._tasks[space_id]
 
-    async def push(self, space_id: str, users: list[str]) -> None:
-        """Read what is not fresh, put new avatars, then the people, to the bridge."""
-        if self._unsupported:
-            return
+    async def entries(self, space_id: str, users: list[str]) -> dict[str, dict[str, Any]]:
+        """``{user_id: {"name", "avatar"}}`` for these people, read if not fresh, with
+        their avatars put to the bridge (an avatar it did not take is left out)."""
         users = [u for u in users if 0 < len(u) <= MAX_USER_ID]
         now = time.monotonic()
         stale = [u for u in users if (k := self._known.get(u)) is None or now - k.read_at > FRESH_SECONDS]
@@ -127,9 +126,17 @@ class PageProfiles:
             if known is None:
                 continue
             entry = known.entry()
-            if known.avatar is not None and not await self._put_avatar(space_id, known.avatar):
+            if known.avatar is not None and (self._unsupported
+                                             or not await self._put_avatar(space_id, known.avatar)):
                 entry["avatar"] = None
             people[user] = entry
+        return people
+
+    async def push(self, space_id: str, users: list[str]) -> None:
+        """Read what is not fresh, put new avatars, then the people, to the bridge."""
+        if self._unsupported:
+            return
+        people = await self.entries(space_id, users)
         if self._unsupported:  # the avatar's answer said so
             return
         for batch in batches(people):

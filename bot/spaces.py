@@ -29,6 +29,7 @@ from bot.db.database import Database
 from bot.db.store import SpaceRecord, Store, as_utc, new_space_id
 from bot.matrix.client import MatrixError, MatrixIO
 from bot.matrix.messages import matrix_to
+from bot.page_listings import PageListings
 from bot.profiles import PageProfiles
 from bot.reactions import ReactionBatcher
 
@@ -73,6 +74,8 @@ class SpaceService:
     reactions: ReactionBatcher | None = None
     #: gives the bridge the names and avatars its pages show (bot/profiles.py); None: none
     profiles: PageProfiles | None = None
+    #: gives the bridge the pages of scheduled and ended spaces (bot/page_listings.py)
+    listings: PageListings | None = None
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _background: set[asyncio.Task] = field(default_factory=set)
     #: live spaces the bridge had lost whose rooms are yet to hear that the audio is back
@@ -227,6 +230,14 @@ class SpaceService:
                                      f"posted: {exc.reason}.")
             return None
 
+    async def keep_file(self, space_id: str, name: str, kind: str, seconds: float | None = None,
+                        transcript: str | None = None) -> None:
+        """A recording or transcript the bridge made: kept, and played on the space's page."""
+        if await self.db.add_space_file(space_id, name, kind, seconds, transcript):
+            log.info("space %s: its %s %s is kept for its page", space_id, kind, name)
+        if self.listings is not None:
+            self.listings.changed(space_id)
+
     async def recording_failed(self, space_id: str, reason: str, recovered: bool) -> None:
         """The bridge could not finish a recording: say so in the space's room."""
         room = await self._room(space_id)
@@ -359,6 +370,8 @@ class SpaceService:
             raise failed
 
     async def _do_UpdateCard(self, space: Space, e: fx.UpdateCard) -> None:
+        if self.listings is not None and space.state is not State.LIVE:
+            self.listings.changed(space.id)  # scheduled, rescheduled, cancelled or ended
         listeners = len(space.listeners)
         found = await self.db.unit(lambda st: _card_facts(st, space.id, space.host, listeners))
         if found is None:
@@ -554,6 +567,8 @@ class SpaceService:
     async def close(self) -> None:
         if self.profiles is not None:
             await self.profiles.close()
+        if self.listings is not None:
+            await self.listings.close()
         for task in list(self._background):
             task.cancel()
         if self._background:
@@ -597,6 +612,8 @@ class SpaceService:
         if pushed:
             log.info("pushed %d live stage(s) to the bridge (%s): %s", len(pushed), why,
                      ", ".join(r.space.id for r in pushed))
+        if self.listings is not None:  # the pages of scheduled and ended spaces, in the background
+            await self.listings.resync()
         for rec in pushed:
             if rec.space.id not in self._lost_stages:
                 continue

@@ -21,6 +21,7 @@ import socket
 import stat
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from .edge import EdgeFeed
 from .events import EventBus
 from .guard import ConnectionGuard, GuardedSite, PathOnlyAccessLogger, address_key
 from .limits import RateLimiter, Slots, Throttle
+from .listings import Listing, ListingBook, parse_listing
 from .metrics import BridgeMetrics, redis_up
 from .oggstream import OggListener
 from .origin_feed import OriginFeed
@@ -58,8 +60,9 @@ API = "/control/v1"
 PROTOCOL_VERSION = 1
 #: 1.1: POST .../play (voice messages); 1.2: instance ids, GET .../files/{name}, roles
 #: pushes with "removed", tokens that end and their renewal; 1.3: PUT .../openid/homeservers;
-#: 1.4: what the page shows (host, room link, tip jar, names and avatars, answers to hands)
-PROTOCOL_MINOR = 4
+#: 1.4: what the page shows (host, room link, tip jar, names and avatars, answers to hands);
+#: 1.5: the pages of scheduled, ended and cancelled spaces (PUT/DELETE .../listings/{id})
+PROTOCOL_MINOR = 5
 MAX_SPACE_ID = 255
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -84,6 +87,8 @@ METRICS: web.AppKey[BridgeMetrics] = web.AppKey("metrics", BridgeMetrics)
 METRICS_PORT: web.AppKey[int] = web.AppKey("metrics_port", int)
 #: the avatars the bot put, served to the pages (bridge/avatars.py)
 AVATARS: web.AppKey[avatars.AvatarStore] = web.AppKey("avatars", avatars.AvatarStore)
+#: the pages of spaces that are not live, as the bot gave them (bridge/listings.py)
+LISTINGS: web.AppKey[ListingBook] = web.AppKey("listings", ListingBook)
 #: how long an edge's client waits for a space the edge has not heard of yet (it may
 #: have just started: the origin names its spaces every second)
 EDGE_WAIT_SECONDS = 2.0
@@ -174,6 +179,7 @@ async def open_space(request: web.Request) -> web.Response:
         stages[space_id] = stage
         stage.set_info(info)
         stage.start()
+        request.app[LISTINGS].drop(space_id)  # live now: the stage is its page
         status = 201
     else:  # idempotent: same call again updates what it names
         stage.retitle(title)
@@ -695,10 +701,20 @@ async def live_ogg(request: web.Request) -> web.StreamResponse:
 
 
 async def public_spaces(request: web.Request) -> web.Response:
-    """The live public spaces, as the index page's cards show them (busiest first)."""
+    """The live public spaces, as the index page's cards show them (busiest first), then
+    the upcoming public ones (soonest first)."""
     stages = [s for s in request.app[STAGES].values() if s.public and s.open]
     stages.sort(key=lambda s: (-s.listeners, s.title))
-    return web.json_response({"spaces": [_card(s) for s in stages]})
+    upcoming = [x for x in request.app[LISTINGS].upcoming(datetime.now(UTC))
+                if x.space_id not in request.app[STAGES]]
+    return web.json_response({"spaces": [_card(s) for s in stages],
+                              "upcoming": [_upcoming_card(x) for x in upcoming]})
+
+
+def _upcoming_card(listing: Listing) -> dict[str, Any]:
+    page = listing.as_page()
+    return {key: page[key] for key in ("space_id", "title", "host", "starts_at")} | {
+        "people": {u: p for u, p in page["people"].items() if u == listing.host}}
 
 
 #: faces on an index card
@@ -712,6 +728,112 @@ def _card(stage: Stage) -> dict[str, Any]:
             "speakers": stage.speakers_connected(), "stream_url": stage.stream_url(),
             "host": host, "on_stage": on_stage[:CARD_FACES], "on_stage_count": len(on_stage),
             "people": stage.profiles.of([*on_stage[:CARD_FACES], *([host] if host else [])])}
+
+
+# -- the pages of spaces that are not live (1.5) ------------------------------------
+
+
+async def put_listing(request: web.Request) -> web.Response:
+    """A scheduled, ended or cancelled space's page, as the bot gives it. Files it names
+    that this bridge does not have are left out and named in the answer."""
+    _check_secret(request)
+    space_id = _space_id(request)
+    body = await _body(request)
+    try:
+        listing = parse_listing(space_id, body)
+    except InfoError as exc:
+        raise _json_error(web.HTTPBadRequest, str(exc), field=exc.field) from None
+    folder = Path(request.app[SETTINGS].recordings_dir)
+    missing = sorted(name for name in listing.files() if _own_file(folder, name) is None)
+    if missing:
+        log.warning("space %s: its page names files this bridge does not have: %s", space_id,
+                    ", ".join(missing))
+        listing = listing.without(set(missing))
+    book = request.app[LISTINGS]
+    new = book.get(space_id) is None
+    book.put(listing)
+    return web.json_response({"space_id": space_id, "state": listing.state, "missing": missing},
+                             status=201 if new else 200)
+
+
+async def delete_listing(request: web.Request) -> web.Response:
+    _check_secret(request)
+    return web.json_response({"dropped": request.app[LISTINGS].drop(_space_id(request))})
+
+
+def _own_file(folder: Path, name: str) -> Path | None:
+    """One of this bridge's recordings or transcripts, a plain file (never a link)."""
+    path = folder / name
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return path if stat.S_ISREG(info.st_mode) else None
+
+
+def _listing_for(request: web.Request) -> Listing:
+    """The space's listing, if this page may see it: a public space's to anyone, another's
+    with a valid link of that space (401 for a bad token, 403 with none)."""
+    space_id = _space_id(request)
+    listing = request.app[LISTINGS].get(space_id)
+    if listing is None:
+        raise _json_error(web.HTTPNotFound, f"no space {space_id} is known here")
+    if listing.public:
+        return listing
+    token = request.query.get("token")
+    auth = request.headers.get("Authorization", "")
+    if not token and auth.lower().startswith("bearer "):
+        token = auth[7:].strip()
+    if not token:
+        raise _json_error(web.HTTPForbidden, "this space is not public: open it with the link "
+                          "the Chorus bot sent you")
+    try:
+        claims = tokens.verify(request.app[SETTINGS].shared_secret, token, space_id)
+    except tokens.TokenError as exc:
+        raise _json_error(web.HTTPUnauthorized, f"your link was refused ({exc.reason}): ask the "
+                          "Chorus bot for a new one") from None
+    if claims.user in listing.blocked:
+        raise _json_error(web.HTTPForbidden, REMOVED_REASON)
+    return listing
+
+
+async def space_facts(request: web.Request) -> web.Response:
+    """What a page shows of a space: "live" (the page connects for the rest), or its
+    listing (scheduled, ended, cancelled)."""
+    space_id = _space_id(request)
+    stage = request.app[STAGES].get(space_id)
+    headers = {"Cache-Control": "no-store"}
+    if stage is not None and stage.open:
+        return web.json_response({"space_id": space_id, "state": "live"}, headers=headers)
+    return web.json_response(_listing_for(request).as_page(), headers=headers)
+
+
+async def get_calendar(request: web.Request) -> web.Response:
+    """A scheduled space's calendar file (the bot wrote it), to download."""
+    listing = _listing_for(request)
+    if listing.calendar is None:
+        raise _json_error(web.HTTPNotFound, f"space {listing.space_id} has no calendar file")
+    name = f"chorus-{recording.safe_name(listing.space_id)}.ics"
+    return web.Response(body=listing.calendar.encode(), headers={
+        hdrs.CONTENT_TYPE: "text/calendar; charset=utf-8",
+        hdrs.CONTENT_DISPOSITION: f'attachment; filename="{name}"',
+        "Cache-Control": "no-store"})
+
+
+async def get_space_file(request: web.Request) -> web.StreamResponse:
+    """A recording or transcript of an ended space, for its page's player (ranges
+    answered, so the player can seek)."""
+    listing = _listing_for(request)
+    name = request.match_info["name"]
+    match = recording.FILE_NAME.fullmatch(name)
+    path = _own_file(Path(request.app[SETTINGS].recordings_dir), name) \
+        if match and name in listing.files() else None
+    if path is None:
+        raise _json_error(web.HTTPNotFound, f"space {listing.space_id} has no file {name}")
+    kind = recording.FILE_TYPES[match[1]]
+    return web.FileResponse(path, headers={
+        hdrs.CONTENT_TYPE: kind + ("; charset=utf-8" if kind.startswith("text/") else ""),
+        "Cache-Control": ("public" if listing.public else "private") + ", max-age=3600"})
 
 
 async def index_page(request: web.Request) -> web.StreamResponse:
@@ -829,6 +951,7 @@ def create_app(settings: BridgeSettings) -> web.Application:
     app[METRICS].watch(app[STAGES], settings.role, app[INSTANCE], lambda: app[FEED])
     app[METRICS_PORT] = 0
     app[AVATARS] = avatars.AvatarStore()
+    app[LISTINGS] = ListingBook()
     if settings.role == "edge":
         app[FEED] = EdgeFeed(settings, app[STAGES])
         app.router.add_route("*", f"{API}/{{tail:.*}}", edge_has_no_control)
@@ -849,11 +972,16 @@ def create_app(settings: BridgeSettings) -> web.Application:
         app.router.add_put(f"{API}/avatars/{{avatar_id}}", put_avatar)
         app.router.add_post(f"{API}/spaces/{{space_id}}/clip", clip_space)
         app.router.add_post(f"{API}/spaces/{{space_id}}/play", play_voice)
+        app.router.add_put(f"{API}/listings/{{space_id}}", put_listing)
+        app.router.add_delete(f"{API}/listings/{{space_id}}", delete_listing)
     app.router.add_post("/spaces/{space_id}/openid", openid_login)
     app.router.add_get("/spaces/{space_id}/ws", client_ws)
     app.router.add_get("/spaces/{space_id}/live.ogg", live_ogg)
     app.router.add_get("/spaces/{space_id}", space_page)
+    app.router.add_get("/spaces/{space_id}/calendar.ics", get_calendar)
+    app.router.add_get("/spaces/{space_id}/files/{name}", get_space_file)
     app.router.add_get("/api/spaces", public_spaces)
+    app.router.add_get("/api/spaces/{space_id}", space_facts)
     app.router.add_get("/avatars/{avatar_id}", get_avatar)
     app.router.add_get("/healthz", health)
     app.router.add_get("/", index_page)

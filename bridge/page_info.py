@@ -35,7 +35,7 @@ class InfoError(ValueError):
         self.field = field
 
 
-def _link(value: Any, field: str) -> str:
+def checked_link(value: Any, field: str) -> str:
     """An http(s) address a page may link to (nothing else: no ``javascript:``)."""
     if not isinstance(value, str) or not value or len(value) > MAX_URL:
         raise InfoError(field, f"field {field!r} must be an http(s) address of at most {MAX_URL} characters")
@@ -74,7 +74,7 @@ class PageInfo:
             if host is not None and not (isinstance(host, str) and 0 < len(host) <= MAX_USER_ID):
                 raise InfoError("host", "field 'host' must be a user id or null")
         if "room_url" in body:
-            room_url = None if body["room_url"] is None else _link(body["room_url"], "room_url")
+            room_url = None if body["room_url"] is None else checked_link(body["room_url"], "room_url")
         if "tips" in body:
             given = body["tips"]
             if not isinstance(given, list) or len(given) > MAX_TIPS:
@@ -87,7 +87,7 @@ class PageInfo:
                 label = tip.get("label")
                 if not isinstance(label, str) or not 0 < len(label) <= MAX_LABEL:
                     raise InfoError(f"{where}.label", f"{where}.label must be 1–{MAX_LABEL} characters")
-                parsed.append(Tip(label, _link(tip.get("url"), f"{where}.url")))
+                parsed.append(Tip(label, checked_link(tip.get("url"), f"{where}.url")))
             tips = tuple(parsed)
         return PageInfo(host, room_url, tips)
 

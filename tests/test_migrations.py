@@ -13,7 +13,7 @@ from bot.db.models import SQLModel
 EXPECTED_TABLES = {
     "users", "follows", "spaces", "participants", "speak_requests", "invitations", "reminders",
     "tip_jars", "reactions", "message_refs", "announcements", "audit_log", "sync_state",
-    "handled_events", "room_joins", "apscheduler_jobs",
+    "handled_events", "room_joins", "apscheduler_jobs", "space_files",
 }
 
 

@@ -12,8 +12,9 @@ from bot.core import calendar as ics
 from bot.core import rules
 from bot.core.model import Role, State, Visibility
 from bot.core.words import plural
-from bot.db.store import SpaceRecord, Store, as_utc
+from bot.db.store import SpaceRecord, Store
 from bot.matrix.messages import matrix_to, pill
+from bot.page_listings import calendar_event
 
 from .context import Ctx
 from .registry import UsageError, option, registry, space_id, text, user, word
@@ -260,18 +261,11 @@ async def end(ctx: Ctx, id: str | None) -> None:
                   examples=("space calendar k3x9pq",))
 async def calendar(ctx: Ctx, id: str) -> None:
     rec = await _load(ctx, id)
-    s, row = rec.space, rec.row
-    if s.state is State.SCHEDULED and s.scheduled_for:
-        starts = as_utc(s.scheduled_for)
-    elif s.state is State.LIVE and row.started_at:
-        starts = as_utc(row.started_at)
-    else:
+    s = rec.space
+    event = calendar_event(s, rec.row, page_url=ctx.spaces.page_url(s.id), prefix=ctx.prefix,
+                           domain=ctx.services.server_name or "chorus")
+    if event is None:
         raise UsageError(f"Space {s.id} has {s.state.value}; there is no time to add to a calendar.")
-    room = row.room_id or row.origin_room_id
-    event = ics.SpaceEvent(
-        space_id=s.id, title=s.title, host=s.host, starts=starts,
-        url=matrix_to(room) if room else ctx.spaces.page_url(s.id), page_url=ctx.spaces.page_url(s.id),
-        join_hint=f"In chat: {ctx.prefix}space join {s.id}", domain=ctx.services.server_name or "chorus")
     with tempfile.TemporaryDirectory(prefix="chorus-ics-") as folder:
         path = Path(folder) / ics.file_name(s.id)
         path.write_text(ics.space_ics(event, datetime.now(UTC)), encoding="utf-8", newline="")

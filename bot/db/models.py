@@ -97,6 +97,21 @@ class Invitation(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
+class SpaceFile(SQLModel, table=True):
+    """A recording or a transcript the bridge made of a space: the space's page after its
+    end plays the recording with its transcript as captions (the bridge keeps the files)."""
+
+    __tablename__ = "space_files"
+    space_id: str = Field(primary_key=True, foreign_key="spaces.id", max_length=16)
+    name: str = Field(primary_key=True, max_length=200)
+    #: "recording" (Ogg/Opus) or "transcript" (WebVTT, made without a recording)
+    kind: str = Field(max_length=16)
+    seconds: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+    #: a recording's transcript, the .vtt of the same stretch of the space
+    transcript: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
 class ReminderSubscription(SQLModel, table=True):
     """A user who asked to be reminded when a scheduled space starts (🔔 / !space remind)."""
 

@@ -367,6 +367,35 @@ class Store:
             keys = s.exec(select(m.Reaction.key).where(m.Reaction.space_id == space_id)).all()
         return Counter(keys).most_common(n)
 
+    def add_space_file(self, space_id: str, name: str, kind: str, seconds: float | None = None,
+                       transcript: str | None = None) -> bool:
+        """Keep a recording or transcript of a space; False if it was kept already (the
+        bridge says a file again to a bot that restarted before it was posted)."""
+        with self._tx() as s:
+            if s.get(m.SpaceFile, (space_id, name)) is not None:
+                return False
+            s.add(m.SpaceFile(space_id=space_id, name=name, kind=kind, seconds=seconds,
+                              transcript=transcript))
+            return True
+
+    def space_files(self, space_id: str) -> list[m.SpaceFile]:
+        with self._tx() as s:
+            return list(s.exec(select(m.SpaceFile).where(m.SpaceFile.space_id == space_id)
+                               .order_by(m.SpaceFile.created_at, m.SpaceFile.name)).all())
+
+    def spaces_with_pages(self, since: datetime, limit: int) -> list[str]:
+        """The spaces whose pages the bridge should have: every scheduled one, and those
+        that ended (or were cancelled) since ``since``, the newest first; at most ``limit``."""
+        with self._tx() as s:
+            scheduled = s.exec(select(m.Space.id).where(m.Space.state == State.SCHEDULED.value)
+                               .order_by(m.Space.scheduled_for).limit(limit)).all()
+            finished = s.exec(select(m.Space.id).where(
+                (m.Space.state == State.ENDED.value) & (col(m.Space.ended_at) >= since)
+                | (m.Space.state == State.CANCELLED.value) & (col(m.Space.scheduled_for) >= since))
+                .order_by(col(m.Space.ended_at).desc(), col(m.Space.scheduled_for).desc())
+                .limit(max(0, limit - len(scheduled)))).all()
+        return [*scheduled, *finished]
+
     def add_ref(self, event_id: str, room_id: str, space_id: str, kind: str,
                 subject: str | None = None) -> None:
         with self._tx() as s:

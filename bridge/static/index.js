@@ -1,5 +1,6 @@
 // The bridge's home page: its live public spaces as cards (title, host, faces on stage,
-// listeners, Listen), busiest first, refreshed every 5 s (GET /api/spaces).
+// listeners, Listen), busiest first, then the upcoming public ones (title, host, start
+// time in the viewer's zone), soonest first; refreshed every 5 s (GET /api/spaces).
 "use strict";
 
 const FACES = 6;
@@ -7,6 +8,58 @@ const FACES = 6;
 function nameOf(space, user) {
   const p = (space.people || {})[user];
   return (p && p.name) || ChorusFaces.localpart(user);
+}
+
+function hostLine(space) {
+  const host = document.createElement("p");
+  host.className = "host";
+  const face = document.createElement("span");
+  face.className = "host-face";
+  face.append(ChorusFaces.face(space.host, (space.people || {})[space.host]));
+  const who = document.createElement("span");
+  who.textContent = "Hosted by ";
+  const b = document.createElement("b");
+  b.textContent = nameOf(space, space.host);
+  who.append(b);
+  host.append(face, who);
+  return host;
+}
+
+function upcomingCard(space) {
+  const href = "/spaces/" + encodeURIComponent(space.space_id);
+  const li = document.createElement("li");
+  li.className = "card";
+  li.dataset.space = space.space_id;
+  const head = document.createElement("div");
+  head.className = "card-head";
+  const badge = document.createElement("span");
+  badge.className = "badge";
+  badge.dataset.state = "scheduled";
+  badge.textContent = "Scheduled";
+  const title = document.createElement("h2");
+  const link = document.createElement("a");
+  link.href = href;
+  link.textContent = space.title;
+  title.append(link);
+  head.append(badge, title);
+  li.append(head);
+  if (space.host) li.append(hostLine(space));
+  const when = document.createElement("time");
+  when.className = "starts";
+  when.dateTime = space.starts_at;
+  when.textContent = new Intl.DateTimeFormat(undefined, {
+    weekday: "short", day: "numeric", month: "short", hour: "numeric", minute: "2-digit",
+    timeZoneName: "short" }).format(new Date(space.starts_at));
+  const foot = document.createElement("div");
+  foot.className = "card-foot";
+  const more = document.createElement("a");
+  more.className = "button";
+  more.href = href;
+  more.textContent = "Details";
+  more.setAttribute("aria-label", `Details of ${space.title}`);
+  foot.append(when, more);
+  li.append(foot);
+  return li;
 }
 
 function card(space) {
@@ -27,20 +80,7 @@ function card(space) {
   title.append(link);
   head.append(badge, title);
   li.append(head);
-  if (space.host) {
-    const host = document.createElement("p");
-    host.className = "host";
-    const face = document.createElement("span");
-    face.className = "host-face";
-    face.append(ChorusFaces.face(space.host, (space.people || {})[space.host]));
-    const who = document.createElement("span");
-    who.textContent = "Hosted by ";
-    const b = document.createElement("b");
-    b.textContent = nameOf(space, space.host);
-    who.append(b);
-    host.append(face, who);
-    li.append(host);
-  }
+  if (space.host) li.append(hostLine(space));
   const faces = document.createElement("ul");
   faces.className = "card-faces";
   faces.setAttribute("aria-label", "On stage");
@@ -78,9 +118,11 @@ async function refresh() {
   const list = document.getElementById("spaces");
   try {
     const res = await fetch("/api/spaces");
-    const { spaces } = await res.json();
+    const { spaces, upcoming = [] } = await res.json();
     list.replaceChildren(...spaces.map(card));
     document.getElementById("empty").hidden = spaces.length > 0;
+    document.getElementById("upcoming").replaceChildren(...upcoming.map(upcomingCard));
+    document.getElementById("upcoming-section").hidden = upcoming.length === 0;
   } catch (e) { /* try again on the next refresh */ }
 }
 refresh();

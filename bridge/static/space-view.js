@@ -29,7 +29,8 @@ const ChorusView = (() => {
   function face(user) { return ChorusFaces.face(user, profile(user)); }
 
   // ---- the top ---------------------------------------------------------------------
-  const BADGES = { connecting: "Connecting", live: "● Live", ended: "Ended", notlive: "Not live" };
+  const BADGES = { connecting: "Connecting", live: "● Live", ended: "Ended", notlive: "Not live",
+                   scheduled: "Scheduled", cancelled: "Cancelled" };
   function setBadge(kind) {
     const badge = $("state");
     badge.dataset.state = kind;

@@ -65,6 +65,15 @@ window.chorus = state; // for tests and debugging
 const view = ChorusView;
 view.init(state);
 view.setUpSharing(spaceId);
+// Not live: the page of a scheduled, ended or cancelled space (space-listing.js); back to
+// the live page when the host starts it.
+ChorusListing.init({ spaceId, token: () => token, state, view, setConn, goLive });
+function goLive() {
+  document.body.dataset.page = "live";
+  for (const id of ["before", "after", "cancelled"]) $(id).hidden = true;
+  state.reconnects++;
+  connect();
+}
 
 // The any-player link: the bridge's own live.ogg, or, for a public space the bridge feeds
 // to an Icecast relay (hello.stream_url), the relay's address (it needs no token).
@@ -95,7 +104,7 @@ function setConn(kind, text) {
   banner.dataset.state = kind;
   $("conn-text").textContent = text;
   $("retry").hidden = kind !== "waiting";
-  banner.hidden = kind === "connected";
+  banner.hidden = kind === "connected" || kind === "listing";
 }
 
 function connect() {
@@ -150,6 +159,7 @@ function connect() {
       else if (ev.code === 4404) view.setBadge("notlive");
       setConn(kind, ev.reason ? `${text} (${ev.reason}).` : `${text}.`);
       status("");
+      if (ev.code === 4404 || ev.code === 4410) ChorusListing.load();
       return;
     }
     if (state.connectedAt && Date.now() - state.connectedAt >= STABLE_MS) state.retryAttempt = 0;
