@@ -6,7 +6,7 @@ import html
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bot.core.model import Role, Space, State
+from bot.core.model import Role, Space, State, Visibility
 from bot.matrix.messages import matrix_to, pill
 
 TIP_PROVIDERS = {
@@ -75,11 +75,15 @@ def card(f: CardFacts) -> tuple[str, str]:
         when = s.scheduled_for.strftime("%a %d %b %Y %H:%M UTC")
         lines.append(f"Starts: {when} · react 🔔 or type {p}space remind {s.id} to be reminded")
         rich.append(f"Starts: {when} · react 🔔 or type <code>{p}space remind {s.id}</code> to be reminded<br>")
-        lines.append(f"Its page (a countdown in your time zone): {f.page_url} · for your calendar: "
-                     f"{p}space calendar {s.id}")
-        rich.append(f'<a href="{html.escape(f.page_url)}">Its page</a> (a countdown in your time zone) · '
-                    f"for your calendar: <code>{p}space calendar {s.id}</code><br>")
-    elif s.state is State.ENDED:
+        if s.visibility is Visibility.EVERYONE:  # a private space's page needs a personal link
+            lines.append(f"Its page (a countdown in your time zone): {f.page_url} · for your calendar: "
+                         f"{p}space calendar {s.id}")
+            rich.append(f'<a href="{html.escape(f.page_url)}">Its page</a> (a countdown in your time zone) · '
+                        f"for your calendar: <code>{p}space calendar {s.id}</code><br>")
+        else:
+            lines.append(f"For your calendar: {p}space calendar {s.id}")
+            rich.append(f"For your calendar: <code>{p}space calendar {s.id}</code><br>")
+    elif s.state is State.ENDED and s.visibility is Visibility.EVERYONE:
         lines.append(f"How it went, and the recording if there is one: {f.page_url}")
         rich.append(f'<a href="{html.escape(f.page_url)}">How it went</a>, and the recording if there is one<br>')
     tips_plain, tips_rich = tip_links(f.tip_jar)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,8 +35,10 @@ log = logging.getLogger(__name__)
 HISTORY_DAYS = 30
 #: pages given to a restarted bridge at most (it keeps 2,000)
 MAX_PUSHED = 500
-#: names on an ended space's page (the bridge takes 50)
+#: names on an ended space's page, and its recordings and transcripts (the newest; the
+#: bridge takes 50 and 20)
 MAX_SPEAKERS = 50
+MAX_FILES = 20
 LISTED_STATES = (State.SCHEDULED, State.ENDED, State.CANCELLED)
 
 
@@ -70,7 +73,7 @@ def listing_body(space: Space, row: Any, *, files: list[Any], reactions: list[tu
         "starts_at": _iso(space.scheduled_for), "started_at": _iso(row.started_at),
         "ended_at": _iso(row.ended_at), "room_url": matrix_to(room) if room else None,
         "calendar": calendar, "people": people, "blocked": sorted(space.removed)}
-    recordings = [f for f in files if f.kind == "recording"]
+    recordings = [f for f in files if f.kind == "recording"][-MAX_FILES:]
     if space.state is State.ENDED:
         started, ended = as_utc(row.started_at), as_utc(row.ended_at)
         body["summary"] = {
@@ -80,7 +83,7 @@ def listing_body(space: Space, row: Any, *, files: list[Any], reactions: list[tu
             "recorded": bool(recordings) or row.recording}
         body["recordings"] = [{"file": f.name, "seconds": f.seconds, "transcript": f.transcript}
                               for f in recordings]
-        body["transcripts"] = [f.name for f in files if f.kind == "transcript"]
+        body["transcripts"] = [f.name for f in files if f.kind == "transcript"][-MAX_FILES:]
     return body
 
 
@@ -99,12 +102,18 @@ class PageListings:
         self.domain = domain
         #: the bridge answered 404 to a listing: it is older than 1.5 (until it restarts)
         self._unsupported = False
-        self._wanted: list[str] = []
+        #: spaces whose pages are to be given, in order (a change goes before a resync's)
+        self._wanted: OrderedDict[str, None] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
 
-    def changed(self, *space_ids: str) -> None:
-        """These spaces' pages changed: give them to the bridge soon."""
-        self._wanted.extend(s for s in space_ids if s not in self._wanted)
+    def changed(self, *space_ids: str, first: bool = True) -> None:
+        """These spaces' pages changed: give them to the bridge soon (before the pages a
+        resync asked for, unless ``first`` is false)."""
+        if self._unsupported:
+            return
+        for space_id in reversed(space_ids) if first else space_ids:
+            self._wanted[space_id] = None
+            self._wanted.move_to_end(space_id, last=not first)
         if self._wanted and (self._task is None or self._task.done()):
             self._task = asyncio.create_task(self._work(), name="page-listings")
 
@@ -113,7 +122,7 @@ class PageListings:
         have, in the background."""
         self._unsupported = False
         since = datetime.now(UTC) - timedelta(days=HISTORY_DAYS)
-        self.changed(*await self.db.spaces_with_pages(since, MAX_PUSHED))
+        self.changed(*await self.db.spaces_with_pages(since, MAX_PUSHED), first=False)
 
     async def idle(self) -> None:
         """Wait until every push asked for has been made (tests)."""
@@ -128,7 +137,7 @@ class PageListings:
     async def _work(self) -> None:
         pushed = 0
         while self._wanted and not self._unsupported:
-            space_id = self._wanted.pop(0)
+            space_id, _ = self._wanted.popitem(last=False)
             try:
                 pushed += await self.push(space_id)
             except asyncio.CancelledError:
@@ -162,6 +171,9 @@ class PageListings:
         except BridgeUnavailable:
             raise
         except BridgeError as exc:
+            if exc.status == 409:  # it went live meanwhile: its stage is its page now
+                log.info("space %s: not given its %s page: it is live again", space_id, space.state.value)
+                return False
             if exc.status == 404:
                 log.warning("the audio bridge does not show scheduled or ended spaces (protocol "
                             "1.5); their pages say only that they are not live until it is upgraded")

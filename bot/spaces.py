@@ -232,9 +232,14 @@ class SpaceService:
 
     async def keep_file(self, space_id: str, name: str, kind: str, seconds: float | None = None,
                         transcript: str | None = None) -> None:
-        """A recording or transcript the bridge made: kept, and played on the space's page."""
-        if await self.db.add_space_file(space_id, name, kind, seconds, transcript):
-            log.info("space %s: its %s %s is kept for its page", space_id, kind, name)
+        """A recording or transcript the bridge made: kept, and played on the space's page.
+        A database error costs the page its file, never the room its post."""
+        try:
+            if await self.db.add_space_file(space_id, name, kind, seconds, transcript):
+                log.info("space %s: its %s %s is kept for its page", space_id, kind, name)
+        except Exception:  # noqa: BLE001 - the file still goes to the room
+            log.exception("space %s: its %s %s could not be kept for its page", space_id, kind, name)
+            return
         if self.listings is not None:
             self.listings.changed(space_id)
 

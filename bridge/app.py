@@ -743,6 +743,9 @@ async def put_listing(request: web.Request) -> web.Response:
         listing = parse_listing(space_id, body)
     except InfoError as exc:
         raise _json_error(web.HTTPBadRequest, str(exc), field=exc.field) from None
+    stage = request.app[STAGES].get(space_id)
+    if stage is not None and stage.open:  # a late push of a page from before it went live
+        raise _json_error(web.HTTPConflict, f"space {space_id} is live: its stage is its page")
     folder = Path(request.app[SETTINGS].recordings_dir)
     missing = sorted(name for name in listing.files() if _own_file(folder, name) is None)
     if missing:
@@ -785,13 +788,15 @@ def _listing_for(request: web.Request) -> Listing:
     if not token and auth.lower().startswith("bearer "):
         token = auth[7:].strip()
     if not token:
-        raise _json_error(web.HTTPForbidden, "this space is not public: open it with the link "
-                          "the Chorus bot sent you")
+        raise _json_error(web.HTTPForbidden, "this space is not public: its page opens with the "
+                          "personal link the Chorus bot sends you (!space join while it is live); "
+                          "its recording is posted in its Matrix room")
     try:
         claims = tokens.verify(request.app[SETTINGS].shared_secret, token, space_id)
     except tokens.TokenError as exc:
-        raise _json_error(web.HTTPUnauthorized, f"your link was refused ({exc.reason}): ask the "
-                          "Chorus bot for a new one") from None
+        raise _json_error(web.HTTPUnauthorized, f"your link was refused ({exc.reason}): while the "
+                          "space is live, !space join gives you a new one; its recording is posted "
+                          "in its Matrix room") from None
     if claims.user in listing.blocked:
         raise _json_error(web.HTTPForbidden, REMOVED_REASON)
     return listing

@@ -103,3 +103,15 @@ def db_url(request, tmp_path) -> Iterator[str]:
         yield request.getfixturevalue("postgres_url")
 
 
+@pytest.fixture
+def store(db_url: str):
+    """A migrated, empty store of the bot's, on SQLite and on PostgreSQL (db_url)."""
+    from bot.db.engine import make_engine, upgrade
+    from bot.db.store import Store
+
+    engine = make_engine(db_url)
+    upgrade(engine)
+    try:
+        yield Store(engine)
+    finally:
+        engine.dispose()

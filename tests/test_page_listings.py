@@ -5,31 +5,18 @@ them gets again (on SQLite and PostgreSQL), the files kept once, and a bridge ol
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import icalendar
-import pytest
 
 from bot.bridge_api import BridgeError, BridgeUnavailable, InMemoryBridge
 from bot.core.model import Role, Space, State, Visibility
 from bot.db.database import Database
-from bot.db.engine import make_engine, upgrade
 from bot.db.store import Store
 from bot.page_listings import HISTORY_DAYS, PageListings
 from bridge.listings import parse_listing
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    engine = make_engine(db_url)
-    upgrade(engine)
-    try:
-        yield Store(engine)
-    finally:
-        engine.dispose()
 
 
 def space(space_id: str, state: State, *, when: datetime | None = None, public: bool = True,
@@ -54,12 +41,12 @@ def test_a_bridge_that_forgot_gets_every_scheduled_space_and_the_recent_ended_on
     store.save_space(space("endold", State.ENDED), started_at=old, ended_at=old)
     store.save_space(space("can1", State.CANCELLED, when=NOW + timedelta(days=1)))
     store.save_space(space("canold", State.CANCELLED, when=old))
+    store.save_space(space("never", State.SCHEDULED, when=old))  # its host never started it
     since = NOW - timedelta(days=HISTORY_DAYS)
-    got = store.spaces_with_pages(since, 100)
-    assert got[:2] == ["sch1", "sch2"]  # the scheduled first, soonest first
-    assert set(got[2:]) == {"end1", "end2", "can1"}
-    assert got.index("end2") < got.index("end1")  # the newest ended first
-    assert len(store.spaces_with_pages(since, 3)) == 3
+    # the scheduled first, soonest first; then the newest ended or cancelled (a cancelled
+    # one by the time it was planned for) first, the same on both databases
+    assert store.spaces_with_pages(since, 100) == ["sch1", "sch2", "can1", "end2", "end1"]
+    assert store.spaces_with_pages(since, 3) == ["sch1", "sch2", "can1"]
 
 
 def test_a_file_is_kept_once_in_the_order_it_came(store: Store) -> None:
@@ -148,3 +135,38 @@ async def test_an_old_bridge_is_asked_once_and_an_unreachable_one_waits_for_the_
     await pages.idle()
     # a refused page is logged and the next goes on; an unreachable bridge stops the rest
     assert down.calls == 2 and "refused its scheduled page" in caplog.text
+
+
+async def test_an_ended_space_with_many_recordings_gives_the_newest_the_bridge_takes(store: Store) -> None:
+    bridge = InMemoryBridge()
+    store.save_space(space("many", State.ENDED), started_at=NOW - timedelta(hours=3), ended_at=NOW, recording=True)
+    for i in range(25):  # recording turned off and on again, many times
+        store.add_space_file("many", f"many-{i:02d}.ogg", "recording", 60.0, None)
+    pages = listings(store, bridge)
+    pages.changed("many")
+    await pages.idle()
+    files = [r["file"] for r in bridge.listings["many"]["recordings"]]
+    assert files == [f"many-{i:02d}.ogg" for i in range(5, 25)]
+    assert len(parse_listing("many", bridge.listings["many"]).recordings) == 20
+
+
+class OrderBridge(InMemoryBridge):
+    def __init__(self) -> None:
+        super().__init__()
+        self.order: list[str] = []
+
+    async def put_listing(self, space_id, listing):
+        self.order.append(space_id)
+        return await super().put_listing(space_id, listing)
+
+
+async def test_a_change_goes_before_the_pages_a_resync_gives_again(store: Store) -> None:
+    for i in range(5):
+        store.save_space(space(f"r{i}", State.SCHEDULED, when=NOW + timedelta(hours=i + 1)))
+    store.save_space(space("new", State.CANCELLED, when=NOW + timedelta(days=2)))
+    bridge = OrderBridge()
+    pages = listings(store, bridge)
+    await pages.resync()  # every page, queued
+    pages.changed("new")  # just cancelled: its page first
+    await pages.idle()
+    assert bridge.order[0] == "new" and sorted(bridge.order) == ["new", "r0", "r1", "r2", "r3", "r4"]

@@ -9,7 +9,6 @@ import asyncio
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import create_engine, event
@@ -18,16 +17,6 @@ from bot.core.model import Role, Space, State, Visibility
 from bot.db.database import Database, threads_for
 from bot.db.engine import SQLITE_BUSY_SECONDS, make_engine, upgrade
 from bot.db.store import Store
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    engine = make_engine(db_url)
-    upgrade(engine)
-    try:
-        yield Store(engine)
-    finally:
-        engine.dispose()
 
 
 class Commits:

@@ -384,16 +384,18 @@ class Store:
                                .order_by(m.SpaceFile.created_at, m.SpaceFile.name)).all())
 
     def spaces_with_pages(self, since: datetime, limit: int) -> list[str]:
-        """The spaces whose pages the bridge should have: every scheduled one, and those
-        that ended (or were cancelled) since ``since``, the newest first; at most ``limit``."""
+        """The spaces whose pages the bridge should have: the scheduled ones (soonest
+        first; one whose time passed before ``since`` was never started and is left
+        out), then those that ended or were cancelled since ``since``, the newest first;
+        at most ``limit``."""
         with self._tx() as s:
-            scheduled = s.exec(select(m.Space.id).where(m.Space.state == State.SCHEDULED.value)
-                               .order_by(m.Space.scheduled_for).limit(limit)).all()
+            scheduled = s.exec(select(m.Space.id).where(
+                (m.Space.state == State.SCHEDULED.value) & (col(m.Space.scheduled_for) >= since))
+                .order_by(m.Space.scheduled_for).limit(limit)).all()
+            when = func.coalesce(m.Space.ended_at, m.Space.scheduled_for)
             finished = s.exec(select(m.Space.id).where(
-                (m.Space.state == State.ENDED.value) & (col(m.Space.ended_at) >= since)
-                | (m.Space.state == State.CANCELLED.value) & (col(m.Space.scheduled_for) >= since))
-                .order_by(col(m.Space.ended_at).desc(), col(m.Space.scheduled_for).desc())
-                .limit(max(0, limit - len(scheduled)))).all()
+                col(m.Space.state).in_([State.ENDED.value, State.CANCELLED.value]) & (when >= since))
+                .order_by(when.desc(), m.Space.id).limit(max(0, limit - len(scheduled)))).all()
         return [*scheduled, *finished]
 
     def add_ref(self, event_id: str, room_id: str, space_id: str, kind: str,

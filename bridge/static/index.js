@@ -25,8 +25,8 @@ function hostLine(space) {
   return host;
 }
 
-function upcomingCard(space) {
-  const href = "/spaces/" + encodeURIComponent(space.space_id);
+// A card's top: its state, its title (a link to its page) and its host.
+function cardTop(space, href, state, label) {
   const li = document.createElement("li");
   li.className = "card";
   li.dataset.space = space.space_id;
@@ -34,8 +34,8 @@ function upcomingCard(space) {
   head.className = "card-head";
   const badge = document.createElement("span");
   badge.className = "badge";
-  badge.dataset.state = "scheduled";
-  badge.textContent = "Scheduled";
+  badge.dataset.state = state;
+  badge.textContent = label;
   const title = document.createElement("h2");
   const link = document.createElement("a");
   link.href = href;
@@ -44,6 +44,12 @@ function upcomingCard(space) {
   head.append(badge, title);
   li.append(head);
   if (space.host) li.append(hostLine(space));
+  return li;
+}
+
+function upcomingCard(space) {
+  const href = "/spaces/" + encodeURIComponent(space.space_id);
+  const li = cardTop(space, href, "scheduled", "Scheduled");
   const when = document.createElement("time");
   when.className = "starts";
   when.dateTime = space.starts_at;
@@ -64,23 +70,7 @@ function upcomingCard(space) {
 
 function card(space) {
   const href = "/spaces/" + encodeURIComponent(space.space_id);
-  const li = document.createElement("li");
-  li.className = "card";
-  li.dataset.space = space.space_id;
-  const head = document.createElement("div");
-  head.className = "card-head";
-  const badge = document.createElement("span");
-  badge.className = "badge";
-  badge.dataset.state = "live";
-  badge.textContent = "● Live";
-  const title = document.createElement("h2");
-  const link = document.createElement("a");
-  link.href = href;
-  link.textContent = space.title;
-  title.append(link);
-  head.append(badge, title);
-  li.append(head);
-  if (space.host) li.append(hostLine(space));
+  const li = cardTop(space, href, "live", "● Live");
   const faces = document.createElement("ul");
   faces.className = "card-faces";
   faces.setAttribute("aria-label", "On stage");

@@ -9,17 +9,24 @@
 const ChorusListing = (() => {
   const $ = (id) => document.getElementById(id);
   const POLL_SCHEDULED_MS = 30000;  // is it live yet?
-  const POLL_DUE_MS = 5000;         // the same, once its time has come
+  const POLL_DUE_MS = 5000;         // the same, in the hour after its time
+  const DUE_FAST_MS = 3600000;
   const POLL_RECORDING_MS = 15000;  // the recording is being converted
   const RECORDING_WAIT_MS = 10 * 60000;
-  const MISSING_TRIES = 5;          // a space that just ended: its page is on its way
-  const MISSING_WAIT_MS = 2000;
+  // Not known (yet): a space that has just ended (the bot is giving the bridge its page),
+  // a bridge that restarted (the bot gives it its pages again), a proxy's error: asked
+  // again, less and less often.
+  const RETRY_FIRST_MS = 2000;
+  const RETRY_MAX_MS = 30000;
   let page = null;  // { spaceId, token(), state, view, setConn, goLive }
   let facts = null;
   let pollTimer = null;
   let tickTimer = null;
-  let missing = 0;
+  let retries = 0;
+  let liveTries = 0;  // "live" said, yet the connection did not take: not in a tight loop
   let loadedAt = 0;
+
+  function backoff(n) { return Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** Math.min(n, 8)); }
 
   function init(options) { page = options; }
 
@@ -42,25 +49,31 @@ const ChorusListing = (() => {
         cache: "no-store", headers: token ? { Authorization: `Bearer ${token}` } : {},
       });
     } catch (e) { res = null; }
-    if (!res) { poll(POLL_SCHEDULED_MS); return; }
+    if (!res) { poll(backoff(retries++)); return; }
     let body = {};
     try { body = await res.json(); } catch (e) { body = {}; }
-    if (res.status === 404) {
-      // a space that has just ended: the bot is giving the bridge its page
-      if (++missing < MISSING_TRIES) poll(MISSING_WAIT_MS);
+    if (res.status === 404 || res.status === 429 || res.status >= 500) {
+      poll(backoff(retries++));
       return;
     }
     if (!res.ok) {
       page.setConn("refused", `${body.error || `The page could not be shown (${res.status})`}.`);
       return;
     }
-    missing = 0;
+    retries = 0;
     if (body.state === "live") {
-      if (facts) { facts = null; stopTicking(); page.goLive(); }
+      if (!["connected", "connecting", "waiting"].includes(page.state.conn)) {
+        facts = null;
+        stopTicking();
+        setTimeout(page.goLive, liveTries++ ? backoff(liveTries) : 0);
+      }
       return;
     }
     show(body);
   }
+
+  // The live page is back (space.js, on its hello).
+  function connected() { liveTries = 0; }
 
   function stopTicking() {
     clearInterval(tickTimer);
@@ -87,6 +100,10 @@ const ChorusListing = (() => {
     if (body.state === "scheduled") showScheduled(body);
     else stopTicking();
     if (body.state === "ended") showEnded(body);
+    if (body.state === "cancelled") {
+      $("cancelled-when").textContent = body.starts_at ? `It was planned for ${new Intl.DateTimeFormat(undefined, {
+        dateStyle: "full", timeStyle: "short" }).format(new Date(body.starts_at))}.` : "";
+    }
   }
 
   // ---- scheduled: when, in the viewer's zone, and a countdown ----------------------
@@ -115,8 +132,9 @@ const ChorusListing = (() => {
     tick();
     clearInterval(tickTimer);
     tickTimer = setInterval(tick, 1000);
-    poll(starts.getTime() - Date.now() > 0 ? Math.min(POLL_SCHEDULED_MS, Math.max(1000, starts.getTime() - Date.now()))
-      : POLL_DUE_MS);
+    const left = starts.getTime() - Date.now();
+    poll(left > 0 ? Math.min(POLL_SCHEDULED_MS, Math.max(1000, left))
+      : -left < DUE_FAST_MS ? POLL_DUE_MS : POLL_SCHEDULED_MS);
   }
 
   function countdown(ms) {
@@ -189,7 +207,7 @@ const ChorusListing = (() => {
 
   function showRecordings(body) {
     const list = $("recordings");
-    const wanted = (body.recordings || []).map((r) => r.file).join(" ");
+    const wanted = (body.recordings || []).map((r) => `${r.file}:${r.transcript}`).join(" ");
     if (list.dataset.files !== wanted) {  // players kept across polls: playback goes on
       list.dataset.files = wanted;
       list.replaceChildren(...(body.recordings || []).map((r, i) => player(r, i, body.recordings.length)));
@@ -309,5 +327,5 @@ const ChorusListing = (() => {
     }));
   }
 
-  return { init, load, countdown, current: () => facts };
+  return { init, load, connected, countdown, current: () => facts };
 })();

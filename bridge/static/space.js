@@ -239,6 +239,7 @@ function onJson(m) {
       state.connectedAt = Date.now();
       state.lost = false; state.noSpaceSince = 0;
       setConn("connected", "");
+      ChorusListing.connected();
       $("title").textContent = m.title;
       document.title = `${m.title} — Chorus`;
       view.setBadge("live");

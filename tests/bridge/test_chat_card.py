@@ -82,3 +82,15 @@ async def test_the_chat_card_shows_the_space_and_its_links(browser, tmp_path):  
                        mobile=False)
     await shoot(browser, tmp_path / "shots", "chat-card")
     assert html.escape("<b>loud</b>") in evil_html
+
+
+def test_a_card_links_a_page_before_and_after_only_for_a_public_space() -> None:
+    when = datetime(2026, 12, 12, 18, 0, tzinfo=UTC)
+    for vis, linked in [(Visibility.EVERYONE, True), (Visibility.FOLLOWING, False), (Visibility.INVITED, False)]:
+        for state in (State.SCHEDULED, State.ENDED):
+            s = Space(id="p7wq2m", host="@ann:example.org", title="Seed swap", state=state, visibility=vis,
+                      scheduled_for=when)
+            plain, rich = cards.card(cards.CardFacts(s, None, PAGE_URL, {}, 0))
+            assert (PAGE_URL in plain) is linked and (PAGE_URL in rich) is linked, (vis, state)
+            if state is State.SCHEDULED:
+                assert "!space calendar p7wq2m" in plain

@@ -92,10 +92,14 @@ async def test_scheduled_page_counts_down_in_the_viewers_zone_and_turns_live(bri
     await browser.wait_js(f"{text_of('countdown')} !== {first!r}")
     await shoot(browser, shots, "scheduled-desktop")
 
-    # the host starts it: the page (on its next look) becomes the live page
-    await bridge.open("soon", roles={"@ann:x": "host"})
-    await browser.js("ChorusListing.load()")
-    await browser.wait_js("window.chorus.conn === 'connected'")
+    # a space whose time has come: the page looks every few seconds, and when the host
+    # starts it the page becomes the live page by itself
+    due = datetime.now(UTC) - timedelta(minutes=1)
+    await bridge.control("PUT", "/listings/due", scheduled_listing("due", due, title="Due"))
+    await open_page(browser, f"{bridge.url}/spaces/due", "scheduled")
+    assert (await browser.js(text_of("countdown"))).startswith("Starting any moment")
+    await bridge.open("due", roles={"@ann:x": "host"})
+    await browser.wait_js("window.chorus.conn === 'connected'", timeout=30)
     assert await browser.js(text_of("state")) == "● Live"
     assert await browser.js("document.body.dataset.page") == "live"
     assert await browser.js("document.getElementById('before').hidden")
@@ -194,6 +198,7 @@ async def test_a_private_ended_space_needs_its_link_and_a_cancelled_one_says_so(
     await open_page(browser, f"{bridge.url}/spaces/gone", "cancelled")
     assert await browser.js(text_of("state")) == "Cancelled"
     assert "cancelled" in await browser.js(text_of("cancelled"))
+    assert (await browser.js(text_of("cancelled-when"))).startswith("It was planned for ")
     await shoot(browser, tmp_path / "shots", "cancelled")
 
 

@@ -80,6 +80,10 @@ async def test_a_scheduled_space_is_shown_to_anyone_with_its_calendar_and_on_the
     assert (await bridge.control("PUT", "/listings/s1", scheduled("Book club!")))[0] == 200
     await bridge.open("s1")
     assert await facts(bridge, "s1") == (200, {"space_id": "s1", "state": "live"})
+    # a push of its page from before it went live comes too late: refused, the stage stays its page
+    status, body = await bridge.control("PUT", "/listings/s1", scheduled())
+    assert status == 409 and "is live" in body["error"]
+    assert await facts(bridge, "s1") == (200, {"space_id": "s1", "state": "live"})
     status, index, _ = await get(bridge, "/api/spaces")
     assert [u["space_id"] for u in json.loads(index)["upcoming"]] == ["s0"]
 
@@ -90,7 +94,7 @@ async def test_a_private_space_needs_a_valid_link_of_that_space(bridge) -> None:
     assert status == 403 and "not public" in body["error"] and "title" not in body
     assert (await get(bridge, "/spaces/p1/calendar.ics"))[0] == 403
     status, body = await facts(bridge, "p1", bridge.token("other", "@bob:x"))
-    assert status == 401 and "ask the Chorus bot for a new one" in body["error"]
+    assert status == 401 and "!space join gives you a new one" in body["error"]
     status, body = await facts(bridge, "p1", bridge.token("p1", "@bob:x")[:-4] + "AAAA")
     assert status == 401
     status, body = await facts(bridge, "p1", bridge.token("p1", "@bob:x"))
