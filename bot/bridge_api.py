@@ -91,10 +91,6 @@ class BridgeControl(Protocol):
         names of the files it gave that the bridge does not have (left out)."""
         ...
 
-    async def drop_listing(self, space_id: str) -> None:
-        """The space has no page of its own any more (1.5)."""
-        ...
-
     async def set_roles(self, space_id: str, roles: dict[str, str],
                         removed: Iterable[str] = ()) -> None:
         """Who is who in a live space, as a whole: ``roles`` (others are listeners) and the
@@ -240,9 +236,6 @@ class InMemoryBridge:
     async def put_listing(self, space_id, listing):
         self.listings[space_id] = listing
         return []
-
-    async def drop_listing(self, space_id):
-        self.listings.pop(space_id, None)
 
     def _stage(self, space_id: str) -> _Stage:
         try:

@@ -210,9 +210,6 @@ class HttpBridge:
         missing = answer.get("missing") if isinstance(answer, dict) else None
         return [str(m) for m in missing] if isinstance(missing, list) else []
 
-    async def drop_listing(self, space_id: str) -> None:
-        await self._request("DELETE", f"{self.control_url}{API}/listings/{quote(space_id, safe='')}")
-
     async def put_avatar(self, avatar_id: str, data: bytes) -> None:
         await self._send_bytes("PUT", f"{self.control_url}{API}/avatars/{avatar_id}", data, "")
 

@@ -6,9 +6,9 @@ captions; a cancelled one's says so (protocol 1.5, ``PUT …/listings/{id}``). T
 keeps them in memory only, so every resync (the bot's start, a bridge restart) gives it
 the scheduled spaces and those that ended in the last :data:`HISTORY_DAYS` days again.
 
-Pushes run in the background, one task per space at a time, so no command waits for a
-slow homeserver's profile or for the bridge; a failed push is logged and made again by
-the next change or resync.
+Pushes run in the background, one at a time in one task (a change before the pages a
+resync gives again), so no command waits for a slow homeserver's profile or for the
+bridge; a failed push is logged and made again by the next change or resync.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 from bot.core import calendar as ics
 from bot.core.model import Space, State, Visibility
 from bot.db.database import Database
-from bot.db.store import as_utc
+from bot.db.store import as_utc, speakers_of
 from bot.matrix.messages import matrix_to
 
 from .bridge_api import BridgeControl, BridgeError, BridgeUnavailable
@@ -85,10 +85,6 @@ def listing_body(space: Space, row: Any, *, files: list[Any], reactions: list[tu
                               for f in recordings]
         body["transcripts"] = [f.name for f in files if f.kind == "transcript"][-MAX_FILES:]
     return body
-
-
-def speakers_of(row: Any) -> list[str]:
-    return [u for u in row.speakers_seen.split() if u]
 
 
 class PageListings:

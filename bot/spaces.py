@@ -26,7 +26,7 @@ from bot.core import effects as fx
 from bot.core import rules
 from bot.core.model import Limits, Role, Space, State, Visibility
 from bot.db.database import Database
-from bot.db.store import SpaceRecord, Store, as_utc, new_space_id
+from bot.db.store import SpaceRecord, Store, as_utc, new_space_id, speakers_of
 from bot.matrix.client import MatrixError, MatrixIO
 from bot.matrix.messages import matrix_to
 from bot.page_listings import PageListings
@@ -519,7 +519,7 @@ class SpaceService:
             if failed is not None:
                 raise failed
             return
-        speakers = [u for u in rec.row.speakers_seen.split() if u]
+        speakers = speakers_of(rec.row)
         plain, rich = cards.summary(space, as_utc(rec.row.started_at),
                                     as_utc(rec.row.ended_at) or datetime.now(UTC), peak, speakers,
                                     await self.db.top_reactions(space.id))

@@ -500,13 +500,19 @@ async def control_events(request: web.Request) -> web.WebSocketResponse:
 # -- clients ---------------------------------------------------------------------
 
 
-def _claims(request: web.Request, stage: Stage) -> tokens.TokenClaims | None:
-    """Token claims, None for an anonymous listener; raises TokenError/PermissionError."""
+def _given_token(request: web.Request) -> str | None:
+    """The personal token a page or player gives: ``?token=``, else ``Authorization: Bearer``."""
     token = request.query.get("token")
     if not token:
         auth = request.headers.get("Authorization", "")
         if auth.lower().startswith("bearer "):
             token = auth[7:].strip()
+    return token or None
+
+
+def _claims(request: web.Request, stage: Stage) -> tokens.TokenClaims | None:
+    """Token claims, None for an anonymous listener; raises TokenError/PermissionError."""
+    token = _given_token(request)
     if not token:
         if not stage.public:
             raise PermissionError("this space is not public; a token is needed")
@@ -783,10 +789,7 @@ def _listing_for(request: web.Request) -> Listing:
         raise _json_error(web.HTTPNotFound, f"no space {space_id} is known here")
     if listing.public:
         return listing
-    token = request.query.get("token")
-    auth = request.headers.get("Authorization", "")
-    if not token and auth.lower().startswith("bearer "):
-        token = auth[7:].strip()
+    token = _given_token(request)
     if not token:
         raise _json_error(web.HTTPForbidden, "this space is not public: its page opens with the "
                           "personal link the Chorus bot sends you (!space join while it is live); "

@@ -291,7 +291,7 @@ class Store:
             for k, v in row_fields.items():
                 setattr(row, k, v)
             speakers = [u for u, r in space.people.items() if r is not Role.LISTENER]
-            seen = [u for u in row.speakers_seen.split() if u]
+            seen = speakers_of(row)
             row.speakers_seen = " ".join(seen + [u for u in speakers if u not in seen])
             s.flush()
             existing = {p.user_id: p for p in s.exec(
@@ -531,6 +531,11 @@ def database_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     return isinstance(exc, _UNAVAILABLE)
+
+
+def speakers_of(row: m.Space) -> list[str]:
+    """Everyone who was on stage in a space, in the order they first were."""
+    return [u for u in row.speakers_seen.split() if u]
 
 
 def as_utc(dt: datetime | None) -> datetime | None:

@@ -101,8 +101,7 @@ const ChorusListing = (() => {
     else stopTicking();
     if (body.state === "ended") showEnded(body);
     if (body.state === "cancelled") {
-      $("cancelled-when").textContent = body.starts_at ? `It was planned for ${new Intl.DateTimeFormat(undefined, {
-        dateStyle: "full", timeStyle: "short" }).format(new Date(body.starts_at))}.` : "";
+      $("cancelled-when").textContent = body.starts_at ? `It was planned for ${longDate(body.starts_at)}.` : "";
     }
   }
 
@@ -149,6 +148,11 @@ const ChorusListing = (() => {
   }
 
   // ---- ended: a summary, the recordings and their transcripts ----------------------
+  // a day and time, in the viewer's zone and language
+  function longDate(iso) {
+    return new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "short" }).format(new Date(iso));
+  }
+
   function duration(seconds) {
     if (seconds === null || seconds === undefined) return "unknown";
     const h = Math.floor(seconds / 3600);
@@ -192,8 +196,7 @@ const ChorusListing = (() => {
     const s = body.summary || {};
     const rows = [];
     if (body.started_at) {
-      rows.push(summaryRow("Held", new Intl.DateTimeFormat(undefined, {
-        dateStyle: "full", timeStyle: "short" }).format(new Date(body.started_at))));
+      rows.push(summaryRow("Held", longDate(body.started_at)));
     }
     rows.push(summaryRow("Duration", duration(s.duration_seconds)));
     rows.push(summaryRow("Peak listeners", String(s.peak_listeners || 0)));
@@ -327,5 +330,5 @@ const ChorusListing = (() => {
     }));
   }
 
-  return { init, load, connected, countdown, current: () => facts };
+  return { init, load, connected };
 })();
